@@ -1,0 +1,1 @@
+//! PingOne to Kafka: polls each tenant and writes raw events (see README).

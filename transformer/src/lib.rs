@@ -1,0 +1,1 @@
+//! Raw events to usage metadata: normalizes the raw topic into schema-registered records.
