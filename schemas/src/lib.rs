@@ -1,7 +1,28 @@
 //! The pipeline's data contract: the Avro schemas under `schemas/avro/` and the Rust types that
-//! read and write them.
+//! read and write them (see `schemas/README.md`).
 //!
 //! # Layout
 //! - [`raw`]: the raw event envelope the producer writes and the transformer reads.
+//! - [`wire`]: the Confluent wire format (magic byte, schema id, datum) used on every topic.
 
 pub mod raw;
+pub mod wire;
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The Avro library rejected the value or the bytes.
+    #[error("avro: {0}")]
+    Avro(#[from] apache_avro::Error),
+    /// A decoded record lacks a field or has it with another type.
+    #[error("field `{field}`: {reason}")]
+    Field {
+        /// The field's name in the schema.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A value is not in the Confluent wire format.
+    #[error("wire format: {0}")]
+    Wire(&'static str),
+}

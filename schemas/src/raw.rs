@@ -1,4 +1,232 @@
 //! The raw event envelope (`avro/raw_event.avsc`): one PingOne observation, JSON kept verbatim.
+//!
+//! The producer builds a [`RawEvent`] per entity, activity or sync marker and writes it with
+//! [`RawEvent::to_avro_datum`]; the transformer reads it back with [`RawEvent::from_avro_datum`].
+//! See `schemas/README.md` for what each `kind` carries.
+
+use std::sync::OnceLock;
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+
+use crate::SchemaError;
 
 /// The Avro schema of the raw event envelope, as registered in the schema registry.
 pub const RAW_EVENT_SCHEMA: &str = include_str!("../avro/raw_event.avsc");
+
+/// The parsed raw event schema, parsed once per process.
+///
+/// # Panics
+/// Never at run time for a released build: the schema file is compiled in and a unit test parses it.
+pub fn raw_event_schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        #[allow(clippy::expect_used)]
+        Schema::parse_str(RAW_EVENT_SCHEMA)
+            .expect("raw_event.avsc is valid Avro (checked by tests)")
+    })
+}
+
+/// A writer for [`raw_event_schema`], built once. Values are built from typed fields, so
+/// per-call validation (the slow part of apache-avro's writer) is off; tests check round trips.
+fn raw_event_writer() -> Result<&'static GenericDatumWriter<'static>, SchemaError> {
+    static WRITER: OnceLock<GenericDatumWriter<'static>> = OnceLock::new();
+    if let Some(writer) = WRITER.get() {
+        return Ok(writer);
+    }
+    let writer = GenericDatumWriter::builder(raw_event_schema())
+        .validate(false)
+        .build()?;
+    Ok(WRITER.get_or_init(|| writer))
+}
+
+/// The values of [`RawEvent::kind`] that this version knows. Readers must skip other values.
+pub mod kind {
+    /// A snapshot sync of a tenant begins.
+    pub const SYNC_STARTED: &str = "sync_started";
+    /// A snapshot sync of a tenant completed: every entity of the sync was written before it.
+    pub const SYNC_COMPLETED: &str = "sync_completed";
+    /// A user (one element of `_embedded.users`).
+    pub const USER: &str = "user";
+    /// A group (one element of `_embedded.groups`).
+    pub const GROUP: &str = "group";
+    /// An application (one element of `_embedded.applications`).
+    pub const APPLICATION: &str = "application";
+    /// A member of a group that decides application access; `entity_id` is `<groupId>/<userId>`.
+    pub const GROUP_MEMBERSHIP: &str = "group_membership";
+    /// An audit activity (one element of `_embedded.activities`).
+    pub const ACTIVITY: &str = "activity";
+}
+
+/// One raw observation of PingOne, as written on the raw topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// Operator-chosen tenant id; also the record key.
+    pub tenant_id: String,
+    /// PingOne environment id (a UUID).
+    pub environment_id: String,
+    /// PingOne region code (`com`, `ca`, `eu`, `asia`, `com.au`, `sg`).
+    pub region: String,
+    /// What the event describes; one of [`kind`], or a newer kind readers skip.
+    pub kind: String,
+    /// PingOne id of the entity; `None` for sync markers.
+    pub entity_id: Option<String>,
+    /// The snapshot sync this event belongs to; `None` for activities.
+    pub sync_id: Option<String>,
+    /// When the producer received the data, in milliseconds since the Unix epoch.
+    pub observed_at_ms: i64,
+    /// The PingOne JSON verbatim, or the marker JSON for sync markers.
+    pub payload: String,
+    /// Version of the producer that wrote the event.
+    pub producer_version: String,
+}
+
+impl RawEvent {
+    /// Encodes the event as an Avro datum (no wire-format header) of [`raw_event_schema`].
+    ///
+    /// # Errors
+    /// [`SchemaError::Avro`] if the value does not match the schema (a bug, not bad input).
+    pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
+        let opt = |v: &Option<String>| match v {
+            Some(s) => Value::Union(1, Box::new(Value::String(s.clone()))),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        let record = Value::Record(vec![
+            ("tenant_id".into(), Value::String(self.tenant_id.clone())),
+            (
+                "environment_id".into(),
+                Value::String(self.environment_id.clone()),
+            ),
+            ("region".into(), Value::String(self.region.clone())),
+            ("kind".into(), Value::String(self.kind.clone())),
+            ("entity_id".into(), opt(&self.entity_id)),
+            ("sync_id".into(), opt(&self.sync_id)),
+            (
+                "observed_at".into(),
+                Value::TimestampMillis(self.observed_at_ms),
+            ),
+            ("payload".into(), Value::String(self.payload.clone())),
+            (
+                "producer_version".into(),
+                Value::String(self.producer_version.clone()),
+            ),
+        ]);
+        Ok(raw_event_writer()?.write_value_to_vec(record)?)
+    }
+
+    /// Decodes an Avro datum written with `writer_schema` (the raw event schema of any
+    /// compatible version) into a [`RawEvent`].
+    ///
+    /// # Errors
+    /// [`SchemaError::Avro`] for bytes that are not a datum of `writer_schema`, and
+    /// [`SchemaError::Field`] when a field is missing or of the wrong type.
+    pub fn from_avro_datum(writer_schema: &Schema, mut bytes: &[u8]) -> Result<Self, SchemaError> {
+        let reader = GenericDatumReader::builder(writer_schema)
+            .reader_schema(raw_event_schema())
+            .build()?;
+        let value = reader.read_value(&mut bytes)?;
+        Self::from_value(value)
+    }
+
+    fn from_value(value: Value) -> Result<Self, SchemaError> {
+        let Value::Record(fields) = value else {
+            return Err(SchemaError::Field {
+                field: "<record>",
+                reason: "not a record",
+            });
+        };
+        let mut event = RawEvent {
+            tenant_id: String::new(),
+            environment_id: String::new(),
+            region: String::new(),
+            kind: String::new(),
+            entity_id: None,
+            sync_id: None,
+            observed_at_ms: 0,
+            payload: String::new(),
+            producer_version: String::new(),
+        };
+        for (name, value) in fields {
+            match name.as_str() {
+                "tenant_id" => event.tenant_id = string("tenant_id", value)?,
+                "environment_id" => event.environment_id = string("environment_id", value)?,
+                "region" => event.region = string("region", value)?,
+                "kind" => event.kind = string("kind", value)?,
+                "entity_id" => event.entity_id = optional_string("entity_id", value)?,
+                "sync_id" => event.sync_id = optional_string("sync_id", value)?,
+                "observed_at" => {
+                    event.observed_at_ms = match value {
+                        Value::TimestampMillis(v) | Value::Long(v) => v,
+                        _ => {
+                            return Err(SchemaError::Field {
+                                field: "observed_at",
+                                reason: "not a timestamp",
+                            });
+                        }
+                    }
+                }
+                "payload" => event.payload = string("payload", value)?,
+                "producer_version" => event.producer_version = string("producer_version", value)?,
+                _ => {}
+            }
+        }
+        Ok(event)
+    }
+}
+
+fn string(field: &'static str, value: Value) -> Result<String, SchemaError> {
+    match value {
+        Value::String(s) => Ok(s),
+        _ => Err(SchemaError::Field {
+            field,
+            reason: "not a string",
+        }),
+    }
+}
+
+fn optional_string(field: &'static str, value: Value) -> Result<Option<String>, SchemaError> {
+    match value {
+        Value::Union(_, inner) => match *inner {
+            Value::Null => Ok(None),
+            other => string(field, other).map(Some),
+        },
+        Value::Null => Ok(None),
+        other => string(field, other).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RawEvent {
+        RawEvent {
+            tenant_id: "acme".into(),
+            environment_id: "7f1c4d9e-0b8a-4f5e-9d3c-2a1b0c9d8e7f".into(),
+            region: "eu".into(),
+            kind: kind::USER.into(),
+            entity_id: Some("u-1".into()),
+            sync_id: None,
+            observed_at_ms: 1_795_000_000_123,
+            payload: r#"{"id":"u-1","username":"ada"}"#.into(),
+            producer_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_avro() {
+        let event = sample();
+        let bytes = event.to_avro_datum().unwrap();
+        let back = RawEvent::from_avro_datum(raw_event_schema(), &bytes).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn rejects_truncated_bytes() {
+        let bytes = sample().to_avro_datum().unwrap();
+        let err = RawEvent::from_avro_datum(raw_event_schema(), &bytes[..bytes.len() / 2]);
+        assert!(err.is_err());
+    }
+}
