@@ -1,0 +1,114 @@
+# deploy/local/lib.sh — settings and helpers shared by deploy/local/up, down, test and demo.
+# Sourced, never run. Every setting can be overridden through the environment.
+
+LOCAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DEPLOY_DIR="$LOCAL_ROOT/deploy/local"
+
+# Where downloads, broker data, registry files, pid files and logs go (git-ignored).
+LOCAL_CACHE_DIR="${LOCAL_CACHE_DIR:-$LOCAL_ROOT/.cache}"
+
+# Loopback only: nothing here listens on another address.
+LOCAL_HOST="${LOCAL_HOST:-127.0.0.1}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+REGISTRY_PORT="${REGISTRY_PORT:-8081}"
+REGISTRY_MANAGEMENT_PORT="${REGISTRY_MANAGEMENT_PORT:-8091}"
+
+# Versions fetched from Maven Central.
+KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
+APICURIO_VERSION="${APICURIO_VERSION:-3.3.3}"
+
+# Compatibility level set on the registry at every start (Apicurio enforces none by default).
+REGISTRY_COMPATIBILITY="${REGISTRY_COMPATIBILITY:-BACKWARD_TRANSITIVE}"
+
+# JVM sizes: the machine has 2 cores and is shared with compilers; leave memory to the page cache.
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}"
+REGISTRY_HEAP_OPTS="${REGISTRY_HEAP_OPTS:--Xms128m -Xmx512m}"
+
+# How long to wait for each service to become ready.
+KAFKA_START_TIMEOUT_S="${KAFKA_START_TIMEOUT_S:-180}"
+REGISTRY_START_TIMEOUT_S="${REGISTRY_START_TIMEOUT_S:-240}"
+
+if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
+    JAVA_BIN="${JAVA_BIN:-$JAVA_HOME/bin/java}"
+else
+    JAVA_BIN="${JAVA_BIN:-java}"
+fi
+
+# Major version of a java binary (e.g. 17), or nothing.
+java_major() {
+    "$1" -XshowSettings:properties -version 2>&1 \
+        | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p' | head -n1
+}
+
+# Apicurio Registry 3.x needs Java 21+. Picks REGISTRY_JAVA_HOME, else JAVA_HOME or the newest
+# JDK under /usr/lib/jvm that is 21+, and prints its java binary; prints nothing if none is.
+find_registry_java() {
+    local candidate major best="" best_major=0
+    if [[ -n "${REGISTRY_JAVA_HOME:-}" ]]; then
+        printf '%s\n' "$REGISTRY_JAVA_HOME/bin/java"
+        return 0
+    fi
+    for candidate in "$JAVA_BIN" /usr/lib/jvm/*/bin/java; do
+        [[ -x "$candidate" ]] || command -v "$candidate" >/dev/null 2>&1 || continue
+        major="$(java_major "$candidate")"
+        if [[ -n "$major" && "$major" -ge 21 && "$major" -gt "$best_major" ]]; then
+            best="$candidate"
+            best_major="$major"
+        fi
+    done
+    [[ -n "$best" ]] && printf '%s\n' "$best"
+    return 0
+}
+
+KAFKA_HOME="$LOCAL_CACHE_DIR/kafka-$KAFKA_VERSION"
+KAFKA_LIBS="$KAFKA_HOME/libs"
+KAFKA_DATA_DIR="$LOCAL_CACHE_DIR/data/kafka"
+APICURIO_HOME="$LOCAL_CACHE_DIR/apicurio-$APICURIO_VERSION"
+RUN_DIR="$LOCAL_CACHE_DIR/run"
+LOG_DIR="$LOCAL_CACHE_DIR/logs"
+M2_REPO="$LOCAL_CACHE_DIR/m2"
+
+KAFKA_PID_FILE="$RUN_DIR/kafka.pid"
+REGISTRY_PID_FILE="$RUN_DIR/registry.pid"
+
+KAFKA_BOOTSTRAP="$LOCAL_HOST:$KAFKA_PORT"
+REGISTRY_BASE_URL="http://$LOCAL_HOST:$REGISTRY_PORT"
+REGISTRY_CCOMPAT_URL="$REGISTRY_BASE_URL/apis/ccompat/v7"
+
+log() { printf '[local] %s\n' "$*" >&2; }
+die() { printf '[local] error: %s\n' "$*" >&2; exit 1; }
+
+# Prints the pid in a pid file if that process is alive and is ours (its command line names
+# the marker we started it with), else nothing. A stale pid never matches another program.
+live_pid() {
+    local pid_file="$1" marker="$2" pid
+    [[ -f "$pid_file" ]] || return 0
+    pid="$(cat "$pid_file" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    [[ -r "/proc/$pid/cmdline" ]] || return 0
+    if tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"; then
+        printf '%s\n' "$pid"
+    fi
+}
+
+# The markers: each JVM is started with a system property naming this cache folder.
+kafka_marker() { printf '%s' "-Dlocal.infra.kafka=$LOCAL_CACHE_DIR"; }
+registry_marker() { printf '%s' "-Dlocal.infra.registry=$LOCAL_CACHE_DIR"; }
+
+# True when something accepts TCP connections on host:port.
+port_open() {
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# Prints the last lines of a log file to stderr, to explain a failed start.
+show_tail() {
+    local file="$1"
+    if [[ -f "$file" ]]; then
+        printf '[local] ---- last 60 lines of %s ----\n' "$file" >&2
+        tail -n 60 "$file" >&2
+        printf '[local] ---- end of %s ----\n' "$file" >&2
+    else
+        printf '[local] (no log at %s)\n' "$file" >&2
+    fi
+}
