@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`raw`]: the raw event envelope the producer writes and the transformer reads.
 //! - [`wire`]: the Confluent wire format (magic byte, schema id, datum) used on every topic.
+//! - [`usage`]: the normalized usage-metadata records the transformer writes.
 
 pub mod raw;
+pub mod usage;
 pub mod wire;
 
 /// Why a value could not be encoded or decoded.

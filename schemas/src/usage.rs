@@ -1,0 +1,595 @@
+//! The normalized usage-metadata records the transformer writes (`avro/user_usage.avsc`,
+//! `avro/application.avsc`, `avro/app_usage.avsc`) and the Rust types that read and write them.
+//!
+//! Encoding builds Avro values field by field with validation off (the types mirror the schemas
+//! and the round-trip tests below check it); decoding resolves any compatible writer schema to
+//! the current one and reads the result through serde. The compatibility tests at the bottom
+//! guard `BACKWARD_TRANSITIVE`: every schema under `avro/history/` must stay readable by the
+//! current file, so an incompatible edit fails `cargo test -p schemas`.
+
+use std::sync::OnceLock;
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use serde::Deserialize;
+
+use crate::SchemaError;
+
+/// The Avro schema of [`UserUsage`], as registered in the schema registry.
+pub const USER_USAGE_SCHEMA: &str = include_str!("../avro/user_usage.avsc");
+/// The Avro schema of [`Application`], as registered in the schema registry.
+pub const APPLICATION_SCHEMA: &str = include_str!("../avro/application.avsc");
+/// The Avro schema of [`AppUsage`], as registered in the schema registry.
+pub const APP_USAGE_SCHEMA: &str = include_str!("../avro/app_usage.avsc");
+
+/// A parsed schema plus a writer for it, built once per process.
+struct Compiled {
+    schema: &'static Schema,
+    writer: GenericDatumWriter<'static>,
+}
+
+fn compile(
+    cell: &'static OnceLock<Option<Compiled>>,
+    text: &'static str,
+) -> Option<&'static Compiled> {
+    cell.get_or_init(|| {
+        let schema: &'static Schema = Box::leak(Box::new(Schema::parse_str(text).ok()?));
+        let writer = GenericDatumWriter::builder(schema)
+            .validate(false)
+            .build()
+            .ok()?;
+        Some(Compiled { schema, writer })
+    })
+    .as_ref()
+}
+
+macro_rules! schema_fn {
+    ($name:ident, $compiled:ident, $text:ident, $what:literal) => {
+        fn $compiled() -> Result<&'static Compiled, SchemaError> {
+            static CELL: OnceLock<Option<Compiled>> = OnceLock::new();
+            compile(&CELL, $text).ok_or(SchemaError::Field {
+                field: "<schema>",
+                reason: concat!($what, " is not valid Avro"),
+            })
+        }
+
+        #[doc = concat!("The parsed ", $what, " schema (parsed once per process).")]
+        ///
+        /// # Errors
+        /// [`SchemaError::Field`] if the compiled-in schema does not parse (caught by tests).
+        pub fn $name() -> Result<&'static Schema, SchemaError> {
+            Ok($compiled()?.schema)
+        }
+    };
+}
+
+schema_fn!(
+    user_usage_schema,
+    user_usage_compiled,
+    USER_USAGE_SCHEMA,
+    "user_usage.avsc"
+);
+schema_fn!(
+    application_schema,
+    application_compiled,
+    APPLICATION_SCHEMA,
+    "application.avsc"
+);
+schema_fn!(
+    app_usage_schema,
+    app_usage_compiled,
+    APP_USAGE_SCHEMA,
+    "app_usage.avsc"
+);
+
+/// Usage metadata of one user (`avro/user_usage.avsc`); see the schema for each field's meaning.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[allow(missing_docs)]
+pub struct UserUsage {
+    pub tenant_id: String,
+    pub environment_id: String,
+    pub user_id: String,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub can_authenticate: Option<bool>,
+    pub locality: Option<String>,
+    pub mfa_enabled: Option<bool>,
+    pub region: Option<String>,
+    pub status: Option<String>,
+    pub enabled: Option<bool>,
+    pub lifecycle_status: Option<String>,
+    #[serde(rename = "type")]
+    pub user_type: Option<String>,
+    pub verify_status: Option<String>,
+    pub population_id: Option<String>,
+    pub identity_provider_type: Option<String>,
+    pub identity_provider_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub last_sign_on_at: Option<i64>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: Option<i64>,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: Option<i64>,
+    pub access_group_ids: Vec<String>,
+    pub sync_id: Option<String>,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    /// Milliseconds since the Unix epoch.
+    pub observed_at: i64,
+}
+
+/// One application and who may use it (`avro/application.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[allow(missing_docs)]
+pub struct Application {
+    pub tenant_id: String,
+    pub environment_id: String,
+    pub application_id: String,
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub app_type: Option<String>,
+    pub protocol: Option<String>,
+    pub enabled: Option<bool>,
+    pub access_control_role_type: Option<String>,
+    pub access_control_group_type: Option<String>,
+    pub access_control_group_ids: Vec<String>,
+    pub authorized_user_count: i64,
+    pub sync_id: Option<String>,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    /// Milliseconds since the Unix epoch.
+    pub observed_at: i64,
+}
+
+/// Accesses of one UTC day (`DailyAccessCount` in `avro/app_usage.avsc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub struct DailyAccessCount {
+    /// Days since the Unix epoch (UTC).
+    pub day: i32,
+    /// Accesses recorded on that day.
+    pub count: i32,
+}
+
+/// How one user used one application (`avro/app_usage.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[allow(missing_docs)]
+pub struct AppUsage {
+    pub tenant_id: String,
+    pub environment_id: String,
+    pub application_id: String,
+    pub user_id: String,
+    pub application_name: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub last_access_at: i64,
+    pub access_count_7d: i32,
+    pub access_count_30d: i32,
+    pub access_count_90d: i32,
+    pub access_count_total: i64,
+    pub daily_access_counts: Vec<DailyAccessCount>,
+    pub last_activity_id: String,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    /// Milliseconds since the Unix epoch.
+    pub observed_at: i64,
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+fn opt_s(v: Option<&String>) -> Value {
+    match v {
+        Some(v) => Value::Union(1, Box::new(Value::String(v.clone()))),
+        None => Value::Union(0, Box::new(Value::Null)),
+    }
+}
+
+fn opt_b(v: Option<bool>) -> Value {
+    match v {
+        Some(v) => Value::Union(1, Box::new(Value::Boolean(v))),
+        None => Value::Union(0, Box::new(Value::Null)),
+    }
+}
+
+fn opt_ts(v: Option<i64>) -> Value {
+    match v {
+        Some(v) => Value::Union(1, Box::new(Value::TimestampMillis(v))),
+        None => Value::Union(0, Box::new(Value::Null)),
+    }
+}
+
+fn strings(v: &[String]) -> Value {
+    Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(
+    writer_schema: &Schema,
+    reader_schema: &Schema,
+    mut bytes: &[u8],
+) -> Result<T, SchemaError> {
+    let reader = GenericDatumReader::builder(writer_schema)
+        .reader_schema(reader_schema)
+        .build()?;
+    let value = reader.read_value(&mut bytes)?;
+    Ok(apache_avro::from_value(&value)?)
+}
+
+impl UserUsage {
+    /// Encodes the record as an Avro datum (no wire-format header) of [`user_usage_schema`].
+    ///
+    /// # Errors
+    /// [`SchemaError`] if the value does not match the schema (a bug, not bad input).
+    pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
+        let record = Value::Record(vec![
+            ("tenant_id".into(), s(&self.tenant_id)),
+            ("environment_id".into(), s(&self.environment_id)),
+            ("user_id".into(), s(&self.user_id)),
+            ("username".into(), opt_s(self.username.as_ref())),
+            ("email".into(), opt_s(self.email.as_ref())),
+            ("display_name".into(), opt_s(self.display_name.as_ref())),
+            ("can_authenticate".into(), opt_b(self.can_authenticate)),
+            ("locality".into(), opt_s(self.locality.as_ref())),
+            ("mfa_enabled".into(), opt_b(self.mfa_enabled)),
+            ("region".into(), opt_s(self.region.as_ref())),
+            ("status".into(), opt_s(self.status.as_ref())),
+            ("enabled".into(), opt_b(self.enabled)),
+            (
+                "lifecycle_status".into(),
+                opt_s(self.lifecycle_status.as_ref()),
+            ),
+            ("type".into(), opt_s(self.user_type.as_ref())),
+            ("verify_status".into(), opt_s(self.verify_status.as_ref())),
+            ("population_id".into(), opt_s(self.population_id.as_ref())),
+            (
+                "identity_provider_type".into(),
+                opt_s(self.identity_provider_type.as_ref()),
+            ),
+            (
+                "identity_provider_id".into(),
+                opt_s(self.identity_provider_id.as_ref()),
+            ),
+            ("last_sign_on_at".into(), opt_ts(self.last_sign_on_at)),
+            ("created_at".into(), opt_ts(self.created_at)),
+            ("updated_at".into(), opt_ts(self.updated_at)),
+            ("access_group_ids".into(), strings(&self.access_group_ids)),
+            ("sync_id".into(), opt_s(self.sync_id.as_ref())),
+            ("source_topic".into(), s(&self.source_topic)),
+            ("source_partition".into(), Value::Int(self.source_partition)),
+            ("source_offset".into(), Value::Long(self.source_offset)),
+            (
+                "observed_at".into(),
+                Value::TimestampMillis(self.observed_at),
+            ),
+        ]);
+        Ok(user_usage_compiled()?.writer.write_value_to_vec(record)?)
+    }
+
+    /// Decodes a datum written with `writer_schema` (any compatible version of the user usage
+    /// schema).
+    ///
+    /// # Errors
+    /// [`SchemaError`] when the bytes are not a datum of `writer_schema` or do not resolve.
+    pub fn from_avro_datum(writer_schema: &Schema, bytes: &[u8]) -> Result<Self, SchemaError> {
+        decode(writer_schema, user_usage_schema()?, bytes)
+    }
+}
+
+impl Application {
+    /// Encodes the record as an Avro datum (no wire-format header) of [`application_schema`].
+    ///
+    /// # Errors
+    /// [`SchemaError`] if the value does not match the schema (a bug, not bad input).
+    pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
+        let record = Value::Record(vec![
+            ("tenant_id".into(), s(&self.tenant_id)),
+            ("environment_id".into(), s(&self.environment_id)),
+            ("application_id".into(), s(&self.application_id)),
+            ("name".into(), opt_s(self.name.as_ref())),
+            ("type".into(), opt_s(self.app_type.as_ref())),
+            ("protocol".into(), opt_s(self.protocol.as_ref())),
+            ("enabled".into(), opt_b(self.enabled)),
+            (
+                "access_control_role_type".into(),
+                opt_s(self.access_control_role_type.as_ref()),
+            ),
+            (
+                "access_control_group_type".into(),
+                opt_s(self.access_control_group_type.as_ref()),
+            ),
+            (
+                "access_control_group_ids".into(),
+                strings(&self.access_control_group_ids),
+            ),
+            (
+                "authorized_user_count".into(),
+                Value::Long(self.authorized_user_count),
+            ),
+            ("sync_id".into(), opt_s(self.sync_id.as_ref())),
+            ("source_topic".into(), s(&self.source_topic)),
+            ("source_partition".into(), Value::Int(self.source_partition)),
+            ("source_offset".into(), Value::Long(self.source_offset)),
+            (
+                "observed_at".into(),
+                Value::TimestampMillis(self.observed_at),
+            ),
+        ]);
+        Ok(application_compiled()?.writer.write_value_to_vec(record)?)
+    }
+
+    /// Decodes a datum written with `writer_schema` (any compatible application schema).
+    ///
+    /// # Errors
+    /// [`SchemaError`] when the bytes are not a datum of `writer_schema` or do not resolve.
+    pub fn from_avro_datum(writer_schema: &Schema, bytes: &[u8]) -> Result<Self, SchemaError> {
+        decode(writer_schema, application_schema()?, bytes)
+    }
+}
+
+impl AppUsage {
+    /// Encodes the record as an Avro datum (no wire-format header) of [`app_usage_schema`].
+    ///
+    /// # Errors
+    /// [`SchemaError`] if the value does not match the schema (a bug, not bad input).
+    pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
+        let days = self
+            .daily_access_counts
+            .iter()
+            .map(|d| {
+                Value::Record(vec![
+                    ("day".into(), Value::Date(d.day)),
+                    ("count".into(), Value::Int(d.count)),
+                ])
+            })
+            .collect();
+        let record = Value::Record(vec![
+            ("tenant_id".into(), s(&self.tenant_id)),
+            ("environment_id".into(), s(&self.environment_id)),
+            ("application_id".into(), s(&self.application_id)),
+            ("user_id".into(), s(&self.user_id)),
+            (
+                "application_name".into(),
+                opt_s(self.application_name.as_ref()),
+            ),
+            (
+                "last_access_at".into(),
+                Value::TimestampMillis(self.last_access_at),
+            ),
+            ("access_count_7d".into(), Value::Int(self.access_count_7d)),
+            ("access_count_30d".into(), Value::Int(self.access_count_30d)),
+            ("access_count_90d".into(), Value::Int(self.access_count_90d)),
+            (
+                "access_count_total".into(),
+                Value::Long(self.access_count_total),
+            ),
+            ("daily_access_counts".into(), Value::Array(days)),
+            ("last_activity_id".into(), s(&self.last_activity_id)),
+            ("source_topic".into(), s(&self.source_topic)),
+            ("source_partition".into(), Value::Int(self.source_partition)),
+            ("source_offset".into(), Value::Long(self.source_offset)),
+            (
+                "observed_at".into(),
+                Value::TimestampMillis(self.observed_at),
+            ),
+        ]);
+        Ok(app_usage_compiled()?.writer.write_value_to_vec(record)?)
+    }
+
+    /// Decodes a datum written with `writer_schema` (any compatible app usage schema).
+    ///
+    /// # Errors
+    /// [`SchemaError`] when the bytes are not a datum of `writer_schema` or do not resolve.
+    pub fn from_avro_datum(writer_schema: &Schema, bytes: &[u8]) -> Result<Self, SchemaError> {
+        decode(writer_schema, app_usage_schema()?, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use apache_avro::schema_compatibility::SchemaCompatibility;
+
+    use super::*;
+
+    fn user() -> UserUsage {
+        UserUsage {
+            tenant_id: "acme".into(),
+            environment_id: "env".into(),
+            user_id: "u-1".into(),
+            username: Some("ada".into()),
+            email: None,
+            display_name: Some("Ada Lovelace".into()),
+            can_authenticate: Some(true),
+            locality: Some("London".into()),
+            mfa_enabled: Some(false),
+            region: None,
+            status: Some("SOMETHING_NEW".into()),
+            enabled: Some(true),
+            lifecycle_status: Some("ACCOUNT_OK".into()),
+            user_type: Some("Employee".into()),
+            verify_status: Some("ENABLED".into()),
+            population_id: None,
+            identity_provider_type: Some("PING_ONE".into()),
+            identity_provider_id: None,
+            last_sign_on_at: Some(1_795_000_000_000),
+            created_at: None,
+            updated_at: Some(1),
+            access_group_ids: vec!["g1".into(), "g2".into()],
+            sync_id: Some("s-1".into()),
+            source_topic: "pingone.raw.v1".into(),
+            source_partition: 3,
+            source_offset: 42,
+            observed_at: 1_795_000_000_123,
+        }
+    }
+
+    #[test]
+    fn user_round_trips() {
+        let u = user();
+        let bytes = u.to_avro_datum().unwrap();
+        let back = UserUsage::from_avro_datum(user_usage_schema().unwrap(), &bytes).unwrap();
+        assert_eq!(back, u);
+    }
+
+    #[test]
+    fn application_round_trips() {
+        let a = Application {
+            tenant_id: "acme".into(),
+            environment_id: "env".into(),
+            application_id: "a-1".into(),
+            name: Some("Payroll".into()),
+            app_type: Some("WEB_APP".into()),
+            protocol: None,
+            enabled: Some(false),
+            access_control_role_type: None,
+            access_control_group_type: Some("ALL_GROUPS".into()),
+            access_control_group_ids: vec!["g1".into()],
+            authorized_user_count: 17,
+            sync_id: Some("s".into()),
+            source_topic: "t".into(),
+            source_partition: 0,
+            source_offset: 9,
+            observed_at: 5,
+        };
+        let bytes = a.to_avro_datum().unwrap();
+        let back = Application::from_avro_datum(application_schema().unwrap(), &bytes).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn app_usage_round_trips() {
+        let u = AppUsage {
+            tenant_id: "acme".into(),
+            environment_id: "env".into(),
+            application_id: "a".into(),
+            user_id: "u".into(),
+            application_name: Some("Payroll".into()),
+            last_access_at: 1_795_000_000_000,
+            access_count_7d: 1,
+            access_count_30d: 2,
+            access_count_90d: 3,
+            access_count_total: 4,
+            daily_access_counts: vec![
+                DailyAccessCount {
+                    day: 20_700,
+                    count: 1,
+                },
+                DailyAccessCount {
+                    day: 20_770,
+                    count: 2,
+                },
+            ],
+            last_activity_id: "act".into(),
+            source_topic: "t".into(),
+            source_partition: 1,
+            source_offset: 2,
+            observed_at: 3,
+        };
+        let bytes = u.to_avro_datum().unwrap();
+        let back = AppUsage::from_avro_datum(app_usage_schema().unwrap(), &bytes).unwrap();
+        assert_eq!(back, u);
+    }
+
+    fn has_doc_everywhere(value: &serde_json::Value, path: &str) -> Vec<String> {
+        let mut missing = Vec::new();
+        if let Some(fields) = value.get("fields").and_then(|f| f.as_array()) {
+            for field in fields {
+                let name = field.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+                if field
+                    .get("doc")
+                    .and_then(|d| d.as_str())
+                    .is_none_or(str::is_empty)
+                {
+                    missing.push(format!("{path}.{name}"));
+                }
+                if let Some(items) = field.get("type").and_then(|t| t.get("items")) {
+                    missing.extend(has_doc_everywhere(items, &format!("{path}.{name}[]")));
+                }
+            }
+        }
+        missing
+    }
+
+    #[test]
+    fn every_field_has_a_doc() {
+        for text in [USER_USAGE_SCHEMA, APPLICATION_SCHEMA, APP_USAGE_SCHEMA] {
+            let json: serde_json::Value = serde_json::from_str(text).unwrap();
+            let missing = has_doc_everywhere(&json, "");
+            assert!(missing.is_empty(), "fields without doc: {missing:?}");
+        }
+    }
+
+    /// `BACKWARD_TRANSITIVE`: the current schema must read data written with every earlier
+    /// version kept in `avro/history/<name>.v<N>.avsc`.
+    fn backward_transitive_violations(name: &str, current: &Schema) -> Vec<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("avro/history");
+        let mut checked = 0;
+        let mut violations = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !file.starts_with(&format!("{name}.v")) {
+                continue;
+            }
+            checked += 1;
+            let old = Schema::parse_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            if let Err(e) = SchemaCompatibility::can_read(&old, current) {
+                violations.push(format!("{file}: {e}"));
+            }
+        }
+        assert!(checked > 0, "no history for {name} in {}", dir.display());
+        violations
+    }
+
+    #[test]
+    fn current_schemas_read_every_published_version() {
+        for (name, schema) in [
+            ("user_usage", user_usage_schema().unwrap()),
+            ("application", application_schema().unwrap()),
+            ("app_usage", app_usage_schema().unwrap()),
+        ] {
+            let violations = backward_transitive_violations(name, schema);
+            assert!(
+                violations.is_empty(),
+                "{name}.avsc breaks BACKWARD_TRANSITIVE: {violations:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_check_rejects_an_incompatible_edit() {
+        // A new required field without a default cannot be filled when reading old data.
+        let mut json: serde_json::Value = serde_json::from_str(USER_USAGE_SCHEMA).unwrap();
+        json["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(
+                {"name": "cost_center", "type": "string", "doc": "new and required"}
+            ));
+        let broken = Schema::parse_str(&json.to_string()).unwrap();
+        assert!(!backward_transitive_violations("user_usage", &broken).is_empty());
+
+        // Changing a field's type incompatibly is caught too.
+        let mut json: serde_json::Value = serde_json::from_str(APP_USAGE_SCHEMA).unwrap();
+        json["fields"][6]["type"] = serde_json::json!("string");
+        let broken = Schema::parse_str(&json.to_string()).unwrap();
+        assert!(!backward_transitive_violations("app_usage", &broken).is_empty());
+
+        // A compatible edit (a new optional field with a default) passes.
+        let mut json: serde_json::Value = serde_json::from_str(APPLICATION_SCHEMA).unwrap();
+        json["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(
+                {"name": "note", "type": ["null", "string"], "default": null, "doc": "optional"}
+            ));
+        let fine = Schema::parse_str(&json.to_string()).unwrap();
+        assert!(backward_transitive_violations("application", &fine).is_empty());
+    }
+}

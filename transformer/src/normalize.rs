@@ -1,0 +1,742 @@
+//! Pure normalization: PingOne JSON (the `payload` of a raw event) to the fields of the
+//! usage-metadata records. No I/O and no state, so every rule is covered by table tests.
+//!
+//! Rules for odd input, applied everywhere:
+//! - an absent key, a JSON `null` or a value of another type gives `None` (never an error),
+//!   except for ids, which are required;
+//! - booleans also accept the strings `"true"` / `"false"` (any case);
+//! - strings also accept numbers (written as JSON writes them);
+//! - times must be RFC 3339; anything else gives `None`;
+//! - enum-like strings (`account.status`, `verifyStatus`, …) are kept verbatim, even values this
+//!   version has never seen;
+//! - unknown keys are ignored (the raw topic keeps the JSON).
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Why a payload could not be normalized; the raw event goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    /// The payload is not JSON.
+    #[error("payload is not valid json: {0}")]
+    InvalidJson(String),
+    /// The payload is JSON but not an object.
+    #[error("payload is not a json object")]
+    NotAnObject,
+    /// A required field is absent, empty or not a string.
+    #[error("required field `{0}` is missing or not a non-empty string")]
+    MissingField(&'static str),
+    /// The envelope's `entity_id` names another entity than the payload.
+    #[error("entity_id `{entity_id}` does not match payload id `{payload_id}`")]
+    EntityMismatch {
+        /// `entity_id` of the raw event.
+        entity_id: String,
+        /// `id` inside the payload.
+        payload_id: String,
+    },
+    /// A required envelope field is absent.
+    #[error("raw event field `{0}` is required for this kind")]
+    MissingEnvelope(&'static str),
+    /// The `entity_id` of a group membership is not `<groupId>/<userId>`.
+    #[error("group_membership entity_id `{0}` is not `<groupId>/<userId>`")]
+    BadMembershipId(String),
+    /// A time that decides the output is not RFC 3339.
+    #[error("field `{field}` is not an rfc 3339 time: `{value}`")]
+    BadTime {
+        /// JSON path of the field.
+        field: &'static str,
+        /// The value found.
+        value: String,
+    },
+}
+
+/// Parses a payload into a JSON object.
+///
+/// # Errors
+/// [`NormalizeError::InvalidJson`] or [`NormalizeError::NotAnObject`].
+pub fn parse_object(payload: &str) -> Result<Map<String, Value>, NormalizeError> {
+    match serde_json::from_str::<Value>(payload) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(NormalizeError::NotAnObject),
+        Err(e) => Err(NormalizeError::InvalidJson(e.to_string())),
+    }
+}
+
+/// Follows a dotted path (`"account.status"`) through nested objects.
+fn at<'a>(obj: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut cur = obj.get(parts.next()?)?;
+    for part in parts {
+        cur = cur.as_object()?.get(part)?;
+    }
+    Some(cur)
+}
+
+/// A string at `path`: strings verbatim, numbers as JSON writes them, anything else `None`.
+pub fn string_at(obj: &Map<String, Value>, path: &str) -> Option<String> {
+    match at(obj, path)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A boolean at `path`: JSON booleans, or the strings `true` / `false` in any case.
+pub fn bool_at(obj: &Map<String, Value>, path: &str) -> Option<bool> {
+    match at(obj, path)? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 string.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// An RFC 3339 time at `path` in milliseconds since the Unix epoch; `None` when absent or odd.
+pub fn time_at(obj: &Map<String, Value>, path: &str) -> Option<i64> {
+    match at(obj, path)? {
+        Value::String(s) => parse_time_ms(s),
+        _ => None,
+    }
+}
+
+fn required_id(obj: &Map<String, Value>, path: &'static str) -> Result<String, NormalizeError> {
+    match at(obj, path) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        _ => Err(NormalizeError::MissingField(path)),
+    }
+}
+
+fn check_entity(entity_id: Option<&str>, payload_id: &str) -> Result<(), NormalizeError> {
+    match entity_id {
+        Some(e) if e != payload_id => Err(NormalizeError::EntityMismatch {
+            entity_id: e.to_owned(),
+            payload_id: payload_id.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The user fields taken from one PingOne user object (everything of
+/// [`schemas::usage::UserUsage`] that comes from the JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[allow(missing_docs)]
+pub struct UserFields {
+    pub user_id: String,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub can_authenticate: Option<bool>,
+    pub locality: Option<String>,
+    pub mfa_enabled: Option<bool>,
+    pub region: Option<String>,
+    pub status: Option<String>,
+    pub enabled: Option<bool>,
+    pub lifecycle_status: Option<String>,
+    pub user_type: Option<String>,
+    pub verify_status: Option<String>,
+    pub population_id: Option<String>,
+    pub identity_provider_type: Option<String>,
+    pub identity_provider_id: Option<String>,
+    pub last_sign_on_at: Option<i64>,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+/// Normalizes one element of `_embedded.users`.
+///
+/// # Errors
+/// A missing or empty `id`, or an `entity_id` that names another user.
+pub fn user(
+    obj: &Map<String, Value>,
+    entity_id: Option<&str>,
+) -> Result<UserFields, NormalizeError> {
+    let user_id = required_id(obj, "id")?;
+    check_entity(entity_id, &user_id)?;
+    let display_name = string_at(obj, "name.formatted")
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            let parts: Vec<String> = ["name.given", "name.family"]
+                .iter()
+                .filter_map(|p| string_at(obj, p))
+                .filter(|s| !s.trim().is_empty())
+                .collect();
+            (!parts.is_empty()).then(|| parts.join(" "))
+        });
+    Ok(UserFields {
+        user_id,
+        username: string_at(obj, "username"),
+        email: string_at(obj, "email"),
+        display_name,
+        can_authenticate: bool_at(obj, "account.canAuthenticate"),
+        locality: string_at(obj, "address.locality"),
+        mfa_enabled: bool_at(obj, "mfaEnabled"),
+        region: string_at(obj, "address.region"),
+        status: string_at(obj, "account.status"),
+        enabled: bool_at(obj, "enabled"),
+        lifecycle_status: string_at(obj, "lifecycle.status"),
+        user_type: string_at(obj, "type"),
+        verify_status: string_at(obj, "verifyStatus"),
+        population_id: string_at(obj, "population.id"),
+        identity_provider_type: string_at(obj, "identityProvider.type"),
+        identity_provider_id: string_at(obj, "identityProvider.id"),
+        last_sign_on_at: time_at(obj, "lastSignOn.at"),
+        created_at: time_at(obj, "createdAt"),
+        updated_at: time_at(obj, "updatedAt"),
+    })
+}
+
+/// The application fields taken from one PingOne application object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[allow(missing_docs)]
+pub struct ApplicationFields {
+    pub application_id: String,
+    pub name: Option<String>,
+    pub app_type: Option<String>,
+    pub protocol: Option<String>,
+    pub enabled: Option<bool>,
+    pub access_control_role_type: Option<String>,
+    /// `ANY_GROUP` / `ALL_GROUPS` (or an unseen value, kept); `None` when there is no group rule.
+    pub access_control_group_type: Option<String>,
+    pub access_control_group_ids: Vec<String>,
+}
+
+/// Normalizes one element of `_embedded.applications`.
+///
+/// # Errors
+/// A missing or empty `id`, or an `entity_id` that names another application.
+pub fn application(
+    obj: &Map<String, Value>,
+    entity_id: Option<&str>,
+) -> Result<ApplicationFields, NormalizeError> {
+    let application_id = required_id(obj, "id")?;
+    check_entity(entity_id, &application_id)?;
+    let group_ids: Vec<String> = at(obj, "accessControl.group.groups")
+        .and_then(Value::as_array)
+        .map(|groups| {
+            groups
+                .iter()
+                .filter_map(|g| g.get("id").and_then(Value::as_str))
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let group_type = string_at(obj, "accessControl.group.type");
+    // A rule without groups restricts nothing we can evaluate: treat it as no group rule.
+    let (group_type, group_ids) = if group_ids.is_empty() {
+        (None, Vec::new())
+    } else {
+        (
+            Some(group_type.unwrap_or_else(|| "ANY_GROUP".to_owned())),
+            group_ids,
+        )
+    };
+    Ok(ApplicationFields {
+        application_id,
+        name: string_at(obj, "name"),
+        app_type: string_at(obj, "type"),
+        protocol: string_at(obj, "protocol"),
+        enabled: bool_at(obj, "enabled"),
+        access_control_role_type: string_at(obj, "accessControl.role.type"),
+        access_control_group_type: group_type,
+        access_control_group_ids: group_ids,
+    })
+}
+
+/// Whether a user who is a member of `member_of` (sorted) may use an application with this
+/// group rule. No rule: everyone; `ALL_GROUPS`: every listed group; otherwise (`ANY_GROUP` or an
+/// unseen type): at least one listed group.
+pub fn may_use(group_type: Option<&str>, group_ids: &[String], member_of: &[String]) -> bool {
+    match group_type {
+        None => true,
+        Some(_) if group_ids.is_empty() => true,
+        Some("ALL_GROUPS") => group_ids.iter().all(|g| member_of.binary_search(g).is_ok()),
+        Some(_) => group_ids.iter().any(|g| member_of.binary_search(g).is_ok()),
+    }
+}
+
+/// Splits a group membership's `entity_id` (`<groupId>/<userId>`).
+///
+/// # Errors
+/// [`NormalizeError::BadMembershipId`] when either side is empty or the `/` is missing.
+pub fn membership(entity_id: Option<&str>) -> Result<(String, String), NormalizeError> {
+    let id = entity_id.ok_or(NormalizeError::MissingEnvelope("entity_id"))?;
+    match id.split_once('/') {
+        Some((g, u)) if !g.is_empty() && !u.is_empty() && !u.contains('/') => {
+            Ok((g.to_owned(), u.to_owned()))
+        }
+        _ => Err(NormalizeError::BadMembershipId(id.to_owned())),
+    }
+}
+
+/// What an audit activity means for the usage records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activity {
+    /// `USER.ACCESS_ALLOWED`: a user was let into an application.
+    Access {
+        /// Activity id (for deduplication and provenance).
+        activity_id: String,
+        /// `actors.client.id`.
+        application_id: String,
+        /// `actors.client.name`.
+        application_name: Option<String>,
+        /// `actors.user.id`.
+        user_id: String,
+        /// `recordedAt` in milliseconds since the Unix epoch.
+        at_ms: i64,
+    },
+    /// `USER.DELETED`: the user is gone from PingOne.
+    UserDeleted {
+        /// Activity id.
+        activity_id: String,
+        /// The deleted user's id.
+        user_id: String,
+    },
+    /// `APPLICATION.DELETED`: the application is gone from PingOne.
+    ApplicationDeleted {
+        /// Activity id.
+        activity_id: String,
+        /// The deleted application's id.
+        application_id: String,
+    },
+    /// Any other action type: read, counted, no output.
+    Other {
+        /// Activity id.
+        activity_id: String,
+        /// `action.type`, when present.
+        action_type: Option<String>,
+    },
+}
+
+/// The id of the first `resources[]` element whose `type` is `resource_type` (any case).
+fn resource_id(obj: &Map<String, Value>, resource_type: &str) -> Option<String> {
+    obj.get("resources")?
+        .as_array()?
+        .iter()
+        .find(|r| {
+            r.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case(resource_type))
+        })
+        .and_then(|r| r.get("id"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Classifies one element of `_embedded.activities`.
+///
+/// The deleted entity of `USER.DELETED` / `APPLICATION.DELETED` is the `resources[]` element of
+/// type `USER` / `APPLICATION` (the actor is whoever deleted it); when no such resource is
+/// listed, `actors.user.id` / `actors.client.id` is used.
+///
+/// # Errors
+/// A missing activity `id`; for accesses a missing client id, user id or readable `recordedAt`;
+/// for deletes no id of the deleted entity.
+pub fn activity(
+    obj: &Map<String, Value>,
+    entity_id: Option<&str>,
+) -> Result<Activity, NormalizeError> {
+    let activity_id = required_id(obj, "id")?;
+    check_entity(entity_id, &activity_id)?;
+    let action_type = string_at(obj, "action.type");
+    match action_type.as_deref() {
+        Some("USER.ACCESS_ALLOWED") => {
+            let application_id = required_id(obj, "actors.client.id")?;
+            let user_id = required_id(obj, "actors.user.id")?;
+            let recorded =
+                string_at(obj, "recordedAt").ok_or(NormalizeError::MissingField("recordedAt"))?;
+            let at_ms = parse_time_ms(&recorded).ok_or(NormalizeError::BadTime {
+                field: "recordedAt",
+                value: recorded,
+            })?;
+            Ok(Activity::Access {
+                activity_id,
+                application_id,
+                application_name: string_at(obj, "actors.client.name"),
+                user_id,
+                at_ms,
+            })
+        }
+        Some("USER.DELETED") => {
+            let user_id = resource_id(obj, "USER")
+                .or_else(|| string_at(obj, "actors.user.id"))
+                .ok_or(NormalizeError::MissingField("resources[type=USER].id"))?;
+            Ok(Activity::UserDeleted {
+                activity_id,
+                user_id,
+            })
+        }
+        Some("APPLICATION.DELETED") => {
+            let application_id = resource_id(obj, "APPLICATION")
+                .or_else(|| string_at(obj, "actors.client.id"))
+                .ok_or(NormalizeError::MissingField(
+                    "resources[type=APPLICATION].id",
+                ))?;
+            Ok(Activity::ApplicationDeleted {
+                activity_id,
+                application_id,
+            })
+        }
+        _ => Ok(Activity::Other {
+            activity_id,
+            action_type,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("test input is an object"),
+        }
+    }
+
+    fn full_user() -> Value {
+        json!({
+            "_links": {"self": {"href": "https://api.pingone.eu/v1/environments/e/users/u-1"}},
+            "id": "u-1",
+            "environment": {"id": "e"},
+            "population": {"id": "p-1"},
+            "username": "ada",
+            "email": "ada@example.com",
+            "name": {"given": "Ada", "family": "Lovelace", "formatted": "Ada King"},
+            "address": {"locality": "London", "region": "Greater London", "countryCode": "GB"},
+            "enabled": true,
+            "mfaEnabled": true,
+            "lifecycle": {"status": "ACCOUNT_OK"},
+            "account": {"canAuthenticate": false, "status": "LOCKED", "lockedAt": "2026-11-01T00:00:00Z"},
+            "verifyStatus": "NOT_INITIATED",
+            "type": "Contractor",
+            "identityProvider": {"type": "SAML", "id": "idp-9"},
+            "lastSignOn": {"at": "2026-11-20T10:00:00.123Z", "remoteIp": "10.0.0.1"},
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": "2026-11-20T10:00:00+01:00",
+            "costCenter": "custom attribute, ignored"
+        })
+    }
+
+    #[test]
+    fn user_with_every_field() {
+        let u = user(&obj(full_user()), Some("u-1")).unwrap();
+        assert_eq!(
+            u,
+            UserFields {
+                user_id: "u-1".into(),
+                username: Some("ada".into()),
+                email: Some("ada@example.com".into()),
+                display_name: Some("Ada King".into()),
+                can_authenticate: Some(false),
+                locality: Some("London".into()),
+                mfa_enabled: Some(true),
+                region: Some("Greater London".into()),
+                status: Some("LOCKED".into()),
+                enabled: Some(true),
+                lifecycle_status: Some("ACCOUNT_OK".into()),
+                user_type: Some("Contractor".into()),
+                verify_status: Some("NOT_INITIATED".into()),
+                population_id: Some("p-1".into()),
+                identity_provider_type: Some("SAML".into()),
+                identity_provider_id: Some("idp-9".into()),
+                last_sign_on_at: Some(1_795_168_800_123),
+                created_at: Some(1_767_225_600_000),
+                updated_at: Some(1_795_165_200_000),
+            }
+        );
+    }
+
+    /// One row per odd input: (what, JSON, check).
+    #[test]
+    fn user_table() {
+        type Check = fn(&UserFields) -> bool;
+        let rows: Vec<(&str, Value, Check)> = vec![
+            ("only id", json!({"id": "u"}), |u| {
+                *u == UserFields {
+                    user_id: "u".into(),
+                    ..UserFields::default()
+                }
+            }),
+            (
+                "nulls are absent",
+                json!({"id": "u", "mfaEnabled": null, "address": null, "account": {"status": null}}),
+                |u| u.mfa_enabled.is_none() && u.locality.is_none() && u.status.is_none(),
+            ),
+            (
+                "string booleans",
+                json!({"id": "u", "mfaEnabled": "TRUE", "enabled": "false", "account": {"canAuthenticate": "True"}}),
+                |u| {
+                    u.mfa_enabled == Some(true)
+                        && u.enabled == Some(false)
+                        && u.can_authenticate == Some(true)
+                },
+            ),
+            (
+                "wrong types are absent",
+                json!({"id": "u", "mfaEnabled": 1, "address": "Main St", "account": [1], "type": {"x": 1}}),
+                |u| {
+                    u.mfa_enabled.is_none()
+                        && u.locality.is_none()
+                        && u.can_authenticate.is_none()
+                        && u.user_type.is_none()
+                },
+            ),
+            (
+                "unseen enum values kept",
+                json!({"id": "u", "account": {"status": "SUSPENDED"}, "verifyStatus": "PENDING", "lifecycle": {"status": "NEW"}}),
+                |u| {
+                    u.status.as_deref() == Some("SUSPENDED")
+                        && u.verify_status.as_deref() == Some("PENDING")
+                        && u.lifecycle_status.as_deref() == Some("NEW")
+                },
+            ),
+            (
+                "numbers as strings",
+                json!({"id": "u", "type": 7, "address": {"region": 12.5}}),
+                |u| u.user_type.as_deref() == Some("7") && u.region.as_deref() == Some("12.5"),
+            ),
+            (
+                "bad times are absent",
+                json!({"id": "u", "lastSignOn": {"at": "yesterday"}, "createdAt": 12345, "updatedAt": "2026-13-01T00:00:00Z"}),
+                |u| u.last_sign_on_at.is_none() && u.created_at.is_none() && u.updated_at.is_none(),
+            ),
+            (
+                "given and family when no formatted name",
+                json!({"id": "u", "name": {"given": "Grace", "family": "Hopper"}}),
+                |u| u.display_name.as_deref() == Some("Grace Hopper"),
+            ),
+            (
+                "family only",
+                json!({"id": "u", "name": {"family": "Hopper", "formatted": ""}}),
+                |u| u.display_name.as_deref() == Some("Hopper"),
+            ),
+            (
+                "unicode survives",
+                json!({"id": "u", "username": "zoë", "address": {"locality": "Zürich"}}),
+                |u| u.username.as_deref() == Some("zoë") && u.locality.as_deref() == Some("Zürich"),
+            ),
+        ];
+        for (what, json, check) in rows {
+            let u = user(&obj(json), None).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(check(&u), "{what}: {u:?}");
+        }
+    }
+
+    #[test]
+    fn user_errors() {
+        let rows: Vec<(&str, Value, Option<&str>, NormalizeError)> = vec![
+            (
+                "no id",
+                json!({"username": "x"}),
+                None,
+                NormalizeError::MissingField("id"),
+            ),
+            (
+                "empty id",
+                json!({"id": " "}),
+                None,
+                NormalizeError::MissingField("id"),
+            ),
+            (
+                "numeric id",
+                json!({"id": 5}),
+                None,
+                NormalizeError::MissingField("id"),
+            ),
+            (
+                "other entity",
+                json!({"id": "a"}),
+                Some("b"),
+                NormalizeError::EntityMismatch {
+                    entity_id: "b".into(),
+                    payload_id: "a".into(),
+                },
+            ),
+        ];
+        for (what, json, entity, err) in rows {
+            assert_eq!(user(&obj(json), entity), Err(err), "{what}");
+        }
+    }
+
+    #[test]
+    fn parse_object_rejects_non_objects() {
+        assert!(matches!(
+            parse_object("{not json"),
+            Err(NormalizeError::InvalidJson(_))
+        ));
+        assert_eq!(parse_object("[1,2]"), Err(NormalizeError::NotAnObject));
+        assert_eq!(parse_object("\"s\""), Err(NormalizeError::NotAnObject));
+        assert!(parse_object("{\"id\":\"x\"}").is_ok());
+    }
+
+    #[test]
+    fn application_table() {
+        let oidc = json!({
+            "id": "a-1", "name": "Payroll", "type": "WEB_APP", "protocol": "OPENID_CONNECT",
+            "enabled": true, "clientId": "a-1", "grantTypes": ["AUTHORIZATION_CODE"],
+            "accessControl": {"role": {"type": "ADMIN_USERS_ONLY"},
+                              "group": {"type": "ALL_GROUPS", "groups": [{"id": "g2"}, {"id": "g1"}]}}
+        });
+        let a = application(&obj(oidc), Some("a-1")).unwrap();
+        assert_eq!(a.access_control_group_type.as_deref(), Some("ALL_GROUPS"));
+        assert_eq!(
+            a.access_control_group_ids,
+            vec!["g2".to_owned(), "g1".to_owned()]
+        );
+        assert_eq!(
+            a.access_control_role_type.as_deref(),
+            Some("ADMIN_USERS_ONLY")
+        );
+        assert_eq!(a.protocol.as_deref(), Some("OPENID_CONNECT"));
+
+        let open = application(
+            &obj(json!({"id": "a-2", "protocol": "SAML", "type": "NEW_KIND"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(open.access_control_group_type, None);
+        assert!(open.access_control_group_ids.is_empty());
+        assert_eq!(open.app_type.as_deref(), Some("NEW_KIND"));
+        assert_eq!(open.enabled, None);
+
+        let empty_rule =
+            json!({"id": "a-3", "accessControl": {"group": {"type": "ANY_GROUP", "groups": []}}});
+        assert_eq!(
+            application(&obj(empty_rule), None)
+                .unwrap()
+                .access_control_group_type,
+            None
+        );
+
+        let untyped = json!({"id": "a-4", "accessControl": {"group": {"groups": [{"id": "g"}, {"name": "no id"}]}}});
+        let a = application(&obj(untyped), None).unwrap();
+        assert_eq!(a.access_control_group_type.as_deref(), Some("ANY_GROUP"));
+        assert_eq!(a.access_control_group_ids, vec!["g".to_owned()]);
+
+        assert_eq!(
+            application(&obj(json!({"name": "x"})), None),
+            Err(NormalizeError::MissingField("id"))
+        );
+    }
+
+    #[test]
+    fn may_use_table() {
+        let g = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let rows = [
+            (None, g(&[]), g(&[]), true),
+            (Some("ANY_GROUP"), g(&["a", "b"]), g(&["b"]), true),
+            (Some("ANY_GROUP"), g(&["a", "b"]), g(&["c"]), false),
+            (
+                Some("ALL_GROUPS"),
+                g(&["a", "b"]),
+                g(&["a", "b", "c"]),
+                true,
+            ),
+            (Some("ALL_GROUPS"), g(&["a", "b"]), g(&["a"]), false),
+            (Some("SOME_NEW_RULE"), g(&["a"]), g(&["a"]), true),
+            (Some("ALL_GROUPS"), g(&[]), g(&[]), true),
+        ];
+        for (ty, groups, member, expected) in rows {
+            assert_eq!(
+                may_use(ty, &groups, &member),
+                expected,
+                "{ty:?} {groups:?} {member:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn membership_ids() {
+        assert_eq!(membership(Some("g/u")), Ok(("g".into(), "u".into())));
+        for bad in ["g", "/u", "g/", "g/u/x", ""] {
+            assert_eq!(
+                membership(Some(bad)),
+                Err(NormalizeError::BadMembershipId(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            membership(None),
+            Err(NormalizeError::MissingEnvelope("entity_id"))
+        );
+    }
+
+    #[test]
+    fn activity_table() {
+        let access = json!({
+            "id": "act-1", "recordedAt": "2026-11-20T10:00:00.000Z", "createdAt": "2026-11-20T10:00:00.010Z",
+            "action": {"type": "USER.ACCESS_ALLOWED", "description": "User Access Allowed"},
+            "actors": {"client": {"id": "app-1", "name": "Payroll", "type": "CLIENT"},
+                       "user": {"id": "u-1", "name": "ada", "type": "USER", "population": {"id": "p"}}},
+            "resources": [{"type": "USER", "id": "u-1"}],
+            "result": {"status": "SUCCESS"}
+        });
+        assert_eq!(
+            activity(&obj(access.clone()), Some("act-1")).unwrap(),
+            Activity::Access {
+                activity_id: "act-1".into(),
+                application_id: "app-1".into(),
+                application_name: Some("Payroll".into()),
+                user_id: "u-1".into(),
+                at_ms: 1_795_168_800_000,
+            }
+        );
+        let mut no_user = access.clone();
+        no_user["actors"]["user"] = Value::Null;
+        assert_eq!(
+            activity(&obj(no_user), None),
+            Err(NormalizeError::MissingField("actors.user.id"))
+        );
+        let mut bad_time = access.clone();
+        bad_time["recordedAt"] = json!("soon");
+        assert!(matches!(
+            activity(&obj(bad_time), None),
+            Err(NormalizeError::BadTime { .. })
+        ));
+
+        let deleted = json!({"id": "act-2", "action": {"type": "USER.DELETED"},
+            "actors": {"user": {"id": "admin"}}, "resources": [{"type": "USER", "id": "u-9"}]});
+        assert_eq!(
+            activity(&obj(deleted), None).unwrap(),
+            Activity::UserDeleted {
+                activity_id: "act-2".into(),
+                user_id: "u-9".into()
+            }
+        );
+        let app_deleted = json!({"id": "act-3", "action": {"type": "APPLICATION.DELETED"},
+            "resources": [{"type": "application", "id": "app-9"}]});
+        assert_eq!(
+            activity(&obj(app_deleted), None).unwrap(),
+            Activity::ApplicationDeleted {
+                activity_id: "act-3".into(),
+                application_id: "app-9".into()
+            }
+        );
+        let nothing_deleted = json!({"id": "act-4", "action": {"type": "APPLICATION.DELETED"}});
+        assert!(activity(&obj(nothing_deleted), None).is_err());
+        let other = json!({"id": "act-5", "action": {"type": "SESSION.CREATED"}});
+        assert_eq!(
+            activity(&obj(other), None).unwrap(),
+            Activity::Other {
+                activity_id: "act-5".into(),
+                action_type: Some("SESSION.CREATED".into())
+            }
+        );
+        assert_eq!(
+            activity(&obj(json!({"action": {}})), None),
+            Err(NormalizeError::MissingField("id"))
+        );
+    }
+}
