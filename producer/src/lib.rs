@@ -1,1 +1,221 @@
-//! PingOne to Kafka: polls each tenant and writes raw events (see README).
+//! PingOne to Kafka: polls each configured tenant and writes raw events, exactly once (see
+//! `producer/README.md`).
+//!
+//! # Layout
+//! - [`config`]: the TOML file, environment overrides, validation into typed values.
+//! - [`secret`]: the redacting [`secret::Secret`] type.
+//! - [`pingone`]: tokens, retrying rate-limited requests, tolerant HAL parsing.
+//! - [`kafka`]: schema registration, topics, the transactional writer, checkpoint reading.
+//! - [`checkpoint`]: the stream positions stored in the compacted checkpoint topic.
+//! - [`snapshot`] and [`activity`]: a tenant's two streams; [`stream`]: what they share.
+//! - [`tenant`]: supervision of a tenant's streams; [`ops`] and [`metrics`]: operations.
+//!
+//! [`run`] is the whole producer (the binary's `run` command); [`sync_once`] is `sync --once`.
+
+pub mod activity;
+pub mod checkpoint;
+pub mod config;
+pub mod kafka;
+pub mod metrics;
+pub mod ops;
+pub mod pingone;
+pub mod secret;
+pub mod snapshot;
+pub mod stream;
+pub mod tenant;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::Completed;
+use crate::config::Config;
+use crate::kafka::KafkaSinkError;
+use crate::metrics::Metrics;
+use crate::pingone::{Client, PingOneError};
+use crate::snapshot::SnapshotStream;
+use crate::stream::{StreamContext, StreamError};
+use crate::tenant::{StreamKind, supervise};
+
+/// Why the producer could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The operations listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// Topics or the schema could not be set up.
+    #[error(transparent)]
+    Setup(#[from] KafkaSinkError),
+    /// A tenant's client could not be built.
+    #[error("tenant `{tenant}`: {source}")]
+    Client {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        source: Box<PingOneError>,
+    },
+    /// `sync --tenant` named an unknown tenant.
+    #[error("no tenant `{0}` in the configuration")]
+    UnknownTenant(String),
+    /// A `sync --once` failed.
+    #[error("tenant `{tenant}`: snapshot sync failed: {source}")]
+    Sync {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        source: Box<StreamError>,
+    },
+}
+
+/// What [`start`] gives back: the operations address and metrics.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// Where `/metrics` is served, if enabled.
+    pub ops_addr: Option<SocketAddr>,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+async fn setup(config: &Config, metrics: &Metrics) -> Result<u32, RunError> {
+    if config.kafka.create_topics {
+        kafka::ensure_topics(&config.kafka).await?;
+    }
+    let schema_id = kafka::register_raw_schema(&config.registry, &config.kafka.raw_topic).await?;
+    tracing::info!(schema_id, subject = %format!("{}-value", config.kafka.raw_topic), "raw event schema registered");
+    for t in &config.tenants {
+        metrics.set_healthy(&t.tenant_id, true);
+    }
+    Ok(schema_id)
+}
+
+fn contexts(
+    config: &Config,
+    schema_id: u32,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) -> Result<Vec<StreamContext>, RunError> {
+    let kafka = Arc::new(config.kafka.clone());
+    config
+        .tenants
+        .iter()
+        .map(|t| {
+            let client = Client::new(t, metrics.clone(), cancel.clone()).map_err(|source| {
+                RunError::Client {
+                    tenant: t.tenant_id.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+            Ok(StreamContext {
+                tenant: Arc::new(t.clone()),
+                kafka: Arc::clone(&kafka),
+                schema_id,
+                client,
+                metrics: metrics.clone(),
+                cancel: cancel.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Runs the producer until `shutdown` is cancelled: every tenant's snapshot and activity
+/// streams, plus the operations listener. Returns when every stream has stopped (each commits
+/// or aborts its open transaction first).
+///
+/// # Errors
+/// [`RunError`] when setup fails (listener, topics, schema registry, a tenant's TLS setup).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `on_start` once the operations listener is bound (tests read the address).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(&Running),
+) -> Result<(), RunError> {
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let ops_cancel = CancellationToken::new();
+    let mut ops_addr = None;
+    let mut ops_task = None;
+    if let Some(addr) = config.operations.listen_addr {
+        let state = ops::OpsState {
+            metrics: metrics.clone(),
+            ready: Arc::clone(&ready),
+        };
+        let (bound, handle) = ops::serve(addr, state, ops_cancel.clone())
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?;
+        tracing::info!(addr = %bound, "operations listener on /metrics, /healthz, /readyz");
+        ops_addr = Some(bound);
+        ops_task = Some(handle);
+    }
+    on_start(&Running {
+        ops_addr,
+        metrics: metrics.clone(),
+    });
+    let result = async {
+        let schema_id = tokio::select! {
+            r = setup(&config, &metrics) => r?,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        ready.store(true, Ordering::Relaxed);
+        let mut tasks = tokio::task::JoinSet::new();
+        for ctx in contexts(&config, schema_id, &metrics, &shutdown)? {
+            tasks.spawn(supervise(ctx.clone(), StreamKind::Snapshot));
+            tasks.spawn(supervise(ctx, StreamKind::Activity));
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "tenant task failed");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    ops_cancel.cancel();
+    if let Some(t) = ops_task {
+        let _ = t.await;
+    }
+    result
+}
+
+/// `sync --tenant T --once`: completes the tenant's unfinished sync or runs a new one, then
+/// returns. Activity polling is not run.
+///
+/// # Errors
+/// [`RunError::Sync`] when the sync did not complete (its committed pages stay for a resume).
+pub async fn sync_once(
+    config: Config,
+    tenant_id: &str,
+    shutdown: CancellationToken,
+) -> Result<Completed, RunError> {
+    let metrics = Metrics::new();
+    let mut config = config;
+    config.tenants.retain(|t| t.tenant_id == tenant_id);
+    if config.tenants.is_empty() {
+        return Err(RunError::UnknownTenant(tenant_id.into()));
+    }
+    let schema_id = setup(&config, &metrics).await?;
+    let ctx = contexts(&config, schema_id, &metrics, &shutdown)?
+        .pop()
+        .ok_or_else(|| RunError::UnknownTenant(tenant_id.into()))?;
+    let sync_err = |source| RunError::Sync {
+        tenant: tenant_id.into(),
+        source: Box::new(source),
+    };
+    let mut stream = SnapshotStream::open(ctx).await.map_err(sync_err)?;
+    let result = stream.sync_once().await;
+    stream.close().await;
+    result.map_err(sync_err)
+}

@@ -1,0 +1,241 @@
+//! Incremental activity polling of one tenant.
+//!
+//! Windows run from the checkpoint to now minus a safety lag (PingOne's search index lags), each
+//! at most `activity_window_max` (≤ 14 days). Each window is queried once per action type
+//! (PingOne allows one `action.type eq` per filter), every page is read, and the window's events
+//! plus the new checkpoint go into one Kafka transaction. Each query starts `activity_overlap`
+//! before the window so that nothing at a boundary is lost; activities seen in that overlap are
+//! remembered in the checkpoint by id and dropped when read again.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::checkpoint::{self, ActivityCheckpoint, CHECKPOINT_VERSION, activity_key};
+use crate::kafka::TxnWriter;
+use crate::pingone::page::{item_id, item_recorded_at};
+use crate::stream::{
+    StreamContext, StreamError, encode_query_value, format_ms, now_ms, parse_rfc3339_ms,
+};
+use schemas::raw::kind;
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The activity stream of a tenant.
+#[derive(Debug)]
+pub struct ActivityStream {
+    ctx: StreamContext,
+    writer: TxnWriter,
+    checkpoint: ActivityCheckpoint,
+    key: String,
+}
+
+/// What one window wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowOutcome {
+    /// Activities written.
+    pub written: u64,
+    /// Activities dropped as already written.
+    pub duplicates: u64,
+}
+
+impl ActivityStream {
+    /// Opens the writer and reads the checkpoint back; without one, polling starts
+    /// `activity_initial_lookback` ago.
+    ///
+    /// # Errors
+    /// [`StreamError::Kafka`].
+    pub async fn open(ctx: StreamContext) -> Result<Self, StreamError> {
+        let key = activity_key(&ctx.tenant.tenant_id);
+        let (writer, stored) = ctx.open("activity", key.clone()).await?;
+        let env = ctx.tenant.environment_id.to_string();
+        let fresh = || ActivityCheckpoint {
+            version: CHECKPOINT_VERSION,
+            environment_id: env.clone(),
+            window_end_ms: now_ms() - millis(ctx.tenant.activity_initial_lookback),
+            overlap_ids: BTreeSet::new(),
+        };
+        let checkpoint = match stored.map(|b| checkpoint::decode::<ActivityCheckpoint>(&b)) {
+            None => fresh(),
+            Some(Ok(c)) if c.environment_id == env => c,
+            Some(Ok(_)) => {
+                tracing::warn!(tenant = %ctx.tenant.tenant_id, "activity checkpoint belongs to another environment, starting afresh");
+                fresh()
+            }
+            Some(Err(reason)) => {
+                ctx.metrics.error(&ctx.tenant.tenant_id, "checkpoint");
+                tracing::error!(tenant = %ctx.tenant.tenant_id, %reason, "unreadable activity checkpoint, starting afresh");
+                fresh()
+            }
+        };
+        tracing::info!(tenant = %ctx.tenant.tenant_id, from = %format_ms(checkpoint.window_end_ms), "activity polling position");
+        Ok(Self {
+            ctx,
+            writer,
+            checkpoint,
+            key,
+        })
+    }
+
+    /// The committed position: everything recorded before it was written.
+    pub fn position_ms(&self) -> i64 {
+        self.checkpoint.window_end_ms
+    }
+
+    /// Polls until shutdown.
+    ///
+    /// # Errors
+    /// The first failure; the caller reopens the stream after a backoff.
+    pub async fn run(&mut self) -> Result<(), StreamError> {
+        loop {
+            self.catch_up().await?;
+            self.ctx
+                .sleep(self.ctx.tenant.activity_poll_interval)
+                .await?;
+        }
+    }
+
+    /// Reads every window up to now minus the safety lag.
+    ///
+    /// # Errors
+    /// [`StreamError`].
+    pub async fn catch_up(&mut self) -> Result<WindowOutcome, StreamError> {
+        let mut total = WindowOutcome {
+            written: 0,
+            duplicates: 0,
+        };
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(StreamError::Cancelled);
+            }
+            let target = now_ms() - millis(self.ctx.tenant.activity_safety_lag);
+            let from = self.checkpoint.window_end_ms;
+            if from >= target {
+                return Ok(total);
+            }
+            // PingOne serves only the last 14 days: never ask for more.
+            let oldest = now_ms() - millis(crate::config::MAX_ACTIVITY_WINDOW_S_DURATION) + 60_000;
+            let to = target.min(from.saturating_add(millis(self.ctx.tenant.activity_window_max)));
+            let outcome = self.window(from.max(oldest), to).await?;
+            total.written += outcome.written;
+            total.duplicates += outcome.duplicates;
+        }
+    }
+
+    async fn window(&mut self, from: i64, to: i64) -> Result<WindowOutcome, StreamError> {
+        let tenant = self.ctx.tenant.tenant_id.clone();
+        let overlap = millis(self.ctx.tenant.activity_overlap);
+        let query_from = from - overlap;
+        let tail_from = to - overlap;
+        let mut outcome = WindowOutcome {
+            written: 0,
+            duplicates: 0,
+        };
+        let mut new_overlap = BTreeSet::new();
+        self.writer.begin()?;
+        let result = self
+            .read_window(query_from, to, tail_from, &mut new_overlap, &mut outcome)
+            .await;
+        if let Err(e) = result {
+            self.writer.abort().await;
+            self.ctx.metrics.transaction(&tenant, "activity", "aborted");
+            return Err(e);
+        }
+        let checkpoint = ActivityCheckpoint {
+            version: CHECKPOINT_VERSION,
+            environment_id: self.checkpoint.environment_id.clone(),
+            window_end_ms: to,
+            overlap_ids: new_overlap,
+        };
+        let value =
+            serde_json::to_vec(&checkpoint).map_err(|e| StreamError::Task(e.to_string()))?;
+        self.writer.send_checkpoint(&self.key, &value).await?;
+        if let Err(e) = self.writer.commit().await {
+            self.ctx.metrics.transaction(&tenant, "activity", "aborted");
+            return Err(e.into());
+        }
+        self.ctx
+            .metrics
+            .transaction(&tenant, "activity", "committed");
+        if outcome.written > 0 {
+            self.ctx
+                .metrics
+                .entities(&tenant, kind::ACTIVITY, outcome.written);
+        }
+        self.checkpoint = checkpoint;
+        tracing::info!(
+            tenant = %tenant, from = %format_ms(from), to = %format_ms(to),
+            written = outcome.written, duplicates = outcome.duplicates, "activity window committed"
+        );
+        Ok(outcome)
+    }
+
+    async fn read_window(
+        &mut self,
+        query_from: i64,
+        to: i64,
+        tail_from: i64,
+        new_overlap: &mut BTreeSet<String>,
+        outcome: &mut WindowOutcome,
+    ) -> Result<(), StreamError> {
+        let tenant = self.ctx.tenant.tenant_id.clone();
+        let action_types = self.ctx.tenant.activity_action_types.clone();
+        for action in &action_types {
+            let filter = format!(
+                "recordedat gt \"{}\" and recordedat lt \"{}\" and action.type eq \"{}\"",
+                format_ms(query_from),
+                format_ms(to),
+                action
+            );
+            let mut url = Some(format!(
+                "{}?limit={}&filter={}",
+                self.ctx.tenant.collection_url("activities"),
+                self.ctx.tenant.activity_page_size,
+                encode_query_value(&filter)
+            ));
+            while let Some(current) = url.take() {
+                if self.ctx.cancel.is_cancelled() {
+                    return Err(StreamError::Cancelled);
+                }
+                let page = self.ctx.client.get_page(&current, "activities").await?;
+                let observed_at_ms = now_ms();
+                for item in &page.items {
+                    let id = item_id(item);
+                    let recorded = item_recorded_at(item).and_then(|s| parse_rfc3339_ms(&s));
+                    if let Some(id) = &id {
+                        if recorded.is_some_and(|r| r >= tail_from) {
+                            new_overlap.insert(id.clone());
+                        }
+                        if self.checkpoint.overlap_ids.contains(id) {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                    } else {
+                        self.ctx.metrics.error(&tenant, "missing_id");
+                        tracing::warn!(tenant = %tenant, "activity without id, written with a null entity_id");
+                    }
+                    if recorded.is_none() {
+                        self.ctx.metrics.error(&tenant, "missing_recorded_at");
+                    }
+                    let event = self.ctx.event(
+                        kind::ACTIVITY,
+                        id,
+                        None,
+                        observed_at_ms,
+                        item.get().to_owned(),
+                    );
+                    self.writer.send_event(&event).await?;
+                    outcome.written += 1;
+                }
+                url = page.next;
+            }
+        }
+        Ok(())
+    }
+
+    /// Aborts an open transaction (shutdown path).
+    pub async fn close(mut self) {
+        self.writer.abort().await;
+    }
+}

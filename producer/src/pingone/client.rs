@@ -1,0 +1,397 @@
+//! One tenant's PingOne client: rate-limited GETs of HAL pages with Ping's retry policy.
+//!
+//! - 408, 429 and 5xx, connection errors and truncated bodies are retried, waiting
+//!   `Retry-After` (seconds or HTTP date) when given, else `base × 2^attempt` plus jitter, both
+//!   capped (Ping's SDKs: at most 10 retries, 30 s cap).
+//! - A 401 with `INVALID_TOKEN` renews the token once and retries once.
+//! - Other 4xx are returned as [`PingOneError::Api`] with PingOne's code and id.
+//! - Every wait ends early on shutdown ([`PingOneError::Cancelled`]).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tokio_util::sync::CancellationToken;
+
+use super::PingOneError;
+use super::page::{ApiErrorBody, Page};
+use super::token::{Token, TokenAttempt, TokenCache, without_url};
+use crate::config::TenantConfig;
+use crate::metrics::Metrics;
+
+/// A tenant's PingOne client. Cheap to clone; clones share the token and the rate limit.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tenant: String,
+    http: reqwest::Client,
+    tokens: TokenCache,
+    limiter: DefaultDirectRateLimiter,
+    max_retries: u32,
+    retry_cap: Duration,
+    base_backoff: Duration,
+    metrics: Metrics,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `Retry-After`: delta-seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The wait before retry number `attempt` (0-based): `Retry-After` if given, else exponential
+/// backoff with 0-100 ms jitter; both capped at `cap`.
+pub fn backoff(
+    attempt: u32,
+    retry_after: Option<Duration>,
+    base: Duration,
+    cap: Duration,
+) -> Duration {
+    let wait = match retry_after {
+        Some(d) => d,
+        None => {
+            let exp = base.saturating_mul(2u32.saturating_pow(attempt.min(20)));
+            exp + Duration::from_millis(rand::rng().random_range(0..=100))
+        }
+    };
+    wait.min(cap)
+}
+
+enum Attempt {
+    Done(Vec<u8>),
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+        label: &'static str,
+    },
+    InvalidToken(String),
+    Fatal(PingOneError),
+}
+
+impl Client {
+    /// Builds the client of `tenant`: system roots plus the tenant's extra CA, timeouts, rate
+    /// limit.
+    ///
+    /// # Errors
+    /// [`PingOneError::Setup`] when the CA file holds no usable certificate.
+    pub fn new(
+        tenant: &TenantConfig,
+        metrics: Metrics,
+        cancel: CancellationToken,
+    ) -> Result<Self, PingOneError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(tenant.request_timeout)
+            .connect_timeout(tenant.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!(
+                "pingone-usage-producer/",
+                env!("CARGO_PKG_VERSION")
+            ));
+        if let Some(pem) = &tenant.extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| PingOneError::Setup(format!("ca_file: {e}")))?;
+            if certs.is_empty() {
+                return Err(PingOneError::Setup("ca_file holds no certificate".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| PingOneError::Setup(without_url(&e)))?;
+        let rps = NonZeroU32::new(tenant.requests_per_second).unwrap_or(NonZeroU32::MIN);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tenant: tenant.tenant_id.clone(),
+                http,
+                tokens: TokenCache::new(
+                    tenant.token_url.to_string(),
+                    tenant.client_id.clone(),
+                    tenant.client_secret.clone(),
+                    tenant.token_renew_margin,
+                ),
+                limiter: RateLimiter::direct(Quota::per_second(rps)),
+                max_retries: tenant.max_retries,
+                retry_cap: tenant.retry_max_backoff,
+                base_backoff: tenant.retry_base_backoff.min(tenant.retry_max_backoff),
+                metrics,
+                cancel,
+            }),
+        })
+    }
+
+    /// Sleeps `d` unless shutdown comes first.
+    async fn sleep(&self, d: Duration) -> Result<(), PingOneError> {
+        tokio::select! {
+            () = self.inner.cancel.cancelled() => Err(PingOneError::Cancelled),
+            () = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+
+    /// A fresh token, renewing with retries when needed. `invalid_client` is returned at once.
+    ///
+    /// # Errors
+    /// [`PingOneError::InvalidClient`], [`PingOneError::Token`], retries exhausted, or cancelled.
+    pub async fn token(&self) -> Result<Token, PingOneError> {
+        if let Some(t) = self.inner.tokens.fresh().await {
+            return Ok(t);
+        }
+        let mut attempt = 0;
+        loop {
+            if self.inner.cancel.is_cancelled() {
+                return Err(PingOneError::Cancelled);
+            }
+            self.wait_rate_limit().await?;
+            match self.inner.tokens.renew(&self.inner.http).await {
+                TokenAttempt::Ok(t) => {
+                    self.inner.metrics.token_renewal(&self.inner.tenant);
+                    tracing::debug!(tenant = %self.inner.tenant, "access token renewed");
+                    return Ok(t);
+                }
+                TokenAttempt::Fatal(e) => return Err(e),
+                TokenAttempt::Retry {
+                    reason,
+                    retry_after,
+                    label,
+                } => {
+                    if attempt >= self.inner.max_retries {
+                        return Err(PingOneError::RetriesExhausted {
+                            url: "token endpoint".into(),
+                            attempts: attempt + 1,
+                            last: reason,
+                        });
+                    }
+                    self.inner.metrics.retry(&self.inner.tenant, label);
+                    let wait = backoff(
+                        attempt,
+                        retry_after,
+                        self.inner.base_backoff,
+                        self.inner.retry_cap,
+                    );
+                    tracing::warn!(tenant = %self.inner.tenant, %reason, wait_ms = wait.as_millis() as u64, "retrying token request");
+                    self.sleep(wait).await?;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn wait_rate_limit(&self) -> Result<(), PingOneError> {
+        tokio::select! {
+            () = self.inner.cancel.cancelled() => Err(PingOneError::Cancelled),
+            () = self.inner.limiter.until_ready() => Ok(()),
+        }
+    }
+
+    /// GETs `url` (verbatim) and parses the page's `_embedded.<collection>`.
+    ///
+    /// # Errors
+    /// See the module documentation.
+    pub async fn get_page(&self, url: &str, collection: &str) -> Result<Page, PingOneError> {
+        let mut attempt: u32 = 0;
+        let mut renewed = false;
+        loop {
+            let token = self.token().await?;
+            self.wait_rate_limit().await?;
+            let outcome = self.try_get(url, &token).await;
+            let outcome = match outcome {
+                Attempt::Done(body) => match Page::parse(&body, collection) {
+                    Ok(page) => {
+                        self.inner.metrics.page(&self.inner.tenant, collection);
+                        return Ok(page);
+                    }
+                    Err(reason) => Attempt::Retry {
+                        reason: format!("malformed page: {reason}"),
+                        retry_after: None,
+                        label: "body",
+                    },
+                },
+                other => other,
+            };
+            match outcome {
+                Attempt::Done(_) => {}
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::InvalidToken(message) => {
+                    if renewed {
+                        return Err(PingOneError::Api {
+                            status: 401,
+                            code: "ACCESS_FAILED".into(),
+                            id: "-".into(),
+                            message: format!("token refused again after renewal: {message}"),
+                            details: vec!["INVALID_TOKEN".into()],
+                            url: url.into(),
+                        });
+                    }
+                    renewed = true;
+                    self.inner.metrics.retry(&self.inner.tenant, "token");
+                    tracing::info!(tenant = %self.inner.tenant, "access token refused, renewing once");
+                    self.inner.tokens.invalidate(token.generation).await;
+                }
+                Attempt::Retry {
+                    reason,
+                    retry_after,
+                    label,
+                } => {
+                    if attempt >= self.inner.max_retries {
+                        return Err(PingOneError::RetriesExhausted {
+                            url: url.into(),
+                            attempts: attempt + 1,
+                            last: reason,
+                        });
+                    }
+                    self.inner.metrics.retry(&self.inner.tenant, label);
+                    let wait = backoff(
+                        attempt,
+                        retry_after,
+                        self.inner.base_backoff,
+                        self.inner.retry_cap,
+                    );
+                    tracing::warn!(
+                        tenant = %self.inner.tenant, %reason, attempt,
+                        wait_ms = wait.as_millis() as u64, "retrying pingone request"
+                    );
+                    self.sleep(wait).await?;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn try_get(&self, url: &str, token: &Token) -> Attempt {
+        let response = match self
+            .inner
+            .http
+            .get(url)
+            .bearer_auth(token.value.expose())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if e.is_builder() {
+                    return Attempt::Fatal(PingOneError::Malformed {
+                        url: url.into(),
+                        reason: format!("unusable url: {}", without_url(&e)),
+                    });
+                }
+                return Attempt::Retry {
+                    reason: without_url(&e),
+                    retry_after: None,
+                    label: "transport",
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let wait = retry_after(response.headers());
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: format!("reading body: {}", without_url(&e)),
+                    retry_after: None,
+                    label: "body",
+                };
+            }
+        };
+        match status {
+            200..=299 => Attempt::Done(body.to_vec()),
+            408 | 429 | 500..=599 => Attempt::Retry {
+                reason: format!("http {status}"),
+                retry_after: wait,
+                label: match status {
+                    429 => "429",
+                    408 => "408",
+                    _ => "5xx",
+                },
+            },
+            _ => {
+                let err = ApiErrorBody::parse(&body);
+                let details = err.detail_codes();
+                if status == 401
+                    && (details.iter().any(|d| d == "INVALID_TOKEN") || err.code.is_none())
+                {
+                    return Attempt::InvalidToken(err.message.unwrap_or_default());
+                }
+                Attempt::Fatal(PingOneError::Api {
+                    status,
+                    code: err.code.unwrap_or_else(|| "-".into()),
+                    id: err.id.unwrap_or_else(|| "-".into()),
+                    message: err.message.unwrap_or_default(),
+                    details,
+                    url: url.into(),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE_BACKOFF: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let future = SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            RETRY_AFTER,
+            httpdate::fmt_http_date(future).parse().unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cap = Duration::from_secs(30);
+        let b0 = backoff(0, None, BASE_BACKOFF, cap);
+        assert!(b0 >= Duration::from_secs(1) && b0 <= Duration::from_millis(1100));
+        let b3 = backoff(3, None, BASE_BACKOFF, cap);
+        assert!(b3 >= Duration::from_secs(8) && b3 <= Duration::from_millis(8100));
+        assert_eq!(backoff(9, None, BASE_BACKOFF, cap), cap);
+        assert_eq!(
+            backoff(0, Some(Duration::from_secs(300)), BASE_BACKOFF, cap),
+            cap
+        );
+        assert_eq!(
+            backoff(5, Some(Duration::from_secs(2)), BASE_BACKOFF, cap),
+            Duration::from_secs(2)
+        );
+    }
+}
