@@ -1,0 +1,180 @@
+//! Operations: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//!
+//! Labels stay bounded: topic names, partition numbers and [`crate::processor::Note`] labels,
+//! never tenant ids or error text.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+type Labels = Vec<(String, String)>;
+
+/// Every metric of the transformer.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Raw events read (and committed) from the raw topic.
+    pub consumed: Counter,
+    /// Records written, by topic.
+    pub produced: Family<Labels, Counter>,
+    /// Raw events sent to the dead-letter topic, by reason kind.
+    pub dead_lettered: Family<Labels, Counter>,
+    /// Outcomes of processed events that wrote nothing special (see `Note`).
+    pub notes: Family<Labels, Counter>,
+    /// Consumer lag of the raw topic, by partition (from librdkafka statistics).
+    pub consumer_lag: Family<Labels, Gauge>,
+    /// Committed transactions.
+    pub transactions_committed: Counter,
+    /// Aborted transactions.
+    pub transactions_aborted: Counter,
+    /// Restarts after transient failures.
+    pub restarts: Counter,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("transformer");
+        let consumed = Counter::default();
+        let produced = Family::<Labels, Counter>::default();
+        let dead_lettered = Family::<Labels, Counter>::default();
+        let notes = Family::<Labels, Counter>::default();
+        let consumer_lag = Family::<Labels, Gauge>::default();
+        let transactions_committed = Counter::default();
+        let transactions_aborted = Counter::default();
+        let restarts = Counter::default();
+        registry.register(
+            "consumed_records",
+            "Raw events consumed and committed",
+            consumed.clone(),
+        );
+        registry.register(
+            "produced_records",
+            "Records written per output topic",
+            produced.clone(),
+        );
+        registry.register(
+            "dead_lettered_records",
+            "Raw events sent to the dead-letter topic",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "event_outcomes",
+            "Processed raw events by outcome",
+            notes.clone(),
+        );
+        registry.register(
+            "consumer_lag_records",
+            "Raw topic consumer lag per partition",
+            consumer_lag.clone(),
+        );
+        registry.register(
+            "transactions_committed",
+            "Kafka transactions committed",
+            transactions_committed.clone(),
+        );
+        registry.register(
+            "transactions_aborted",
+            "Kafka transactions aborted",
+            transactions_aborted.clone(),
+        );
+        registry.register(
+            "restarts",
+            "Restarts after transient failures",
+            restarts.clone(),
+        );
+        Self {
+            registry,
+            consumed,
+            produced,
+            dead_lettered,
+            notes,
+            consumer_lag,
+            transactions_committed,
+            transactions_aborted,
+            restarts,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// One label pair.
+    pub fn label(key: &str, value: &str) -> Labels {
+        vec![(key.to_owned(), value.to_owned())]
+    }
+
+    /// Marks the transformer ready (state restored, loop running) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+async fn metrics_handler(State(m): State<Arc<Metrics>>) -> (StatusCode, String) {
+    (StatusCode::OK, m.render())
+}
+
+async fn ready_handler(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    if m.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Serves the endpoints on `addr` until `shutdown`; returns the bound address (port 0 works).
+///
+/// # Errors
+/// The bind error.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}

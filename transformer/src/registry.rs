@@ -1,0 +1,219 @@
+//! A small client of the Confluent-compatible schema registry API (Apicurio's `/apis/ccompat/v7`):
+//! writer schemas by id (cached for the process) and registration of the output subjects with
+//! `BACKWARD_TRANSITIVE` compatibility.
+//!
+//! Errors separate "this id does not exist" (the message is poison: dead letter) from "the
+//! registry cannot be asked right now" (transient: the transformer restarts and retries).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use serde_json::json;
+
+use crate::config::RegistryAuth;
+
+/// Why the registry did not give what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No schema has this id: the record that names it is poison.
+    #[error("schema id {id} is unknown to the registry")]
+    UnknownId {
+        /// The id.
+        id: u32,
+    },
+    /// The registry returned a schema that does not parse as Avro: poison as well.
+    #[error("schema id {id} is not valid avro: {reason}")]
+    BadSchema {
+        /// The id.
+        id: u32,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The registry refused a registration as incompatible (a release mistake: fatal).
+    #[error("registry refused schema for subject {subject}: {status} {body}")]
+    Refused {
+        /// The subject.
+        subject: String,
+        /// HTTP status.
+        status: u16,
+        /// Response body.
+        body: String,
+    },
+    /// The registry could not be reached or answered with an unexpected status (transient).
+    #[error("registry request {url} failed: {reason}")]
+    Unavailable {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl RegistryError {
+    /// Whether the record naming the schema should be dead-lettered (rather than retried).
+    pub fn is_poison(&self) -> bool {
+        matches!(self, Self::UnknownId { .. } | Self::BadSchema { .. })
+    }
+}
+
+/// The registry client; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    base: String,
+    http: reqwest::Client,
+    auth: Option<RegistryAuth>,
+    cache: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
+}
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+impl Registry {
+    /// A client of the API at `base_url` with a per-request timeout.
+    ///
+    /// # Errors
+    /// [`RegistryError::Unavailable`] if the HTTP client cannot be built.
+    pub fn new(
+        base_url: &str,
+        auth: Option<RegistryAuth>,
+        timeout: Duration,
+    ) -> Result<Self, RegistryError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| RegistryError::Unavailable {
+                url: base_url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+            auth,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some(a) => req.basic_auth(&a.username, Some(a.password.expose())),
+            None => req,
+        }
+    }
+
+    fn cached(&self, id: u32) -> Option<Arc<Schema>> {
+        self.cache.lock().ok().and_then(|c| c.get(&id).cloned())
+    }
+
+    /// The writer schema with this id (from the cache after the first call).
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownId`] / [`RegistryError::BadSchema`] (poison) or
+    /// [`RegistryError::Unavailable`] (transient).
+    pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(s) = self.cached(id) {
+            return Ok(s);
+        }
+        let url = format!("{}/schemas/ids/{id}", self.base);
+        let unavailable = |reason: String| RegistryError::Unavailable {
+            url: url.clone(),
+            reason,
+        };
+        let resp = self
+            .authed(self.http.get(&url))
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(RegistryError::UnknownId { id });
+        }
+        if !status.is_success() {
+            return Err(unavailable(format!("status {status}")));
+        }
+        let body: serde_json::Value = resp.json().await.map_err(|e| unavailable(e.to_string()))?;
+        let text = body.get("schema").and_then(|s| s.as_str()).ok_or_else(|| {
+            RegistryError::BadSchema {
+                id,
+                reason: "response has no `schema` string".into(),
+            }
+        })?;
+        let schema = Schema::parse_str(text).map_err(|e| RegistryError::BadSchema {
+            id,
+            reason: e.to_string(),
+        })?;
+        let schema = Arc::new(schema);
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(id, schema.clone());
+        }
+        Ok(schema)
+    }
+
+    /// Registers `schema` under `subject` (idempotent: an identical schema keeps its id) and sets
+    /// the subject's compatibility to `BACKWARD_TRANSITIVE`. Returns the schema id.
+    ///
+    /// # Errors
+    /// [`RegistryError::Refused`] when the registry rejects the schema (409: incompatible, 422:
+    /// invalid); [`RegistryError::Unavailable`] otherwise.
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        // Set the level first where the registry allows it, so that the registration itself is
+        // checked; Apicurio answers 404 for a subject that does not exist yet.
+        let config_status = self.set_compatibility(subject).await?;
+        let url = format!("{}/subjects/{subject}/versions", self.base);
+        let unavailable = |reason: String| RegistryError::Unavailable {
+            url: url.clone(),
+            reason,
+        };
+        let resp = self
+            .authed(self.http.post(&url))
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .json(&json!({"schema": schema, "schemaType": "AVRO"}))
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
+        if status == reqwest::StatusCode::CONFLICT
+            || status == reqwest::StatusCode::UNPROCESSABLE_ENTITY
+        {
+            return Err(RegistryError::Refused {
+                subject: subject.to_owned(),
+                status: status.as_u16(),
+                body,
+            });
+        }
+        if !status.is_success() {
+            return Err(unavailable(format!("status {status}: {body}")));
+        }
+        let id = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| unavailable(format!("no id in response: {body}")))?;
+        if config_status == reqwest::StatusCode::NOT_FOUND {
+            let status = self.set_compatibility(subject).await?;
+            if !status.is_success() {
+                return Err(unavailable(format!(
+                    "setting compatibility of {subject}: status {status}"
+                )));
+            }
+        }
+        Ok(id)
+    }
+
+    async fn set_compatibility(&self, subject: &str) -> Result<reqwest::StatusCode, RegistryError> {
+        let url = format!("{}/config/{subject}", self.base);
+        let resp = self
+            .authed(self.http.put(&url))
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .json(&json!({"compatibility": "BACKWARD_TRANSITIVE"}))
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(resp.status())
+    }
+}

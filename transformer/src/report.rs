@@ -1,0 +1,550 @@
+//! `transformer license-report`: what the normalized data is for. Reads the users,
+//! applications and app usage topics (`read_committed`, from the beginning, consumer group
+//! `license-report` by default, never committing) and prints per tenant and per application:
+//!
+//! - `may_use`: users who may use the application (its group rule evaluated on each user's
+//!   `access_group_ids`; no rule: every user). Tenant row: every user.
+//! - `active_<N>d`: of those, users whose last access to the application (tenant row: to any
+//!   application) is at or after `as_of - N days`, for each configured N (default 30, 60, 90).
+//! - `never_used`: of those, users with no recorded access to it (tenant row: to any application).
+//! - `inactive_can_authenticate`: of those, users with no access to any application and no
+//!   PingOne sign-on (`last_sign_on_at`) within the largest window, whose
+//!   `can_authenticate` is true: licenses to reclaim first.
+//! - `without_mfa`: of those, users whose `mfa_enabled` is not true.
+//!
+//! Only users and applications present on their topics count (deleted ones are tombstoned);
+//! usage records of deleted users or applications are ignored. Holds one small entry per user,
+//! application and (application, user) pair of the selected tenants in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use rdkafka::Message;
+use schemas::usage::{AppUsage, Application, UserUsage};
+use schemas::wire;
+use serde::Serialize;
+
+use crate::config::{Config, OutputTopics};
+use crate::kafka::{self, KafkaCallError};
+use crate::normalize::{may_use, parse_time_ms};
+use crate::registry::{Registry, RegistryError};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text table.
+    #[default]
+    Table,
+    /// A JSON array of rows.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// Command-line arguments of `transformer license-report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Activity windows in days, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "30,60,90")]
+    pub active_days: Vec<u32>,
+    /// The report's "now" (RFC 3339); default: the current time.
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Consumer group of the report's reads (offsets are never committed).
+    #[arg(long, default_value = "license-report")]
+    pub group_id: String,
+    /// Read topics with this prefix instead of the configured `output_prefix`.
+    #[arg(long)]
+    pub input_prefix: Option<String>,
+}
+
+impl Default for ReportArgs {
+    fn default() -> Self {
+        Self {
+            format: Format::Table,
+            active_days: vec![30, 60, 90],
+            as_of: None,
+            tenant: None,
+            group_id: "license-report".into(),
+            input_prefix: None,
+        }
+    }
+}
+
+/// Why the report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// An argument is invalid.
+    #[error("license-report: {0}")]
+    Args(String),
+    /// Kafka failure.
+    #[error(transparent)]
+    Kafka(#[from] KafkaCallError),
+    /// Registry failure.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What the report keeps per user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFacts {
+    /// `can_authenticate`.
+    pub can_authenticate: Option<bool>,
+    /// `mfa_enabled`.
+    pub mfa_enabled: Option<bool>,
+    /// Sorted `access_group_ids`.
+    pub access_group_ids: Vec<String>,
+    /// `last_sign_on_at`.
+    pub last_sign_on_at: Option<i64>,
+}
+
+/// What the report keeps per application.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppFacts {
+    /// `name`.
+    pub name: Option<String>,
+    /// `access_control_group_type`.
+    pub group_type: Option<String>,
+    /// `access_control_group_ids`.
+    pub group_ids: Vec<String>,
+}
+
+/// The report's input for one tenant.
+#[derive(Debug, Clone, Default)]
+pub struct TenantData {
+    /// Users by id.
+    pub users: BTreeMap<String, UserFacts>,
+    /// Applications by id.
+    pub apps: BTreeMap<String, AppFacts>,
+    /// Last access time by (application id, user id).
+    pub last_access: HashMap<(String, String), i64>,
+}
+
+/// One line of the report; `application_id` is `None` on the tenant's summary line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportRow {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Application, or `None` for the tenant row.
+    pub application_id: Option<String>,
+    /// Application name.
+    pub application_name: Option<String>,
+    /// Users who may use it.
+    pub may_use: u64,
+    /// Window in days -> active users.
+    pub active_last_days: BTreeMap<u32, u64>,
+    /// Users who never used it.
+    pub never_used: u64,
+    /// Users inactive everywhere that can still authenticate.
+    pub inactive_can_authenticate: u64,
+    /// Users without MFA.
+    pub without_mfa: u64,
+}
+
+/// Computes the report rows (pure; see the module documentation for each number).
+pub fn compute(
+    tenants: &BTreeMap<String, TenantData>,
+    windows: &[u32],
+    as_of_ms: i64,
+) -> Vec<ReportRow> {
+    let widest = windows.iter().copied().max().unwrap_or(0);
+    let cutoff = |days: u32| as_of_ms - i64::from(days) * DAY_MS;
+    let mut rows = Vec::new();
+    for (tenant, data) in tenants {
+        // Newest access to any application, per user (only live users and applications).
+        let mut newest_any: HashMap<&str, i64> = HashMap::new();
+        let mut per_app: HashMap<&str, HashMap<&str, i64>> = HashMap::new();
+        for ((app, user), at) in &data.last_access {
+            if !data.users.contains_key(user) || !data.apps.contains_key(app) {
+                continue;
+            }
+            let e = newest_any.entry(user).or_insert(i64::MIN);
+            *e = (*e).max(*at);
+            per_app.entry(app).or_default().insert(user, *at);
+        }
+        let inactive_everywhere = |user: &str, facts: &UserFacts| {
+            let used = newest_any.get(user).is_some_and(|t| *t >= cutoff(widest));
+            let signed_on = facts.last_sign_on_at.is_some_and(|t| t >= cutoff(widest));
+            !used && !signed_on
+        };
+        let row = |app: Option<(&String, &AppFacts)>, usage: Option<&HashMap<&str, i64>>| {
+            let mut r = ReportRow {
+                tenant_id: tenant.clone(),
+                application_id: app.map(|(id, _)| id.clone()),
+                application_name: app.and_then(|(_, a)| a.name.clone()),
+                may_use: 0,
+                active_last_days: windows.iter().map(|w| (*w, 0)).collect(),
+                never_used: 0,
+                inactive_can_authenticate: 0,
+                without_mfa: 0,
+            };
+            for (user, facts) in &data.users {
+                if let Some((_, a)) = app
+                    && !may_use(
+                        a.group_type.as_deref(),
+                        &a.group_ids,
+                        &facts.access_group_ids,
+                    )
+                {
+                    continue;
+                }
+                r.may_use += 1;
+                let last = match app {
+                    Some(_) => usage.and_then(|u| u.get(user.as_str())).copied(),
+                    None => newest_any.get(user.as_str()).copied(),
+                };
+                match last {
+                    None => r.never_used += 1,
+                    Some(t) => {
+                        for (w, n) in &mut r.active_last_days {
+                            if t >= cutoff(*w) {
+                                *n += 1;
+                            }
+                        }
+                    }
+                }
+                if inactive_everywhere(user, facts) && facts.can_authenticate == Some(true) {
+                    r.inactive_can_authenticate += 1;
+                }
+                if facts.mfa_enabled != Some(true) {
+                    r.without_mfa += 1;
+                }
+            }
+            r
+        };
+        rows.push(row(None, None));
+        for (id, a) in &data.apps {
+            rows.push(row(Some((id, a)), per_app.get(id.as_str())));
+        }
+    }
+    rows
+}
+
+/// Renders rows in `format`.
+pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
+    let mut header: Vec<String> = vec![
+        "tenant".into(),
+        "application_id".into(),
+        "application_name".into(),
+        "may_use".into(),
+    ];
+    header.extend(windows.iter().map(|w| format!("active_{w}d")));
+    header.extend([
+        "never_used".into(),
+        "inactive_can_authenticate".into(),
+        "without_mfa".into(),
+    ]);
+    let cells = |r: &ReportRow| {
+        let mut c = vec![
+            r.tenant_id.clone(),
+            r.application_id.clone().unwrap_or_else(|| "*".into()),
+            r.application_name.clone().unwrap_or_default(),
+            r.may_use.to_string(),
+        ];
+        c.extend(
+            windows
+                .iter()
+                .map(|w| r.active_last_days.get(w).copied().unwrap_or(0).to_string()),
+        );
+        c.extend([
+            r.never_used.to_string(),
+            r.inactive_can_authenticate.to_string(),
+            r.without_mfa.to_string(),
+        ]);
+        c
+    };
+    match format {
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(rows).unwrap_or_else(|_| "[]".into());
+            s.push('\n');
+            s
+        }
+        Format::Csv => {
+            let quote = |v: &str| {
+                if v.contains([',', '"', '\n']) {
+                    format!("\"{}\"", v.replace('"', "\"\""))
+                } else {
+                    v.to_owned()
+                }
+            };
+            let mut s = header.join(",");
+            s.push('\n');
+            for r in rows {
+                let line: Vec<String> = cells(r).iter().map(|c| quote(c)).collect();
+                s.push_str(&line.join(","));
+                s.push('\n');
+            }
+            s
+        }
+        Format::Table => {
+            let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+            let widths: Vec<usize> = (0..header.len())
+                .map(|i| {
+                    body.iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([header[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let mut s = String::new();
+            for line in std::iter::once(&header).chain(body.iter()) {
+                let padded: Vec<String> = line
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                let _ = writeln!(s, "{}", padded.join("  ").trim_end());
+            }
+            s
+        }
+    }
+}
+
+/// Reads the normalized topics into per-tenant data.
+///
+/// # Errors
+/// Kafka or registry failures (transient); undecodable records are logged and ignored.
+pub async fn read_topics(
+    config: &Config,
+    topics: &OutputTopics,
+    group_id: &str,
+    tenant: Option<&str>,
+) -> Result<BTreeMap<String, TenantData>, ReportError> {
+    let registry = Registry::new(
+        &config.schema_registry_url,
+        config.schema_registry_auth.clone(),
+        Duration::from_millis(config.registry_timeout_ms),
+    )?;
+    let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
+    for (which, topic) in [
+        (0, &topics.users),
+        (1, &topics.applications),
+        (2, &topics.app_usage),
+    ] {
+        let mut reader = kafka::whole_topic(config, group_id, topic)?;
+        while let Some(m) = reader.next().await? {
+            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                continue;
+            };
+            let mut parts = key.splitn(3, '/');
+            let (Some(t), Some(id)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if tenant.is_some_and(|want| want != t) {
+                continue;
+            }
+            let data = tenants.entry(t.to_owned()).or_default();
+            let Some(value) = m.payload() else {
+                match which {
+                    0 => {
+                        data.users.remove(id);
+                    }
+                    1 => {
+                        data.apps.remove(id);
+                    }
+                    _ => {
+                        if let Some(user) = parts.next() {
+                            data.last_access.remove(&(id.to_owned(), user.to_owned()));
+                        }
+                    }
+                }
+                continue;
+            };
+            let (schema_id, datum) = match wire::decode(value) {
+                Ok(x) => x,
+                Err(error) => {
+                    tracing::warn!(%topic, offset = m.offset(), %error, "record not in wire format ignored");
+                    continue;
+                }
+            };
+            let schema = registry.schema_by_id(schema_id).await?;
+            let ignored = |error: schemas::SchemaError| {
+                tracing::warn!(%topic, offset = m.offset(), %error, "undecodable record ignored");
+            };
+            match which {
+                0 => match UserUsage::from_avro_datum(&schema, datum) {
+                    Ok(u) => {
+                        let mut groups = u.access_group_ids;
+                        groups.sort();
+                        data.users.insert(
+                            u.user_id,
+                            UserFacts {
+                                can_authenticate: u.can_authenticate,
+                                mfa_enabled: u.mfa_enabled,
+                                access_group_ids: groups,
+                                last_sign_on_at: u.last_sign_on_at,
+                            },
+                        );
+                    }
+                    Err(e) => ignored(e),
+                },
+                1 => match Application::from_avro_datum(&schema, datum) {
+                    Ok(a) => {
+                        data.apps.insert(
+                            a.application_id,
+                            AppFacts {
+                                name: a.name,
+                                group_type: a.access_control_group_type,
+                                group_ids: a.access_control_group_ids,
+                            },
+                        );
+                    }
+                    Err(e) => ignored(e),
+                },
+                _ => match AppUsage::from_avro_datum(&schema, datum) {
+                    Ok(u) => {
+                        data.last_access
+                            .insert((u.application_id, u.user_id), u.last_access_at);
+                    }
+                    Err(e) => ignored(e),
+                },
+            }
+        }
+    }
+    Ok(tenants)
+}
+
+/// Runs the report and returns its text.
+///
+/// # Errors
+/// Bad arguments, Kafka or registry failures.
+pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportError> {
+    if args.active_days.is_empty() || args.active_days.contains(&0) {
+        return Err(ReportError::Args(
+            "--active-days needs positive numbers of days".into(),
+        ));
+    }
+    let as_of = match &args.as_of {
+        Some(t) => parse_time_ms(t)
+            .ok_or_else(|| ReportError::Args(format!("--as-of `{t}` is not RFC 3339")))?,
+        None => {
+            let now = time::OffsetDateTime::now_utc();
+            i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+        }
+    };
+    let topics = OutputTopics::new(
+        args.input_prefix
+            .as_deref()
+            .unwrap_or(&config.output_prefix),
+    );
+    let tenants = read_topics(config, &topics, &args.group_id, args.tenant.as_deref()).await?;
+    let rows = compute(&tenants, &args.active_days, as_of);
+    Ok(render(&rows, &args.active_days, args.format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> BTreeMap<String, TenantData> {
+        let now = 1_000 * DAY_MS;
+        let user = |auth: bool, mfa: bool, groups: &[&str], sign_on: Option<i64>| UserFacts {
+            can_authenticate: Some(auth),
+            mfa_enabled: Some(mfa),
+            access_group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
+            last_sign_on_at: sign_on,
+        };
+        let mut t = TenantData::default();
+        t.users.insert("u1".into(), user(true, true, &["g"], None));
+        t.users.insert("u2".into(), user(true, false, &[], None));
+        t.users
+            .insert("u3".into(), user(false, false, &["g"], None));
+        t.users
+            .insert("u4".into(), user(true, false, &[], Some(now - DAY_MS)));
+        t.apps.insert(
+            "open".into(),
+            AppFacts {
+                name: Some("Open".into()),
+                group_type: None,
+                group_ids: vec![],
+            },
+        );
+        t.apps.insert(
+            "gated".into(),
+            AppFacts {
+                name: None,
+                group_type: Some("ANY_GROUP".into()),
+                group_ids: vec!["g".into()],
+            },
+        );
+        t.last_access
+            .insert(("open".into(), "u1".into()), now - 10 * DAY_MS);
+        t.last_access
+            .insert(("open".into(), "u2".into()), now - 45 * DAY_MS);
+        t.last_access
+            .insert(("gated".into(), "u1".into()), now - 100 * DAY_MS);
+        // Usage of a deleted user is ignored.
+        t.last_access.insert(("open".into(), "gone".into()), now);
+        BTreeMap::from([("acme".to_owned(), t)])
+    }
+
+    #[test]
+    fn numbers_per_tenant_and_application() {
+        let rows = compute(&data(), &[30, 60, 90], 1_000 * DAY_MS);
+        assert_eq!(rows.len(), 3);
+        let tenant = &rows[0];
+        assert_eq!(tenant.application_id, None);
+        assert_eq!(tenant.may_use, 4);
+        assert_eq!(
+            tenant.active_last_days,
+            BTreeMap::from([(30, 1), (60, 2), (90, 2)])
+        );
+        assert_eq!(tenant.never_used, 2);
+        // u3 cannot authenticate, u4 signed on yesterday, u1 and u2 used an app: nobody.
+        assert_eq!(tenant.inactive_can_authenticate, 0);
+        assert_eq!(tenant.without_mfa, 3);
+        let gated = &rows[1];
+        assert_eq!(gated.application_id.as_deref(), Some("gated"));
+        assert_eq!(gated.may_use, 2);
+        assert_eq!(
+            gated.active_last_days,
+            BTreeMap::from([(30, 0), (60, 0), (90, 0)])
+        );
+        assert_eq!(gated.never_used, 1);
+        let open = &rows[2];
+        assert_eq!(open.may_use, 4);
+        assert_eq!(
+            open.active_last_days,
+            BTreeMap::from([(30, 1), (60, 2), (90, 2)])
+        );
+        assert_eq!(open.never_used, 2);
+        assert_eq!(open.without_mfa, 3);
+        // With a 20-day widest window, u2 (45 days ago) is inactive and can authenticate.
+        let rows = compute(&data(), &[20], 1_000 * DAY_MS);
+        assert_eq!(rows[0].inactive_can_authenticate, 1);
+    }
+
+    #[test]
+    fn formats() {
+        let rows = compute(&data(), &[30, 60, 90], 1_000 * DAY_MS);
+        let csv = render(&rows, &[30, 60, 90], Format::Csv);
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "tenant,application_id,application_name,may_use,active_30d,active_60d,active_90d,never_used,inactive_can_authenticate,without_mfa"
+            )
+        );
+        assert_eq!(lines.next(), Some("acme,*,,4,1,2,2,2,0,3"));
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&rows, &[30], Format::Json)).unwrap();
+        assert_eq!(json[2]["application_name"], "Open");
+        assert_eq!(json[2]["active_last_days"]["60"], 2);
+        let table = render(&rows, &[30, 60, 90], Format::Table);
+        assert!(
+            table.lines().nth(1).unwrap().starts_with("acme    *"),
+            "{table}"
+        );
+        assert_eq!(table.lines().count(), 4);
+    }
+}
