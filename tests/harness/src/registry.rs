@@ -65,6 +65,17 @@ pub enum Registration {
     },
 }
 
+/// One schema as the registry holds it under a subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredSchema {
+    /// Schema id (the one in the wire format).
+    pub id: u32,
+    /// Version number under the subject.
+    pub version: u32,
+    /// The schema text as the registry returns it (Apicurio: canonical form).
+    pub schema: String,
+}
+
 /// A client of the registry's Confluent-compatible API with a 10 s timeout per request.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
@@ -217,6 +228,46 @@ impl RegistryClient {
                 body,
             }),
         }
+    }
+
+    /// The latest schema registered under `subject`.
+    ///
+    /// # Errors
+    /// When the request fails or the registry does not answer 200 with a schema.
+    pub async fn latest(&self, subject: &str) -> Result<RegisteredSchema, RegistryError> {
+        let url = format!("{}/subjects/{subject}/versions/latest", self.base_url);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| RegistryError::Http {
+                method: "GET",
+                url: url.clone(),
+                source,
+            })?;
+        let body = expect_ok("GET", url.clone(), response).await?;
+        let malformed = || RegistryError::Malformed {
+            method: "GET",
+            url: url.clone(),
+            body: body.clone(),
+        };
+        let parsed: serde_json::Value = serde_json::from_str(&body).map_err(|_| malformed())?;
+        let number = |field: &str| {
+            parsed
+                .get(field)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|value| u32::try_from(value).ok())
+        };
+        Ok(RegisteredSchema {
+            id: number("id").ok_or_else(malformed)?,
+            version: number("version").ok_or_else(malformed)?,
+            schema: parsed
+                .get("schema")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(malformed)?
+                .to_owned(),
+        })
     }
 
     /// The version numbers registered under `subject`.
