@@ -144,7 +144,7 @@ pub struct KafkaFile {
     /// Longest time a record may wait for delivery.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u64,
-    /// librdkafka `compression.type`: `none`, `gzip`, `snappy`, `lz4`, `zstd`.
+    /// librdkafka `compression.type`: `none`, `gzip`, `snappy` or `lz4`.
     #[serde(default = "default_compression")]
     pub compression_type: String,
     /// Create missing topics at start (raw: `delete` cleanup, checkpoint: `compact`).
@@ -328,7 +328,7 @@ const fn default_message_timeout_ms() -> u64 {
     30_000
 }
 fn default_compression() -> String {
-    "zstd".into()
+    "lz4".into()
 }
 const fn default_true() -> bool {
     true
@@ -731,11 +731,11 @@ impl FileConfig {
                 "must be positive and at most kafka.transaction_timeout_ms",
             );
         }
-        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression_type.as_str()) {
+        if !["none", "gzip", "snappy", "lz4"].contains(&k.compression_type.as_str()) {
             errors.global(
                 "kafka.compression_type",
                 format!(
-                    "`{}` is not one of none, gzip, snappy, lz4, zstd",
+                    "`{}` is not one of none, gzip, snappy, lz4 (zstd is not built in)",
                     k.compression_type
                 ),
             );

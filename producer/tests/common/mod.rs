@@ -1,0 +1,388 @@
+//! Helpers shared by the producer's integration tests: infrastructure addresses (from
+//! `KAFKA_BOOTSTRAP_SERVERS` / `SCHEMA_REGISTRY_URL`, failing with the command to run when
+//! absent), unique names, configs, and a `read_committed` reader of the raw topic.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use schemas::raw::{RawEvent, raw_event_schema};
+
+/// The broker, or a panic naming the command to run.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| {
+        panic!("KAFKA_BOOTSTRAP_SERVERS is not set: run `eval \"$(deploy/local/up)\"` from the repository root first")
+    })
+}
+
+/// The registry, or a panic naming the command to run.
+pub fn registry_url() -> String {
+    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| {
+        panic!("SCHEMA_REGISTRY_URL is not set: run `eval \"$(deploy/local/up)\"` from the repository root first")
+    })
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// One record read back from the raw topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: String,
+    /// Headers.
+    pub headers: BTreeMap<String, String>,
+    /// Decoded event.
+    pub event: RawEvent,
+    /// Schema id from the wire header.
+    pub schema_id: u32,
+}
+
+/// Reads every committed record of `topic` (read_committed) up to the end offsets seen now.
+pub fn read_raw(topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", unique("producer-test"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in md.topics()[0].partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(p.id(), high);
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut idle = 0;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading {topic} timed out"
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                let payload = m.payload().expect("value");
+                let (schema_id, datum) = schemas::wire::decode(payload).expect("wire format");
+                let event = RawEvent::from_avro_datum(raw_event_schema(), datum).expect("avro");
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for i in 0..h.count() {
+                        let hh = h.get(i);
+                        headers.insert(
+                            hh.key.to_string(),
+                            String::from_utf8_lossy(hh.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    headers,
+                    event,
+                    schema_id,
+                });
+            }
+            Some(Err(e)) => panic!("consume {topic}: {e}"),
+            None => {
+                let pos = consumer.position().unwrap();
+                let done = ends.iter().all(|(p, end)| {
+                    matches!(pos.find_partition(topic, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
+                        || *end == 0
+                });
+                idle += 1;
+                if done || idle > 6 {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Topic names and transactional prefix unique to one test.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// Raw topic.
+    pub raw_topic: String,
+    /// Checkpoint topic.
+    pub checkpoint_topic: String,
+    /// Transactional id prefix.
+    pub txn_prefix: String,
+}
+
+impl Names {
+    /// Fresh names.
+    pub fn new(test: &str) -> Self {
+        Self {
+            raw_topic: unique(&format!("raw-{test}")),
+            checkpoint_topic: unique(&format!("ckpt-{test}")),
+            txn_prefix: unique(&format!("producer-{test}")),
+        }
+    }
+}
+
+/// The `[kafka]`, `[schema_registry]` and `[operations]` sections for a test.
+pub fn global_toml(names: &Names, listen: &str) -> String {
+    format!(
+        r#"[kafka]
+bootstrap_servers = "{}"
+raw_topic = "{}"
+checkpoint_topic = "{}"
+transactional_id_prefix = "{}"
+transaction_timeout_ms = 30000
+message_timeout_ms = 20000
+topic_partitions = 2
+
+[schema_registry]
+url = "{}"
+
+[operations]
+listen_addr = "{listen}"
+shutdown_deadline_ms = 10000
+"#,
+        kafka_bootstrap(),
+        names.raw_topic,
+        names.checkpoint_topic,
+        names.txn_prefix,
+        registry_url(),
+    )
+}
+
+/// A `[[tenants]]` entry pointing at a simulated tenant; the secret is read from `secret_env`.
+pub fn tenant_toml(
+    tenant_id: &str,
+    t: &pingone_sim::TenantInfo,
+    secret_env: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[[tenants]]
+tenant_id = "{tenant_id}"
+environment_id = "{}"
+region = "{}"
+client_id = "{}"
+client_secret_env = "{secret_env}"
+auth_base_url = "{}"
+api_base_url = "{}"
+requests_per_second = 1000
+retry_base_backoff_ms = 50
+retry_max_backoff_ms = 1500
+request_timeout_ms = 10000
+{extra}
+"#,
+        t.environment_id, t.region, t.client_id, t.auth_base_url, t.api_base_url,
+    )
+}
+
+/// Validates config text with the given secret variables (no process environment involved).
+pub fn config_from(text: &str, secrets: &[(&str, &str)]) -> producer::config::Config {
+    let file = producer::config::parse_with_overrides(std::path::Path::new("test.toml"), text, &[])
+        .expect("config parses");
+    let secrets: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    file.validate(|var| {
+        secrets
+            .iter()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("config validates")
+}
+
+/// The truth of a simulated tenant, as id → JSON.
+#[derive(Debug)]
+pub struct Truth {
+    /// Users by id.
+    pub users: BTreeMap<String, serde_json::Value>,
+    /// Groups by id.
+    pub groups: BTreeMap<String, serde_json::Value>,
+    /// Applications by id.
+    pub applications: BTreeMap<String, serde_json::Value>,
+    /// `<groupId>/<userId>` of members of groups named by an application's access control.
+    pub memberships: std::collections::BTreeSet<String>,
+}
+
+fn by_id(list: Vec<serde_json::Value>) -> BTreeMap<String, serde_json::Value> {
+    list.into_iter()
+        .map(|v| {
+            (
+                v["id"].as_str().expect("truth item has an id").to_string(),
+                v,
+            )
+        })
+        .collect()
+}
+
+/// Reads the simulator's truth for one tenant.
+pub async fn truth(sim: &pingone_sim::RunningSim, env: &str) -> Truth {
+    let admin = sim.admin(env);
+    let applications = by_id(admin.truth_applications().await.expect("truth apps"));
+    let access: std::collections::BTreeSet<String> = applications
+        .values()
+        .flat_map(|a| {
+            a.pointer("/accessControl/group/groups")
+                .and_then(|g| g.as_array())
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|g| g["id"].as_str().map(str::to_owned))
+        .collect();
+    let memberships = admin
+        .truth_memberships()
+        .await
+        .expect("truth memberships")
+        .into_iter()
+        .filter_map(|m| {
+            let g = m["groupId"].as_str()?.to_string();
+            let u = m["userId"].as_str()?.to_string();
+            access.contains(&g).then(|| format!("{g}/{u}"))
+        })
+        .collect();
+    Truth {
+        users: by_id(admin.truth_users().await.expect("truth users")),
+        groups: by_id(admin.truth_groups().await.expect("truth groups")),
+        applications,
+        memberships,
+    }
+}
+
+/// The events of one sync, checked to lie between exactly one `sync_started` and one
+/// `sync_completed` whose counts match; returns them by kind → entity id → payload.
+pub fn completed_sync_contents(
+    records: &[Record],
+    tenant: &str,
+    sync_id: &str,
+) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
+    let mine: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.event.tenant_id == tenant && r.event.sync_id.as_deref() == Some(sync_id))
+        .collect();
+    assert!(!mine.is_empty(), "no events of sync {sync_id}");
+    let partitions: std::collections::BTreeSet<i32> = mine.iter().map(|r| r.partition).collect();
+    assert_eq!(
+        partitions.len(),
+        1,
+        "one tenant's events stay in one partition"
+    );
+    assert_eq!(
+        mine.first().unwrap().event.kind,
+        "sync_started",
+        "sync opens with sync_started"
+    );
+    assert_eq!(
+        mine.last().unwrap().event.kind,
+        "sync_completed",
+        "sync ends with sync_completed"
+    );
+    assert_eq!(
+        mine.iter()
+            .filter(|r| r.event.kind == "sync_started")
+            .count(),
+        1
+    );
+    assert_eq!(
+        mine.iter()
+            .filter(|r| r.event.kind == "sync_completed")
+            .count(),
+        1
+    );
+    let mut out: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+    for r in &mine[1..mine.len() - 1] {
+        assert_eq!(r.key, tenant, "key is the tenant id");
+        assert_eq!(r.headers.get("kind"), Some(&r.event.kind));
+        assert_eq!(r.headers.get("tenant_id").map(String::as_str), Some(tenant));
+        let id = r.event.entity_id.clone().expect("entity id");
+        let payload: serde_json::Value =
+            serde_json::from_str(&r.event.payload).expect("payload json");
+        let previous = out
+            .entry(r.event.kind.clone())
+            .or_default()
+            .insert(id.clone(), payload);
+        assert!(
+            previous.is_none(),
+            "{} {id} written twice in sync {sync_id}",
+            r.event.kind
+        );
+    }
+    let completed: serde_json::Value =
+        serde_json::from_str(&mine.last().unwrap().event.payload).expect("marker json");
+    for kind in ["user", "group", "application", "group_membership"] {
+        let n = out.get(kind).map_or(0, BTreeMap::len) as u64;
+        assert_eq!(
+            completed["counts"][kind].as_u64(),
+            Some(n),
+            "count of {kind} in sync_completed"
+        );
+    }
+    out
+}
+
+/// Asserts a sync's contents equal the simulator's truth (payloads verbatim as JSON).
+pub fn assert_matches_truth(
+    contents: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    truth: &Truth,
+) {
+    let empty = BTreeMap::new();
+    assert_eq!(
+        contents.get("user").unwrap_or(&empty),
+        &truth.users,
+        "users differ from truth"
+    );
+    assert_eq!(
+        contents.get("group").unwrap_or(&empty),
+        &truth.groups,
+        "groups differ from truth"
+    );
+    assert_eq!(
+        contents.get("application").unwrap_or(&empty),
+        &truth.applications,
+        "applications differ from truth"
+    );
+    let memberships: std::collections::BTreeSet<String> = contents
+        .get("group_membership")
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        memberships, truth.memberships,
+        "memberships differ from truth"
+    );
+    assert!(
+        !truth.users.is_empty() && !truth.memberships.is_empty(),
+        "the test tenant is not empty"
+    );
+}
+
+/// Ids of sync_completed markers of `tenant`, in topic order.
+pub fn completed_sync_ids(records: &[Record], tenant: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.event.tenant_id == tenant && r.event.kind == "sync_completed")
+        .filter_map(|r| r.event.sync_id.clone())
+        .collect()
+}
