@@ -63,7 +63,22 @@ pub fn router(server: Arc<Server>) -> Router {
         )
         .merge(crate::admin::router())
         .fallback(fallback)
+        .layer(axum::middleware::map_request(host_from_authority))
         .with_state(server)
+}
+
+/// HTTP/2 requests carry the host in the `:authority` pseudo-header, not `Host`: copy it so
+/// links are built the same way for both protocol versions.
+async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
+    if !req.headers().contains_key(header::HOST)
+        && let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    req
 }
 
 async fn fallback(uri: Uri) -> ApiError {
@@ -166,13 +181,21 @@ fn respond(body: &Value, reset: bool) -> Response {
     }
     let half = Bytes::from(bytes[..bytes.len() / 2].to_vec());
     let len = bytes.len();
-    let stream = futures::stream::iter([
-        Ok::<Bytes, std::io::Error>(half),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "injected connection reset",
-        )),
-    ]);
+    // Send the status, headers and half the body, give them time to leave, then fail the body:
+    // hyper drops the connection before the declared length was sent.
+    let stream = futures::stream::unfold(Some(half), |state| async move {
+        match state {
+            Some(half) => Some((Ok::<Bytes, std::io::Error>(half), None)),
+            None => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected connection reset",
+                );
+                Some((Err(e), None))
+            }
+        }
+    });
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut().insert(header::CONTENT_TYPE, content_type);
     r.headers_mut()
