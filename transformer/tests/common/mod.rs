@@ -1,0 +1,280 @@
+//! Helpers of the transformer's integration tests: realistic raw events (PingOne JSON inside
+//! Confluent-framed `RawEvent`s registered in the registry), producing them, waiting for and
+//! decoding the outputs.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use schemas::raw::{RAW_EVENT_SCHEMA, RawEvent, kind};
+use schemas::usage::{AppUsage, Application, UserUsage};
+use schemas::wire;
+use serde_json::{Value, json};
+use test_harness::kafka::{
+    ConsumedRecord, TopicOptions, consume_all, create_topic, producer_config,
+};
+use test_harness::registry::{Registration, RegistryClient};
+use transformer::config::Config;
+use transformer::registry::Registry;
+
+pub const ENV_ID: &str = "5f0c4a52-8d0e-4b6a-9a57-3d1f2b7c9e10";
+
+/// A raw topic with its registered schema id, plus a config pointing the transformer at it
+/// with a unique prefix, group and transactional id.
+pub struct Setup {
+    pub raw_topic: String,
+    pub schema_id: u32,
+    pub config: Config,
+}
+
+pub async fn setup(name: &str, partitions: i32) -> Setup {
+    test_harness::init_tracing();
+    let raw_topic = test_harness::unique_name(&format!("raw-{name}"));
+    create_topic(&raw_topic, &TopicOptions::new(partitions))
+        .await
+        .unwrap();
+    let registry = RegistryClient::new(&test_harness::schema_registry_url()).unwrap();
+    let schema_id = match registry
+        .register_avro(&format!("{raw_topic}-value"), RAW_EVENT_SCHEMA)
+        .await
+        .unwrap()
+    {
+        Registration::Registered { id } => id,
+        other => panic!("raw schema not registered: {other:?}"),
+    };
+    let mut config = Config::new(
+        test_harness::kafka_bootstrap(),
+        test_harness::schema_registry_url(),
+    );
+    config.raw_topic = raw_topic.clone();
+    config.output_prefix = format!("{}.", test_harness::unique_name(&format!("out-{name}")));
+    config.group_id = test_harness::unique_name("transformer-group");
+    config.transactional_id = test_harness::unique_name("transformer-txn");
+    config.batch_max_wait_ms = 50;
+    config.kafka_timeout_ms = 20_000;
+    config.transaction_timeout_ms = 20_000;
+    Setup {
+        raw_topic,
+        schema_id,
+        config,
+    }
+}
+
+pub fn event(
+    tenant: &str,
+    kind: &str,
+    entity: Option<&str>,
+    sync: Option<&str>,
+    payload: &Value,
+) -> RawEvent {
+    RawEvent {
+        tenant_id: tenant.into(),
+        environment_id: ENV_ID.into(),
+        region: "eu".into(),
+        kind: kind.into(),
+        entity_id: entity.map(str::to_owned),
+        sync_id: sync.map(str::to_owned),
+        observed_at_ms: 1_795_000_000_000,
+        payload: payload.to_string(),
+        producer_version: "test".into(),
+    }
+}
+
+/// The PingOne JSON of a generated user `i` (fields vary with `i`).
+pub fn user_json(i: usize) -> Value {
+    let verify = ["NOT_INITIATED", "ENABLED", "DISABLED"][i % 3];
+    let mut u = json!({
+        "_links": {"self": {"href": format!("https://api.pingone.eu/v1/environments/{ENV_ID}/users/u-{i}")}},
+        "id": format!("u-{i}"),
+        "environment": {"id": ENV_ID},
+        "population": {"id": "pop-1"},
+        "username": format!("user{i}@example.com"),
+        "email": format!("user{i}@example.com"),
+        "name": {"given": format!("Given{i}"), "family": "Family"},
+        "enabled": i % 7 != 0,
+        "lifecycle": {"status": if i % 5 == 0 { "VERIFICATION_REQUIRED" } else { "ACCOUNT_OK" }},
+        "account": {"canAuthenticate": i % 4 != 0, "status": if i % 4 == 0 { "LOCKED" } else { "OK" }},
+        "verifyStatus": verify,
+        "identityProvider": {"type": "PING_ONE"},
+        "createdAt": "2026-01-02T03:04:05.678Z",
+        "updatedAt": "2026-11-01T00:00:00Z",
+        "customAttribute": {"nested": [1, 2, 3]}
+    });
+    if i % 2 == 0 {
+        u["mfaEnabled"] = json!(i % 4 == 0);
+    }
+    if i % 3 != 0 {
+        u["address"] = json!({"locality": format!("City{}", i % 10), "region": format!("Region{}", i % 4), "countryCode": "DE"});
+    }
+    if i % 6 != 1 {
+        u["type"] = json!(if i % 2 == 0 { "Employee" } else { "Contractor" });
+    }
+    if i % 3 == 1 {
+        u["lastSignOn"] = json!({"at": "2026-11-15T08:00:00.000Z", "remoteIp": "10.1.2.3"});
+    }
+    u
+}
+
+pub fn app_json(id: &str, rule: Option<(&str, &[&str])>) -> Value {
+    let mut a = json!({"id": id, "name": format!("App {id}"), "type": "WEB_APP", "protocol": "OPENID_CONNECT",
+                       "enabled": true, "clientId": id, "grantTypes": ["AUTHORIZATION_CODE"]});
+    if let Some((ty, groups)) = rule {
+        let groups: Vec<Value> = groups.iter().map(|g| json!({"id": g})).collect();
+        a["accessControl"] = json!({"group": {"type": ty, "groups": groups}});
+    }
+    a
+}
+
+pub fn access_json(id: &str, app: &str, user: &str, at: &str) -> Value {
+    json!({"id": id, "recordedAt": at, "createdAt": at, "correlationId": "c",
+           "action": {"type": "USER.ACCESS_ALLOWED", "description": "User Access Allowed"},
+           "actors": {"client": {"id": app, "name": format!("App {app}"), "type": "CLIENT"},
+                      "user": {"id": user, "name": user, "type": "USER"}},
+           "resources": [{"type": "USER", "id": user}], "result": {"status": "SUCCESS"}})
+}
+
+pub fn deleted_json(id: &str, what: &str, entity: &str) -> Value {
+    json!({"id": id, "recordedAt": "2026-11-20T00:00:00Z", "action": {"type": format!("{what}.DELETED")},
+           "actors": {"user": {"id": "admin", "type": "USER"}},
+           "resources": [{"type": what, "id": entity}]})
+}
+
+/// The events of one complete sync.
+pub fn sync_events(
+    tenant: &str,
+    sync: &str,
+    users: &[usize],
+    apps: &[(&str, Option<(&str, &[&str])>)],
+    members: &[(&str, usize)],
+) -> Vec<RawEvent> {
+    let s = Some(sync);
+    let mut v = vec![event(
+        tenant,
+        kind::SYNC_STARTED,
+        None,
+        s,
+        &json!({"sync_id": sync, "started_at": "2026-11-20T00:00:00Z", "kinds": ["application", "group", "group_membership", "user"]}),
+    )];
+    for (id, rule) in apps {
+        v.push(event(
+            tenant,
+            kind::APPLICATION,
+            Some(id),
+            s,
+            &app_json(id, *rule),
+        ));
+    }
+    for (g, u) in members {
+        v.push(event(
+            tenant,
+            kind::GROUP_MEMBERSHIP,
+            Some(&format!("{g}/u-{u}")),
+            s,
+            &user_json(*u),
+        ));
+    }
+    for i in users {
+        v.push(event(
+            tenant,
+            kind::USER,
+            Some(&format!("u-{i}")),
+            s,
+            &user_json(*i),
+        ));
+    }
+    v.push(event(
+        tenant,
+        kind::SYNC_COMPLETED,
+        None,
+        s,
+        &json!({"sync_id": sync, "counts": {"user": users.len()}}),
+    ));
+    v
+}
+
+pub fn framed(schema_id: u32, e: &RawEvent) -> Vec<u8> {
+    wire::encode(schema_id, &e.to_avro_datum().unwrap())
+}
+
+pub fn producer() -> FutureProducer {
+    producer_config().create().unwrap()
+}
+
+/// Produces (key, value) pairs in order and waits for every delivery.
+pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
+    let p = producer();
+    let mut futures = Vec::new();
+    for (k, v) in records {
+        let mut r = FutureRecord::to(topic)
+            .key(k.as_bytes())
+            .payload(v.as_slice());
+        loop {
+            match p.send_result(r) {
+                Ok(f) => {
+                    futures.push(f);
+                    break;
+                }
+                Err((_, back)) => {
+                    r = back;
+                    p.poll(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    for f in futures {
+        f.await.unwrap().unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+pub async fn produce_events(s: &Setup, events: &[RawEvent]) {
+    let records: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.tenant_id.clone(), framed(s.schema_id, e)))
+        .collect();
+    produce(&s.raw_topic, &records).await;
+}
+
+/// Reads `topic` again and again until `done` holds for its records (at most `limit`).
+pub async fn wait_for(
+    topic: &str,
+    limit: Duration,
+    done: impl Fn(&[ConsumedRecord]) -> bool,
+) -> Vec<ConsumedRecord> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(records) = consume_all(topic).await
+            && done(&records)
+        {
+            return records;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{topic} did not reach the expected state within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn key(r: &ConsumedRecord) -> String {
+    String::from_utf8(r.key.clone().unwrap_or_default()).unwrap()
+}
+
+pub async fn decode_user(reg: &Registry, r: &ConsumedRecord) -> UserUsage {
+    let (id, datum) = wire::decode(r.value.as_deref().unwrap()).unwrap();
+    UserUsage::from_avro_datum(&reg.schema_by_id(id).await.unwrap(), datum).unwrap()
+}
+
+pub async fn decode_app(reg: &Registry, r: &ConsumedRecord) -> Application {
+    let (id, datum) = wire::decode(r.value.as_deref().unwrap()).unwrap();
+    Application::from_avro_datum(&reg.schema_by_id(id).await.unwrap(), datum).unwrap()
+}
+
+pub async fn decode_usage(reg: &Registry, r: &ConsumedRecord) -> AppUsage {
+    let (id, datum) = wire::decode(r.value.as_deref().unwrap()).unwrap();
+    AppUsage::from_avro_datum(&reg.schema_by_id(id).await.unwrap(), datum).unwrap()
+}
+
+pub fn registry(config: &Config) -> Registry {
+    Registry::new(&config.schema_registry_url, None, Duration::from_secs(10)).unwrap()
+}

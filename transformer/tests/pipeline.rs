@@ -1,0 +1,435 @@
+//! End-to-end test of the transformer library on the real broker and registry: two syncs of a
+//! tenant plus a second tenant, usage activities, deletes and poison input; checks field values
+//! (also with an independent Python fastavro decoder), tombstones, dead letters, metrics, the
+//! replay of a past sync and the license report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use schemas::raw::kind;
+use schemas::usage::UserUsage;
+use schemas::wire;
+use serde_json::{Value, json};
+use test_harness::kafka::{ConsumedRecord, consume_all};
+use tokio_util::sync::CancellationToken;
+use transformer::metrics::Metrics;
+use transformer::replay::{ReplayArgs, replay};
+use transformer::report::{self, Format, ReportArgs};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The seven integration fields as the test reads them from the PingOne JSON it generated.
+fn seven_from_json(
+    u: &Value,
+) -> (
+    Option<bool>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+) {
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    (
+        u["account"]["canAuthenticate"].as_bool(),
+        s(&u["address"]["locality"]),
+        u["mfaEnabled"].as_bool(),
+        s(&u["address"]["region"]),
+        s(&u["account"]["status"]),
+        s(&u["type"]),
+        s(&u["verifyStatus"]),
+    )
+}
+
+fn seven_from_record(
+    u: &UserUsage,
+) -> (
+    Option<bool>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+) {
+    (
+        u.can_authenticate,
+        u.locality.clone(),
+        u.mfa_enabled,
+        u.region.clone(),
+        u.status.clone(),
+        u.user_type.clone(),
+        u.verify_status.clone(),
+    )
+}
+
+fn header(r: &ConsumedRecord, name: &str) -> String {
+    String::from_utf8(r.header(name).unwrap_or_default().to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_deletes_poison_replay_and_report() {
+    let s = setup("pipeline", 2).await;
+    let topics = s.config.topics();
+    let reg = registry(&s.config);
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(transformer::pipeline::run_with_metrics(
+        s.config.clone(),
+        shutdown.clone(),
+        metrics.clone(),
+    ));
+
+    // First sync of acme, a sync of globex, accesses, and poison in between.
+    let rule_any: &[&str] = &["g1"];
+    let rule_all: &[&str] = &["g1", "g2"];
+    let users1: Vec<usize> = (1..=12).collect();
+    let mut events = sync_events(
+        "acme",
+        "s1",
+        &users1,
+        &[
+            ("open", None),
+            ("gated", Some(("ANY_GROUP", rule_any))),
+            ("both", Some(("ALL_GROUPS", rule_all))),
+        ],
+        &[
+            ("g1", 1),
+            ("g1", 2),
+            ("g1", 3),
+            ("g1", 4),
+            ("g2", 2),
+            ("g2", 3),
+            ("g2", 9),
+        ],
+    );
+    events.extend(sync_events("globex", "g-s1", &[100, 101, 102], &[], &[]));
+    for (id, app, user, at) in [
+        ("act-1", "open", "u-1", "2026-11-20T10:00:00Z"),
+        ("act-2", "open", "u-2", "2026-10-01T10:00:00Z"),
+        ("act-3", "open", "u-5", "2026-06-01T10:00:00Z"),
+        ("act-4", "gated", "u-1", "2026-11-19T10:00:00Z"),
+        ("act-5", "gated", "u-1", "2026-11-18T10:00:00Z"),
+    ] {
+        events.push(event(
+            "acme",
+            kind::ACTIVITY,
+            Some(id),
+            None,
+            &access_json(id, app, user, at),
+        ));
+    }
+    let mut records: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.tenant_id.clone(), framed(s.schema_id, e)))
+        .collect();
+    let valid = framed(s.schema_id, &events[1]);
+    let mut bad_json = event("acme", kind::USER, Some("u-x"), Some("s1"), &json!({}));
+    bad_json.payload = "{\"id\": \"u-x\", ".into();
+    let missing_id = event(
+        "acme",
+        kind::USER,
+        None,
+        Some("s1"),
+        &json!({"username": "nobody"}),
+    );
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("wire", b"{\"not\": \"avro\"}".to_vec()),
+        (
+            "schema",
+            wire::encode(999_999_999, &events[1].to_avro_datum().unwrap()),
+        ),
+        ("normalize", framed(s.schema_id, &bad_json)),
+        ("normalize", framed(s.schema_id, &missing_id)),
+        ("avro", valid[..valid.len() / 2].to_vec()),
+    ];
+    // Poison sits in the middle of acme's sync (after the applications).
+    for (i, (_, bytes)) in poison.iter().enumerate() {
+        records.insert(5 + i, ("acme".into(), bytes.clone()));
+    }
+    produce(&s.raw_topic, &records).await;
+
+    // Users: every user once, with the seven fields equal to the input.
+    let users = wait_for(&topics.users, WAIT, |r| r.len() >= 15).await;
+    assert_eq!(users.len(), 15, "12 acme users + 3 globex users, each once");
+    let mut seen = BTreeSet::new();
+    for r in &users {
+        let u = decode_user(&reg, r).await;
+        assert!(seen.insert(key(r)), "duplicate {}", key(r));
+        assert_eq!(key(r), format!("{}/{}", u.tenant_id, u.user_id));
+        let i: usize = u.user_id.trim_start_matches("u-").parse().unwrap();
+        assert_eq!(
+            seven_from_record(&u),
+            seven_from_json(&user_json(i)),
+            "user {i}"
+        );
+        assert_eq!(u.enabled, Some(i % 7 != 0));
+        assert_eq!(u.username, Some(format!("user{i}@example.com")));
+        assert_eq!(u.display_name, Some(format!("Given{i} Family")));
+        assert_eq!(u.created_at, Some(1_767_323_045_678));
+        assert_eq!(u.source_topic, s.raw_topic);
+        if u.tenant_id == "acme" {
+            let expected: Vec<&str> = match i {
+                1 | 4 => vec!["g1"],
+                2 | 3 => vec!["g1", "g2"],
+                9 => vec!["g2"],
+                _ => vec![],
+            };
+            assert_eq!(u.access_group_ids, expected, "user {i}");
+        }
+    }
+
+    // Independent decoder: Python fastavro with writer schemas fetched from the registry.
+    let dump: Vec<Value> = users
+        .iter()
+        .map(|r| json!({"key": key(r), "value_hex": hex(r.value.as_deref().unwrap())}))
+        .collect();
+    let decoded = fastavro_decode(&s.config.schema_registry_url, &dump);
+    assert_eq!(decoded.len(), 15);
+    for d in &decoded {
+        let rec = &d["record"];
+        let id = rec["user_id"].as_str().unwrap();
+        let i: usize = id.trim_start_matches("u-").parse().unwrap();
+        let truth = seven_from_json(&user_json(i));
+        let s = |v: &Value| v.as_str().map(str::to_owned);
+        let got = (
+            rec["can_authenticate"].as_bool(),
+            s(&rec["locality"]),
+            rec["mfa_enabled"].as_bool(),
+            s(&rec["region"]),
+            s(&rec["status"]),
+            s(&rec["type"]),
+            s(&rec["verify_status"]),
+        );
+        assert_eq!(got, truth, "fastavro: user {i}");
+        assert_eq!(
+            d["key"].as_str().unwrap(),
+            format!("{}/{}", rec["tenant_id"].as_str().unwrap(), id)
+        );
+    }
+
+    // Applications with the number of users who may use them.
+    let apps = wait_for(&topics.applications, WAIT, |r| r.len() >= 3).await;
+    let mut counts = BTreeMap::new();
+    for r in &apps {
+        let a = decode_app(&reg, r).await;
+        counts.insert(a.application_id.clone(), a.authorized_user_count);
+    }
+    assert_eq!(
+        counts,
+        BTreeMap::from([("both".into(), 2), ("gated".into(), 4), ("open".into(), 12)])
+    );
+
+    // Dead letters: original bytes, error and source position in headers.
+    let raw = consume_all(&s.raw_topic).await.unwrap();
+    let dead = wait_for(&topics.dead_letter, WAIT, |r| r.len() >= 5).await;
+    assert_eq!(dead.len(), 5);
+    let mut kinds: Vec<String> = Vec::new();
+    for d in &dead {
+        let partition: i32 = header(d, "source_partition").parse().unwrap();
+        let offset: i64 = header(d, "source_offset").parse().unwrap();
+        assert_eq!(header(d, "source_topic"), s.raw_topic);
+        assert!(!header(d, "error").is_empty());
+        let source = raw
+            .iter()
+            .find(|r| r.partition == partition && r.offset == offset)
+            .unwrap();
+        assert_eq!(
+            d.value, source.value,
+            "dead letter keeps the original bytes"
+        );
+        assert_eq!(d.key, source.key);
+        kinds.push(header(d, "error_kind"));
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec!["avro", "normalize", "normalize", "schema", "wire"]
+    );
+    let missing = dead
+        .iter()
+        .find(|d| header(d, "error").contains("`id`"))
+        .unwrap();
+    assert_eq!(header(missing, "error_kind"), "normalize");
+
+    // App usage: counts per pair.
+    let usage = wait_for(&topics.app_usage, WAIT, |r| r.len() >= 5).await;
+    let mut last = BTreeMap::new();
+    for r in &usage {
+        let u = decode_usage(&reg, r).await;
+        last.insert(
+            key(r),
+            (u.access_count_total, u.access_count_7d, u.last_access_at),
+        );
+    }
+    assert_eq!(
+        last["acme/gated/u-1"],
+        (2, 2, 1_795_168_800_000 - 86_400_000)
+    );
+    assert_eq!(last["acme/open/u-5"].0, 1);
+
+    // Second sync: u-4, u-11, u-12 and app `both` are gone; then u-2 is deleted by an activity.
+    let users2: Vec<usize> = (1..=10).filter(|i| *i != 4).collect();
+    let mut events2 = sync_events(
+        "acme",
+        "s2",
+        &users2,
+        &[("open", None), ("gated", Some(("ANY_GROUP", rule_any)))],
+        &[
+            ("g1", 1),
+            ("g1", 2),
+            ("g1", 3),
+            ("g2", 2),
+            ("g2", 3),
+            ("g2", 9),
+        ],
+    );
+    events2.push(event(
+        "acme",
+        kind::ACTIVITY,
+        Some("act-del"),
+        None,
+        &deleted_json("act-del", "USER", "u-2"),
+    ));
+    produce_events(&s, &events2).await;
+    let users = wait_for(&topics.users, WAIT, |r| {
+        r.iter().filter(|r| r.value.is_none()).count() >= 4
+    })
+    .await;
+    let mut tombstones: Vec<String> = users
+        .iter()
+        .filter(|r| r.value.is_none())
+        .map(key)
+        .collect();
+    tombstones.sort();
+    assert_eq!(
+        tombstones,
+        vec!["acme/u-11", "acme/u-12", "acme/u-2", "acme/u-4"]
+    );
+    let apps = wait_for(&topics.applications, WAIT, |r| {
+        r.iter().any(|r| r.value.is_none())
+    })
+    .await;
+    let app_tombstones: Vec<String> = apps.iter().filter(|r| r.value.is_none()).map(key).collect();
+    assert_eq!(app_tombstones, vec!["acme/both"]);
+
+    // Metrics saw the dead letters and commits.
+    let text = metrics.render();
+    let dead_total: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("transformer_dead_lettered_records_total"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(dead_total, 5, "{text}");
+    assert!(metrics.transactions_committed.get() >= 1);
+    assert!(metrics.is_ready());
+
+    // Graceful stop.
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    // Replay of s1 into another prefix reproduces its users and applications.
+    let prefix = format!("{}.", test_harness::unique_name("replay"));
+    let summary = replay(
+        &s.config,
+        &ReplayArgs {
+            tenant: Some("acme".into()),
+            sync_id: Some("s1".into()),
+            output_prefix: Some(prefix.clone()),
+            ..ReplayArgs::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(summary.sync_completed);
+    let replay_topics = transformer::config::OutputTopics::new(&prefix);
+    let replayed = consume_all(&replay_topics.users).await.unwrap();
+    let original = consume_all(&topics.users).await.unwrap();
+    let mut want = BTreeMap::new();
+    for r in &original {
+        if r.value.is_some() {
+            let u = decode_user(&reg, r).await;
+            if u.sync_id.as_deref() == Some("s1") {
+                want.insert(key(r), u);
+            }
+        }
+    }
+    let mut got = BTreeMap::new();
+    for r in &replayed {
+        got.insert(key(r), decode_user(&reg, r).await);
+    }
+    assert_eq!(got.len(), 12);
+    assert_eq!(got, want);
+    let replayed_apps = consume_all(&replay_topics.applications).await.unwrap();
+    let mut got = BTreeMap::new();
+    for r in &replayed_apps {
+        let a = decode_app(&reg, r).await;
+        got.insert(a.application_id.clone(), a.authorized_user_count);
+    }
+    assert_eq!(
+        got,
+        BTreeMap::from([("both".into(), 2), ("gated".into(), 4), ("open".into(), 12)])
+    );
+
+    // License report, computed by hand from the input above (see transformer/README.md for
+    // the definitions): acme has 8 live users after s2 and the delete.
+    let csv = report::run(
+        &s.config,
+        &ReportArgs {
+            format: Format::Csv,
+            as_of: Some("2026-11-21T00:00:00Z".into()),
+            ..ReportArgs::default()
+        },
+    )
+    .await
+    .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "tenant,application_id,application_name,may_use,active_30d,active_60d,active_90d,never_used,inactive_can_authenticate,without_mfa",
+            "acme,*,,8,1,1,1,6,4,7",
+            "acme,gated,App gated,2,1,1,1,1,1,2",
+            "acme,open,App open,8,1,1,1,6,4,7",
+            "globex,*,,3,0,0,0,3,2,2",
+        ],
+        "{csv}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes Confluent-framed values with Python fastavro (`transformer/tests/fastavro_decode.py`).
+fn fastavro_decode(registry_url: &str, records: &[Value]) -> Vec<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fastavro_decode.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(registry_url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed for the independent decoder check");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(serde_json::to_string(records).unwrap().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "fastavro decoder failed (install it with `pip install fastavro`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
