@@ -262,6 +262,9 @@ pub struct TenantFile {
     /// Time between snapshot sync starts.
     #[serde(default = "default_snapshot_interval_s")]
     pub snapshot_interval_s: u64,
+    /// An unfinished sync older than this is abandoned (never completed) instead of resumed.
+    #[serde(default = "default_resume_max_age_s")]
+    pub snapshot_resume_max_age_s: u64,
     /// Time between activity polls.
     #[serde(default = "default_activity_interval_s")]
     pub activity_poll_interval_s: u64,
@@ -353,6 +356,9 @@ const fn default_shutdown_ms() -> u64 {
 }
 const fn default_snapshot_interval_s() -> u64 {
     24 * 3600
+}
+const fn default_resume_max_age_s() -> u64 {
+    6 * 3600
 }
 const fn default_activity_interval_s() -> u64 {
     60
@@ -510,6 +516,8 @@ pub struct TenantConfig {
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Time between snapshot starts.
     pub snapshot_interval: Duration,
+    /// Age after which an unfinished sync is abandoned rather than resumed.
+    pub snapshot_resume_max_age: Duration,
     /// Time between activity polls.
     pub activity_poll_interval: Duration,
     /// Action types polled.
@@ -1108,6 +1116,7 @@ fn validate_tenant(
         api_base_url: api_base?,
         extra_ca_pem,
         snapshot_interval: Duration::from_secs(t.snapshot_interval_s),
+        snapshot_resume_max_age: Duration::from_secs(t.snapshot_resume_max_age_s),
         activity_poll_interval: Duration::from_secs(t.activity_poll_interval_s),
         activity_action_types: action_types,
         activity_initial_lookback: Duration::from_secs(t.activity_initial_lookback_s),

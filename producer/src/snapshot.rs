@@ -5,7 +5,7 @@
 //! is read while the previous one is written); the writer puts one or more pages' raw events and
 //! the scan position after them into one Kafka transaction. A restart resumes from the last
 //! committed position; if PingOne rejects the stored cursor, or the unfinished sync is older than
-//! the snapshot interval, it is abandoned (never completed) and a new sync id starts.
+//! `snapshot_resume_max_age_s`, it is abandoned (never completed) and a new sync id starts.
 
 use std::time::Duration;
 
@@ -182,8 +182,10 @@ impl SnapshotStream {
     /// # Errors
     /// [`StreamError`] when PingOne or Kafka fail; the committed position stays for a resume.
     pub async fn sync_once(&mut self) -> Result<Completed, StreamError> {
+        // Check the credentials before writing a `sync_started` that could not go anywhere.
+        self.ctx.client.token().await?;
         let stale_after =
-            i64::try_from(self.ctx.tenant.snapshot_interval.as_millis()).unwrap_or(i64::MAX);
+            i64::try_from(self.ctx.tenant.snapshot_resume_max_age.as_millis()).unwrap_or(i64::MAX);
         let (mut current, mut resumed) = match self.checkpoint.in_progress.clone() {
             Some(ip) if now_ms().saturating_sub(ip.started_at_ms) <= stale_after => {
                 tracing::info!(tenant = %self.ctx.tenant.tenant_id, sync_id = %ip.sync_id, phase = ?ip.position.phase, "resuming snapshot sync");

@@ -166,6 +166,7 @@ impl Client {
             match self.inner.tokens.renew(&self.inner.http).await {
                 TokenAttempt::Ok(t) => {
                     self.inner.metrics.token_renewal(&self.inner.tenant);
+                    self.inner.metrics.set_healthy(&self.inner.tenant, true);
                     tracing::debug!(tenant = %self.inner.tenant, "access token renewed");
                     return Ok(t);
                 }
