@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Benchmark of a snapshot sync: a simulated tenant (1,000,000 users by default) synced by the
+# producer into the local broker, against a plain HTTP client (examples/plain_reader.rs) that
+# reads the same pages and writes nothing, in the same run. Reports entities/s of both, the
+# ratio, and the producer's peak RSS (GNU time's maximum resident set size).
+#
+# Targets: producer >= 80% of the plain reader's entities/s; producer peak RSS < 150 MB.
+#
+# Usage: producer/bench/run.sh            (BENCH_USERS=200000 producer/bench/run.sh for a quick run)
+# Needs: cargo, jq, /usr/bin/time; Kafka and the registry from deploy/local/up (started if unset).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+USERS=${BENCH_USERS:-1000000}
+PAGE=${BENCH_PAGE_SIZE:-200}
+SIM_PORT=${BENCH_SIM_PORT:-9491}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+cd "$ROOT"
+
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "${SCHEMA_REGISTRY_URL:-}" ]; then
+  eval "$(deploy/local/up)"
+fi
+
+cargo build --release -q -p producer -p pingone-sim --bin producer --bin pingone-sim --example plain_reader
+
+WORK=$(mktemp -d)
+SECRET="bench-secret-$RANDOM$RANDOM"
+"$TARGET/release/pingone-sim" --listen "127.0.0.1:$SIM_PORT" \
+  --tenant "name=bench,users=$USERS,seed=7,client_id=bench-client,client_secret=$SECRET,region=com" \
+  > "$WORK/sim.out" 2> "$WORK/sim.log" &
+SIM_PID=$!
+cleanup() { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+for _ in $(seq 1 300); do [ -s "$WORK/sim.out" ] && break; sleep 0.1; done
+[ -s "$WORK/sim.out" ] || { echo "simulator did not start:"; cat "$WORK/sim.log"; exit 1; }
+LINE=$(head -n1 "$WORK/sim.out")
+ENV_ID=$(jq -r .environment_id <<<"$LINE")
+TOKEN_URL=$(jq -r .token_url <<<"$LINE")
+AUTH=$(jq -r .auth_base_url <<<"$LINE")
+API=$(jq -r .api_base_url <<<"$LINE")
+
+plain() {
+  PLAIN_READER_SECRET="$SECRET" "$TARGET/release/examples/plain_reader" \
+    "$TOKEN_URL" "$API" "$ENV_ID" bench-client "$PAGE"
+}
+
+RUN_ID=$(date +%s)-$RANDOM
+cat > "$WORK/bench.toml" <<TOML
+[kafka]
+bootstrap_servers = "$KAFKA_BOOTSTRAP_SERVERS"
+raw_topic = "bench.raw.$RUN_ID"
+checkpoint_topic = "bench.checkpoints.$RUN_ID"
+transactional_id_prefix = "bench-$RUN_ID"
+topic_partitions = 1
+
+[schema_registry]
+url = "$SCHEMA_REGISTRY_URL"
+
+[operations]
+listen_addr = ""
+log_format = "json"
+
+[[tenants]]
+tenant_id = "bench"
+environment_id = "$ENV_ID"
+region = "com"
+client_id = "bench-client"
+client_secret_env = "BENCH_SECRET"
+auth_base_url = "$AUTH"
+api_base_url = "$API"
+directory_page_size = $PAGE
+requests_per_second = 5000
+snapshot_pages_per_transaction = 10
+TOML
+
+echo "tenant: $USERS users, page size $PAGE"
+echo "plain reader (1st)..."
+PLAIN1=$(plain); echo "  $PLAIN1"
+echo "producer sync --once..."
+BENCH_SECRET="$SECRET" /usr/bin/time -f "%M %e" -o "$WORK/time.txt" \
+  "$TARGET/release/producer" sync --config "$WORK/bench.toml" --tenant bench --once 2> "$WORK/producer.log" \
+  || { echo "producer failed:"; tail -n 20 "$WORK/producer.log"; exit 1; }
+echo "plain reader (2nd)..."
+PLAIN2=$(plain); echo "  $PLAIN2"
+
+read -r RSS_KB WALL_S < "$WORK/time.txt"
+DONE=$(grep '"snapshot sync completed"' "$WORK/producer.log" | tail -n1)
+P_SECONDS=$(jq -r '.fields.seconds' <<<"$DONE")
+P_ENTITIES=$(jq -r '.fields.users + .fields.groups + .fields.applications + .fields.memberships' <<<"$DONE")
+PLAIN_ENTITIES=$(jq -r .entities <<<"$PLAIN1")
+[ "$P_ENTITIES" = "$PLAIN_ENTITIES" ] || echo "WARNING: producer wrote $P_ENTITIES entities, plain reader read $PLAIN_ENTITIES"
+python3 - "$P_ENTITIES" "$P_SECONDS" "$WALL_S" "$RSS_KB" "$PLAIN1" "$PLAIN2" <<'PY'
+import json, sys
+entities, sync_s, wall_s, rss_kb = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+plain = [json.loads(a) for a in sys.argv[5:7]]
+p_rate = entities / sync_s
+base = max(p["entities_per_s"] for p in plain)
+ratio = p_rate / base
+rss_mb = rss_kb / 1024
+print(f"producer: {entities} entities in {sync_s:.1f} s (sync) / {wall_s:.1f} s (process) = {p_rate:,.0f} entities/s")
+print(f"plain reader: {', '.join(f'{p['entities_per_s']:,.0f}' for p in plain)} entities/s (baseline = the faster)")
+print(f"ratio: {ratio:.1%} of the plain reader (target >= 80%): {'PASS' if ratio >= 0.8 else 'FAIL'}")
+print(f"producer peak RSS: {rss_mb:.1f} MB (target < 150 MB): {'PASS' if rss_mb < 150 else 'FAIL'}")
+sys.exit(0 if ratio >= 0.8 and rss_mb < 150 else 1)
+PY
