@@ -52,9 +52,28 @@ pub fn reader_config(config: &Config, group_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        // Readers wait for the end of a topic: do not let the broker hold empty fetches long.
+        .set("fetch.wait.max.ms", "20");
     c
 }
+
+/// Client context of the readers: end-of-partition is how they stop, not an error to log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::error!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
 /// The partition ids of `topic`; an error if the topic does not exist.
 ///
@@ -136,7 +155,7 @@ pub async fn ensure_topics(
 /// `end` (exclusive; `None`: the end of the partition when reading started) arrives; that
 /// message is not returned. Every wait is bounded by the timeout given at creation.
 pub struct RangeReader {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ReaderContext>,
     topic: String,
     end: HashMap<i32, Option<i64>>,
     timeout: Duration,
@@ -162,8 +181,8 @@ impl RangeReader {
         topic: &str,
         ranges: &HashMap<i32, (Offset, Option<i64>)>,
     ) -> Result<Self, KafkaCallError> {
-        let consumer: StreamConsumer = reader_config(config, group_id)
-            .create()
+        let consumer: StreamConsumer<ReaderContext> = reader_config(config, group_id)
+            .create_with_context(ReaderContext)
             .map_err(ctx("creating reader"))?;
         let timeout = Duration::from_millis(config.kafka_timeout_ms);
         let mut tpl = TopicPartitionList::new();

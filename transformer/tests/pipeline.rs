@@ -2,7 +2,12 @@
 //! tenant plus a second tenant, usage activities, deletes and poison input; checks field values
 //! (also with an independent Python fastavro decoder), tombstones, dead letters, metrics, the
 //! replay of a past sync and the license report.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::manual_is_multiple_of
+)]
 
 mod common;
 
@@ -21,20 +26,21 @@ use transformer::metrics::Metrics;
 use transformer::replay::{ReplayArgs, replay};
 use transformer::report::{self, Format, ReportArgs};
 
+/// can_authenticate, locality, mfa_enabled, region, status, type, verify_status.
+type Seven = (
+    Option<bool>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 const WAIT: Duration = Duration::from_secs(120);
 
 /// The seven integration fields as the test reads them from the PingOne JSON it generated.
-fn seven_from_json(
-    u: &Value,
-) -> (
-    Option<bool>,
-    Option<String>,
-    Option<bool>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-) {
+fn seven_from_json(u: &Value) -> Seven {
     let s = |v: &Value| v.as_str().map(str::to_owned);
     (
         u["account"]["canAuthenticate"].as_bool(),
@@ -47,17 +53,7 @@ fn seven_from_json(
     )
 }
 
-fn seven_from_record(
-    u: &UserUsage,
-) -> (
-    Option<bool>,
-    Option<String>,
-    Option<bool>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-) {
+fn seven_from_record(u: &UserUsage) -> Seven {
     (
         u.can_authenticate,
         u.locality.clone(),

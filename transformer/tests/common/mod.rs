@@ -1,7 +1,13 @@
 //! Helpers of the transformer's integration tests: realistic raw events (PingOne JSON inside
 //! Confluent-framed `RawEvent`s registered in the registry), producing them, waiting for and
 //! decoding the outputs.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::manual_is_multiple_of
+)]
 
 use std::time::Duration;
 
@@ -16,6 +22,9 @@ use test_harness::kafka::{
 use test_harness::registry::{Registration, RegistryClient};
 use transformer::config::Config;
 use transformer::registry::Registry;
+
+/// An application of a sync: id and optional group rule (type, group ids).
+pub type AppSpec<'a> = (&'a str, Option<(&'a str, &'a [&'a str])>);
 
 pub const ENV_ID: &str = "5f0c4a52-8d0e-4b6a-9a57-3d1f2b7c9e10";
 
@@ -144,7 +153,7 @@ pub fn sync_events(
     tenant: &str,
     sync: &str,
     users: &[usize],
-    apps: &[(&str, Option<(&str, &[&str])>)],
+    apps: &[AppSpec<'_>],
     members: &[(&str, usize)],
 ) -> Vec<RawEvent> {
     let s = Some(sync);
