@@ -332,7 +332,12 @@ pub async fn run_with_metrics(
     }
 }
 
-fn transactional_producer(
+/// The transactional producer of the loop (also used by the pass-through benchmark, so that
+/// both run with the same client settings); `init_transactions` has been called.
+///
+/// # Errors
+/// Client creation or `init_transactions` failures.
+pub fn transactional_producer(
     config: &Config,
     transactional_id: &str,
 ) -> Result<FutureProducer, KafkaCallError> {
@@ -355,6 +360,18 @@ fn transactional_producer(
         .init_transactions(Duration::from_millis(config.kafka_timeout_ms))
         .map_err(ctx(format!("init_transactions for {transactional_id}")))?;
     Ok(producer)
+}
+
+/// Settings of the raw topic consumer (shared with the pass-through benchmark).
+pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
+    let mut c = kafka::base_config(config);
+    c.set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    c
 }
 
 /// Everything one attempt needs.
@@ -415,13 +432,7 @@ async fn run_once(
     };
     attempt.restore_outputs().await?;
 
-    let consumer: StreamConsumer<LagContext> = kafka::base_config(config)
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000")
+    let consumer: StreamConsumer<LagContext> = raw_consumer_config(config)
         .create_with_context(LagContext {
             metrics: metrics.clone(),
             topic: config.raw_topic.clone(),
