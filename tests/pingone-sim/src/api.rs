@@ -175,7 +175,7 @@ impl Server {
 /// A JSON answer, or one cut half-way through its body.
 fn respond(body: &Value, reset: bool) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let content_type = HeaderValue::from_static("application/hal+json;charset=UTF-8");
+    let content_type = HeaderValue::from_static("application/json");
     if !reset {
         return ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
     }
