@@ -14,9 +14,12 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 REGISTRY_PORT="${REGISTRY_PORT:-8081}"
 REGISTRY_MANAGEMENT_PORT="${REGISTRY_MANAGEMENT_PORT:-8091}"
 
-# Versions fetched from Maven Central.
+# Versions fetched from Maven Central. The registry's version is chosen by deploy/local/up when
+# APICURIO_VERSION is unset: 3.3.3 when a JDK 21+ is found, else 2.6.13.Final (runs on Java 17).
 KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
-APICURIO_VERSION="${APICURIO_VERSION:-3.3.3}"
+APICURIO_VERSION="${APICURIO_VERSION:-}"
+APICURIO_DEFAULT_VERSION="3.3.3"
+APICURIO_JAVA17_VERSION="2.6.13.Final"
 
 # Compatibility level set on the registry at every start (Apicurio enforces none by default).
 REGISTRY_COMPATIBILITY="${REGISTRY_COMPATIBILITY:-BACKWARD_TRANSITIVE}"
@@ -42,14 +45,14 @@ java_major() {
 }
 
 # Apicurio Registry 3.x needs Java 21+. Picks REGISTRY_JAVA_HOME, else JAVA_HOME or the newest
-# JDK under /usr/lib/jvm that is 21+, and prints its java binary; prints nothing if none is.
+# JDK under $JVM_DIR (default /usr/lib/jvm) that is 21+, and prints its java binary; prints nothing if none is.
 find_registry_java() {
     local candidate major best="" best_major=0
     if [[ -n "${REGISTRY_JAVA_HOME:-}" ]]; then
         printf '%s\n' "$REGISTRY_JAVA_HOME/bin/java"
         return 0
     fi
-    for candidate in "$JAVA_BIN" /usr/lib/jvm/*/bin/java; do
+    for candidate in "$JAVA_BIN" "${JVM_DIR:-/usr/lib/jvm}"/*/bin/java; do
         [[ -x "$candidate" ]] || command -v "$candidate" >/dev/null 2>&1 || continue
         major="$(java_major "$candidate")"
         if [[ -n "$major" && "$major" -ge 21 && "$major" -gt "$best_major" ]]; then
@@ -64,7 +67,6 @@ find_registry_java() {
 KAFKA_HOME="$LOCAL_CACHE_DIR/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 KAFKA_DATA_DIR="$LOCAL_CACHE_DIR/data/kafka"
-APICURIO_HOME="$LOCAL_CACHE_DIR/apicurio-$APICURIO_VERSION"
 RUN_DIR="$LOCAL_CACHE_DIR/run"
 LOG_DIR="$LOCAL_CACHE_DIR/logs"
 M2_REPO="$LOCAL_CACHE_DIR/m2"
