@@ -89,7 +89,8 @@ live_pid() {
     pid="$(cat "$pid_file" 2>/dev/null || true)"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 0
     [[ -r "/proc/$pid/cmdline" ]] || return 0
-    if tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"; then
+    # Arguments end with a space here, so /tmp/x never matches a process started for /tmp/x2.
+    if tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker "; then
         printf '%s\n' "$pid"
     fi
 }
