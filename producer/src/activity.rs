@@ -53,7 +53,12 @@ impl ActivityStream {
         let fresh = || ActivityCheckpoint {
             version: CHECKPOINT_VERSION,
             environment_id: env.clone(),
-            window_end_ms: now_ms() - millis(ctx.tenant.activity_initial_lookback),
+            window_end_ms: now_ms()
+                - millis(ctx.tenant.activity_initial_lookback).min(
+                    millis(crate::config::MAX_ACTIVITY_WINDOW_S_DURATION)
+                        - millis(ctx.tenant.activity_overlap)
+                        - 120_000,
+                ),
             overlap_ids: BTreeSet::new(),
         };
         let checkpoint = match stored.map(|b| checkpoint::decode::<ActivityCheckpoint>(&b)) {
@@ -109,15 +114,29 @@ impl ActivityStream {
             if self.ctx.cancel.is_cancelled() {
                 return Err(StreamError::Cancelled);
             }
-            let target = now_ms() - millis(self.ctx.tenant.activity_safety_lag);
-            let from = self.checkpoint.window_end_ms;
+            let now = now_ms();
+            let target = now - millis(self.ctx.tenant.activity_safety_lag);
+            let mut from = self.checkpoint.window_end_ms;
             if from >= target {
                 return Ok(total);
             }
-            // PingOne serves only the last 14 days: never ask for more.
-            let oldest = now_ms() - millis(crate::config::MAX_ACTIVITY_WINDOW_S_DURATION) + 60_000;
+            // PingOne serves only the last 14 days (older needs an activity restore): a position
+            // older than that cannot be read, which is reported, never skipped quietly.
+            let oldest = now - millis(crate::config::MAX_ACTIVITY_WINDOW_S_DURATION)
+                + millis(self.ctx.tenant.activity_overlap)
+                + 60_000;
+            if from < oldest {
+                self.ctx
+                    .metrics
+                    .error(&self.ctx.tenant.tenant_id, "activity_gap");
+                tracing::error!(
+                    tenant = %self.ctx.tenant.tenant_id, from = %format_ms(from), served_from = %format_ms(oldest),
+                    "activity older than pingone's 14-day limit cannot be read; a restore is needed for the gap"
+                );
+                from = oldest;
+            }
             let to = target.min(from.saturating_add(millis(self.ctx.tenant.activity_window_max)));
-            let outcome = self.window(from.max(oldest), to).await?;
+            let outcome = self.window(from, to).await?;
             total.written += outcome.written;
             total.duplicates += outcome.duplicates;
         }

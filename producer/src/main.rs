@@ -147,13 +147,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|()| ExitCode::SUCCESS)
             }
             Command::Sync { tenant, .. } => {
-                let t = tenant.clone();
+                let cancel = shutdown.clone();
                 let task = tokio::spawn(async move {
-                    producer::sync_once(config, &t, shutdown.clone()).await.map(|c| {
-                    tracing::info!(tenant = %tenant, sync_id = %c.sync_id, "sync completed");
-                })
+                    producer::sync_once(config, &tenant, shutdown).await.map(|c| {
+                        tracing::info!(tenant = %tenant, sync_id = %c.sync_id, "sync completed");
+                    })
                 });
-                let cancel = CancellationToken::new();
                 wait_with_deadline(task, cancel, deadline)
                     .await
                     .map(|()| ExitCode::SUCCESS)

@@ -172,7 +172,7 @@ async fn wrong_credentials_of_one_tenant_do_not_stop_the_other_and_secrets_never
         if status != 200 {
             continue;
         }
-        let records = common::read_raw(&names.raw_topic);
+        let records = common::read_raw(&names.raw_topic).await;
         if !common::completed_sync_ids(&records, "good").is_empty() {
             break records;
         }
@@ -235,7 +235,7 @@ async fn wrong_credentials_of_one_tenant_do_not_stop_the_other_and_secrets_never
         "json logs"
     );
 
-    let all_records = common::read_raw(&names.raw_topic);
+    let all_records = common::read_raw(&names.raw_topic).await;
     for secret in [good.client_secret.expose(), wrong_secret] {
         assert!(!logs.contains(secret), "secret in logs");
         assert!(!metrics.contains(secret), "secret in metrics");

@@ -148,7 +148,7 @@ activity_action_types = ["USER.ACCESS_ALLOWED"]"#
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let records = common::read_raw(&names.raw_topic);
+        let records = common::read_raw(&names.raw_topic).await;
         let caught_up = activity_position(&config.kafka)
             .await
             .is_some_and(|p| p > last_append + 1000);
@@ -166,7 +166,7 @@ activity_action_types = ["USER.ACCESS_ALLOWED"]"#
         .await
         .expect("activity checkpoint");
 
-    let records = common::read_raw(&names.raw_topic);
+    let records = common::read_raw(&names.raw_topic).await;
 
     // Activities: exactly once.
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();

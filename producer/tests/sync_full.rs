@@ -31,7 +31,7 @@ async fn full_sync_equals_the_simulator_truth() {
         .await
         .expect("sync completes");
 
-    let records = common::read_raw(&names.raw_topic);
+    let records = common::read_raw(&names.raw_topic).await;
     assert_eq!(
         common::completed_sync_ids(&records, "acme"),
         vec![done.sync_id.clone()]
@@ -87,7 +87,7 @@ async fn faults_do_not_change_the_content() {
     let done = producer::sync_once(config, "flaky", CancellationToken::new())
         .await
         .expect("sync completes despite faults");
-    let records = common::read_raw(&names.raw_topic);
+    let records = common::read_raw(&names.raw_topic).await;
     let contents = common::completed_sync_contents(&records, "flaky", &done.sync_id);
     // Faults are off for the truth dump.
     let fired = sim
@@ -181,7 +181,7 @@ async fn a_rejected_stored_cursor_abandons_the_sync_and_starts_a_new_one() {
         .await
         .expect("a new sync completes");
     assert_ne!(done.sync_id, old_sync);
-    let records = common::read_raw(&names.raw_topic);
+    let records = common::read_raw(&names.raw_topic).await;
     assert_eq!(
         common::completed_sync_ids(&records, "curs"),
         vec![done.sync_id.clone()]

@@ -1,35 +1,26 @@
-//! Helpers shared by the producer's integration tests: infrastructure addresses (from
-//! `KAFKA_BOOTSTRAP_SERVERS` / `SCHEMA_REGISTRY_URL`, failing with the command to run when
-//! absent), unique names, configs, and a `read_committed` reader of the raw topic.
+//! Helpers shared by the producer's integration tests, over the shared `test-harness`:
+//! infrastructure addresses (failing with the command to run when absent), unique names,
+//! configs, a `read_committed` reader of the raw topic, and the simulator's truth.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use schemas::raw::{RawEvent, raw_event_schema};
+use std::collections::BTreeMap;
 
-/// The broker, or a panic naming the command to run.
+/// The broker (from `KAFKA_BOOTSTRAP_SERVERS` via the shared harness, which fails naming the
+/// command to run when it is absent).
 pub fn kafka_bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| {
-        panic!("KAFKA_BOOTSTRAP_SERVERS is not set: run `eval \"$(deploy/local/up)\"` from the repository root first")
-    })
+    test_harness::kafka_bootstrap()
 }
 
-/// The registry, or a panic naming the command to run.
+/// The registry (`SCHEMA_REGISTRY_URL` via the shared harness).
 pub fn registry_url() -> String {
-    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| {
-        panic!("SCHEMA_REGISTRY_URL is not set: run `eval \"$(deploy/local/up)\"` from the repository root first")
-    })
+    test_harness::schema_registry_url()
 }
 
 /// A name unique to this test run.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    test_harness::unique_name(prefix)
 }
 
 /// One record read back from the raw topic.
@@ -49,79 +40,38 @@ pub struct Record {
     pub schema_id: u32,
 }
 
-/// Reads every committed record of `topic` (read_committed) up to the end offsets seen now.
-pub fn read_raw(topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .set("group.id", unique("producer-test"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in md.topics()[0].partitions() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p.id(), high);
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let mut pending: BTreeMap<i32, i64> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
-    while !pending.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reading {topic} timed out"
-        );
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                if pending
-                    .get(&m.partition())
-                    .is_some_and(|end| m.offset() + 1 >= *end)
-                {
-                    pending.remove(&m.partition());
-                }
-                let payload = m.payload().expect("value");
-                let (schema_id, datum) = schemas::wire::decode(payload).expect("wire format");
-                let event = RawEvent::from_avro_datum(raw_event_schema(), datum).expect("avro");
-                let mut headers = BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for i in 0..h.count() {
-                        let hh = h.get(i);
-                        headers.insert(
-                            hh.key.to_string(),
-                            String::from_utf8_lossy(hh.value.unwrap_or_default()).into_owned(),
-                        );
-                    }
-                }
-                out.push(Record {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    headers,
-                    event,
-                    schema_id,
-                });
+/// Reads every committed record of `topic` (read_committed, up to the end offsets seen now)
+/// and decodes the raw events.
+pub async fn read_raw(topic: &str) -> Vec<Record> {
+    let consumed = test_harness::consume_all(topic)
+        .await
+        .expect("read the raw topic");
+    consumed
+        .into_iter()
+        .map(|m| {
+            let payload = m.value.as_deref().expect("value");
+            let (schema_id, datum) = schemas::wire::decode(payload).expect("wire format");
+            let event = RawEvent::from_avro_datum(raw_event_schema(), datum).expect("avro");
+            let headers = m
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect();
+            Record {
+                partition: m.partition,
+                offset: m.offset,
+                key: String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned(),
+                headers,
+                event,
+                schema_id,
             }
-            Some(Err(e)) => panic!("consume {topic}: {e}"),
-            None => {
-                // Under read_committed the last offsets may be commit markers or aborted
-                // records: the position passes them without delivering anything.
-                let pos = consumer.position().unwrap();
-                pending.retain(|p, end| {
-                    !matches!(pos.find_partition(topic, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
-                });
-            }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// Topic names and transactional prefix unique to one test.
