@@ -452,14 +452,12 @@ async fn expire_tokens(State(s): Shared, Path(env): Path<String>) -> Result<Resp
 }
 
 /// NDJSON lines from a producer running on a blocking thread, through a bounded channel.
-fn ndjson(produce: impl FnOnce(&mut dyn FnMut(&Value) -> bool) + Send + 'static) -> Response {
+fn ndjson(produce: impl FnOnce(&mut dyn FnMut(&str) -> bool) + Send + 'static) -> Response {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(64 * 1024);
-        let mut emit = |v: &Value| {
-            if serde_json::to_writer(&mut buf, v).is_err() {
-                return false;
-            }
+        let mut emit = |v: &str| {
+            buf.extend_from_slice(v.as_bytes());
             buf.push(b'\n');
             if buf.len() >= 60 * 1024 {
                 let chunk = Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(64 * 1024)));
@@ -506,14 +504,14 @@ async fn truth(
         })),
         "groups" => Ok(ndjson(move |emit| {
             for g in &t.data.groups {
-                if !emit(&g.json) {
+                if !emit(&g.json.to_string()) {
                     return;
                 }
             }
         })),
         "applications" => Ok(ndjson(move |emit| {
             for a in t.applications() {
-                if !emit(&a) {
+                if !emit(&a.to_string()) {
                     return;
                 }
             }
@@ -536,7 +534,7 @@ async fn truth(
                         .collect()
                 };
                 for v in &batch {
-                    if !emit(v) {
+                    if !emit(&v.to_string()) {
                         return;
                     }
                 }
@@ -553,7 +551,7 @@ async fn truth(
                 loop {
                     let (events, next) = t.activities_page(&f, i64::MIN, pos, 1000);
                     for e in &events {
-                        if !emit(e) {
+                        if !emit(&e.to_string()) {
                             return;
                         }
                     }

@@ -174,7 +174,11 @@ impl Server {
 
 /// A JSON answer, or one cut half-way through its body.
 fn respond(body: &Value, reset: bool) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    respond_bytes(serde_json::to_vec(body).unwrap_or_default(), reset)
+}
+
+/// A JSON answer from its bytes, or one cut half-way through its body.
+fn respond_bytes(bytes: Vec<u8>, reset: bool) -> Response {
     let content_type = HeaderValue::from_static("application/json");
     if !reset {
         return ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
@@ -456,15 +460,25 @@ async fn users(
             &[("filter", q.get("filter")), ("expand", q.get("expand"))],
         )
     });
-    let mut body = Map::new();
-    body.insert("_links".into(), links(&base, &uri, next));
+    // Users arrive as JSON text: the page is assembled around them without re-parsing.
     let size = items.len();
-    body.insert("_embedded".into(), json!({"users": items}));
-    if !has_filter {
-        body.insert("count".into(), json!(tenant.user_count(&tenant.read())));
+    let mut body = String::with_capacity(items.iter().map(|u| u.len() + 1).sum::<usize>() + 512);
+    body.push_str("{\"_links\":");
+    body.push_str(&links(&base, &uri, next).to_string());
+    body.push_str(",\"_embedded\":{\"users\":[");
+    for (n, u) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(u);
     }
-    body.insert("size".into(), json!(size));
-    Ok(respond(&Value::Object(body), reset))
+    body.push_str("]}");
+    if !has_filter {
+        let count = tenant.user_count(&tenant.read());
+        body.push_str(&format!(",\"count\":{count}"));
+    }
+    body.push_str(&format!(",\"size\":{size}}}"));
+    Ok(respond_bytes(body.into_bytes(), reset))
 }
 
 async fn user(

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::config::TenantSpec;
+use crate::jsonw::ObjectWriter;
 use crate::rng::{self, IdCodec, Permutation, Stream};
 use crate::tables::{self, COUNTRIES};
 
@@ -177,6 +178,13 @@ pub struct Dataset {
     pub apps: Vec<App>,
     domain: String,
 }
+
+/// Country weights, in table order.
+static COUNTRY_WEIGHTS: std::sync::LazyLock<Vec<f64>> =
+    std::sync::LazyLock::new(|| COUNTRIES.iter().map(|c| c.weight).collect());
+/// User type weights, in table order.
+static TYPE_WEIGHTS: std::sync::LazyLock<Vec<f64>> =
+    std::sync::LazyLock::new(|| tables::USER_TYPES.iter().map(|t| t.1).collect());
 
 const APP_KINDS: &[(&str, &str)] = &[
     ("WEB_APP", "OPENID_CONNECT"),
@@ -558,8 +566,7 @@ impl Dataset {
         let mut s = Stream::new(self.seed, &[K_IDENT, i]);
         let given = *s.pick(tables::GIVEN);
         let family = *s.pick(tables::FAMILY);
-        let weights: Vec<f64> = tables::USER_TYPES.iter().map(|t| t.1).collect();
-        let kind = tables::USER_TYPES[s.weighted(&weights)].0;
+        let kind = tables::USER_TYPES[s.weighted(&TYPE_WEIGHTS)].0;
         let pops = self.populations.len() as u64;
         let population = usize::try_from(match kind {
             Some("Contractor" | "Vendor") if pops > 1 => 1,
@@ -702,10 +709,24 @@ impl Dataset {
     /// The newest generated sign-on of user `i` (epoch ms), if any is kept.
     #[must_use]
     pub fn newest_signon(&self, i: u64) -> Option<i64> {
-        let Activity::Active { dormant_days, p } = self.activity(i) else {
+        self.newest_signon_with(i, self.activity(i))
+    }
+
+    fn newest_signon_with(&self, i: u64, activity: Activity) -> Option<i64> {
+        let Activity::Active { dormant_days, p } = activity else {
             return None;
         };
-        if self.allowed_apps(&self.memberships(i)).is_empty() {
+        let groups = self.memberships(i);
+        let any_app = self.apps.iter().any(|a| {
+            a.weight > 0.0
+                && (a.groups.is_empty()
+                    || if a.all_groups {
+                        a.groups.iter().all(|g| groups.contains(g))
+                    } else {
+                        a.groups.iter().any(|g| groups.contains(g))
+                    })
+        });
+        if !any_app {
             return None;
         }
         (dormant_days..HISTORY_DAYS)
@@ -720,19 +741,25 @@ impl Dataset {
     /// `lastSignOn.at` of generated user `i` (epoch ms).
     #[must_use]
     pub fn last_signon(&self, i: u64) -> Option<i64> {
-        match self.activity(i) {
+        self.last_signon_with(i, self.activity(i))
+    }
+
+    fn last_signon_with(&self, i: u64, activity: Activity) -> Option<i64> {
+        match activity {
             Activity::Never => None,
             Activity::Old { days_ago } => Some(
                 self.anchor_ms - i64::try_from(days_ago).unwrap_or(0) * DAY_MS
                     + i64::try_from(rng::hash(self.seed, &[K_ACT, i, 9]) % 86_400_000).unwrap_or(0),
             ),
-            Activity::Active { dormant_days, .. } => self.newest_signon(i).or_else(|| {
-                // Signed on, but not within the kept history.
-                Some(
-                    self.anchor_ms
-                        - i64::try_from(HISTORY_DAYS + 1 + dormant_days).unwrap_or(0) * DAY_MS,
-                )
-            }),
+            Activity::Active { dormant_days, .. } => {
+                self.newest_signon_with(i, activity).or_else(|| {
+                    // Signed on, but not within the kept history.
+                    Some(
+                        self.anchor_ms
+                            - i64::try_from(HISTORY_DAYS + 1 + dormant_days).unwrap_or(0) * DAY_MS,
+                    )
+                })
+            }
         }
     }
 
@@ -749,12 +776,17 @@ impl Dataset {
     /// Generated user `i` exactly as `GET /users` serves it.
     #[must_use]
     pub fn user_json(&self, i: u64) -> Value {
+        serde_json::from_str(&self.user_raw(i)).unwrap_or(Value::Null)
+    }
+
+    /// Generated user `i` as JSON text (what `GET /users` serves, without building a `Value`).
+    #[must_use]
+    pub fn user_raw(&self, i: u64) -> String {
         let ident = self.identity(i);
         let mut s = Stream::new(self.seed, &[K_DETAIL, i]);
         let activity = self.activity(i);
-        let last = self.last_signon(i);
-        let cweights: Vec<f64> = COUNTRIES.iter().map(|c| c.weight).collect();
-        let country = &COUNTRIES[s.weighted(&cweights)];
+        let last = self.last_signon_with(i, activity);
+        let country = &COUNTRIES[s.weighted(&COUNTRY_WEIGHTS)];
         let city = s.pick(country.cities);
         let created = self.anchor_ms
             - i64::try_from(s.range(95, 1800)).unwrap_or(0) * DAY_MS
@@ -776,124 +808,129 @@ impl Dataset {
         let needs_verification = matches!(activity, Activity::Never) && s.chance(0.4);
         let id = self.user_id(i);
 
-        let mut m = Map::new();
-        m.insert(
-            "_links".into(),
-            json!({"self": {"href": format!("/v1/environments/{}/users/{id}", self.env_id)}}),
+        let mut w = ObjectWriter::new(1200);
+        w.open("_links");
+        w.open("self");
+        w.str(
+            "href",
+            &format!("/v1/environments/{}/users/{id}", self.env_id),
         );
-        m.insert("id".into(), json!(id));
-        m.insert("environment".into(), json!({"id": self.env_id}));
-        let mut account = Map::new();
-        account.insert("canAuthenticate".into(), json!(enabled && !locked));
-        account.insert("status".into(), json!(if locked { "LOCKED" } else { "OK" }));
+        w.close();
+        w.close();
+        w.str("id", &id);
+        w.open("environment");
+        w.str("id", &self.env_id);
+        w.close();
+        w.open("account");
+        w.bool("canAuthenticate", enabled && !locked);
+        w.str("status", if locked { "LOCKED" } else { "OK" });
         if locked {
             let base = last.unwrap_or(created).max(created);
             let at = (base + 3_600_000 + i64::try_from(s.below(86_400_000)).unwrap_or(0))
                 .min(self.anchor_ms - 60_000);
-            account.insert("lockedAt".into(), json!(fmt_ms(at)));
+            w.str("lockedAt", &fmt_ms(at));
         }
-        m.insert("account".into(), Value::Object(account));
-        let mut address = Map::new();
+        w.close();
+        w.open("address");
         if s.chance(0.6) {
-            address.insert(
-                "streetAddress".into(),
-                json!(format!("{} {} Street", 1 + s.below(999), ident.family)),
+            w.str(
+                "streetAddress",
+                &format!("{} {} Street", 1 + s.below(999), ident.family),
             );
         }
         if s.chance(0.92) {
-            address.insert("locality".into(), json!(city.locality));
+            w.str("locality", city.locality);
         }
         if s.chance(0.9) {
-            address.insert("region".into(), json!(city.region));
+            w.str("region", city.region);
         }
-        address.insert(
-            "postalCode".into(),
-            json!(format!("{}{:02}", city.postal_prefix, s.below(100))),
+        w.str(
+            "postalCode",
+            &format!("{}{:02}", city.postal_prefix, s.below(100)),
         );
-        address.insert("countryCode".into(), json!(country.code));
-        m.insert("address".into(), Value::Object(address));
-        m.insert("createdAt".into(), json!(fmt_ms(created)));
-        m.insert(
-            "email".into(),
-            json!(format!("{}@{}", ident.username, self.domain)),
-        );
-        m.insert(
-            "emailVerified".into(),
-            json!(!needs_verification && s.chance(0.9)),
-        );
-        m.insert("enabled".into(), json!(enabled));
+        w.str("countryCode", country.code);
+        w.close();
+        w.str("createdAt", &fmt_ms(created));
+        w.str("email", &format!("{}@{}", ident.username, self.domain));
+        w.bool("emailVerified", !needs_verification && s.chance(0.9));
+        w.bool("enabled", enabled);
         if s.chance(0.35) {
-            m.insert("externalId".into(), json!(format!("E{:08}", i)));
+            w.str("externalId", &format!("E{i:08}"));
         }
-        m.insert(
-            "identityProvider".into(),
-            match s.below(20) {
-                0 => json!({"type": "GOOGLE", "id": uuid_from_hash(self.seed, 11).to_string()}),
-                1 => json!({"type": "MICROSOFT", "id": uuid_from_hash(self.seed, 12).to_string()}),
-                2 => json!({"type": "SAML", "id": uuid_from_hash(self.seed, 13).to_string()}),
-                _ => json!({"type": "PING_ONE"}),
+        w.open("identityProvider");
+        match s.below(20) {
+            0 => {
+                w.str("type", "GOOGLE");
+                w.str("id", &uuid_from_hash(self.seed, 11).to_string());
+            }
+            1 => {
+                w.str("type", "MICROSOFT");
+                w.str("id", &uuid_from_hash(self.seed, 12).to_string());
+            }
+            2 => {
+                w.str("type", "SAML");
+                w.str("id", &uuid_from_hash(self.seed, 13).to_string());
+            }
+            _ => w.str("type", "PING_ONE"),
+        }
+        w.close();
+        if let Some(at) = last {
+            w.open("lastSignOn");
+            w.str("at", &fmt_ms(at));
+            w.str("remoteIp", &self.remote_ip(i));
+            w.close();
+        }
+        w.open("lifecycle");
+        w.str(
+            "status",
+            if needs_verification {
+                "VERIFICATION_REQUIRED"
+            } else {
+                "ACCOUNT_OK"
             },
         );
-        if let Some(at) = last {
-            m.insert(
-                "lastSignOn".into(),
-                json!({"at": fmt_ms(at), "remoteIp": self.remote_ip(i)}),
-            );
-        }
-        m.insert(
-            "lifecycle".into(),
-            json!({"status": if needs_verification { "VERIFICATION_REQUIRED" } else { "ACCOUNT_OK" }}),
-        );
-        m.insert("locale".into(), json!(country.locale));
-        m.insert("mfaEnabled".into(), json!(mfa));
+        w.close();
+        w.str("locale", country.locale);
+        w.bool("mfaEnabled", mfa);
         if s.chance(0.7) {
-            m.insert(
-                "mobilePhone".into(),
-                json!(format!(
-                    "{} {:03} {:03} {:04}",
-                    country.phone,
-                    s.below(1000),
-                    s.below(1000),
-                    s.below(10000)
-                )),
+            let phone = format!(
+                "{} {:03} {:03} {:04}",
+                country.phone,
+                s.below(1000),
+                s.below(1000),
+                s.below(10000)
             );
+            w.str("mobilePhone", &phone);
         }
-        let mut name = Map::new();
-        name.insert(
-            "formatted".into(),
-            json!(format!("{} {}", ident.given, ident.family)),
-        );
-        name.insert("given".into(), json!(ident.given));
+        w.open("name");
+        w.str("formatted", &format!("{} {}", ident.given, ident.family));
+        w.str("given", ident.given);
         if s.chance(0.15) {
-            name.insert("middle".into(), json!(*s.pick(tables::GIVEN)));
+            w.str("middle", s.pick::<&str>(tables::GIVEN));
         }
-        name.insert("family".into(), json!(ident.family));
-        m.insert("name".into(), Value::Object(name));
-        m.insert(
-            "population".into(),
-            json!({"id": self.populations[ident.population].id}),
-        );
-        m.insert("preferredLanguage".into(), json!(country.language));
-        m.insert("timezone".into(), json!(city.timezone));
+        w.str("family", ident.family);
+        w.close();
+        w.open("population");
+        w.str("id", &self.populations[ident.population].id);
+        w.close();
+        w.str("preferredLanguage", country.language);
+        w.str("timezone", city.timezone);
         if s.chance(0.6) {
-            m.insert("title".into(), json!(*s.pick(tables::TITLES)));
+            w.str("title", s.pick::<&str>(tables::TITLES));
         }
         if let Some(kind) = ident.kind {
-            m.insert("type".into(), json!(kind));
+            w.str("type", kind);
         }
         let updated = created.max(last.unwrap_or(created)).min(self.anchor_ms)
             - i64::try_from(s.below(3 * 86_400_000)).unwrap_or(0);
-        m.insert("updatedAt".into(), json!(fmt_ms(updated.max(created))));
-        m.insert("username".into(), json!(ident.username));
-        m.insert("verifyStatus".into(), json!(verify));
+        w.str("updatedAt", &fmt_ms(updated.max(created)));
+        w.str("username", &ident.username);
+        w.str("verifyStatus", verify);
         if s.chance(0.25) {
             // A custom attribute, as a top-level key.
-            m.insert(
-                "costCenter".into(),
-                json!(format!("CC-{}", 100 + s.below(60))),
-            );
+            w.str("costCenter", &format!("CC-{}", 100 + s.below(60)));
         }
-        Value::Object(m)
+        w.finish()
     }
 
     /// A generated sign-on event exactly as `/activities` serves it.

@@ -313,6 +313,19 @@ impl Filter {
         out
     }
 
+    /// Whether the filter is only `memberOfGroups[...]` terms joined by `and`.
+    #[must_use]
+    pub fn only_groups(&self) -> bool {
+        fn walk(e: &Expr) -> bool {
+            match e {
+                Expr::And(a, b) => walk(a) && walk(b),
+                Expr::MemberOf(_) => true,
+                _ => false,
+            }
+        }
+        walk(&self.expr)
+    }
+
     /// Evaluates the filter on an entity; `member_of(group_id)` answers membership.
     pub fn matches(&self, entity: &Value, member_of: &mut dyn FnMut(&str) -> bool) -> bool {
         eval(&self.expr, self.collection, entity, member_of)

@@ -42,6 +42,7 @@ pub mod data;
 pub mod error;
 pub mod faults;
 pub mod filter;
+pub mod jsonw;
 pub mod rng;
 pub mod state;
 pub mod tables;

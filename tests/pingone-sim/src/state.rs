@@ -159,6 +159,16 @@ impl Tenant {
         }
     }
 
+    /// User `i` as JSON text, `None` when deleted or never existed.
+    #[must_use]
+    pub fn user_raw_at(&self, ov: &Overlay, i: u64) -> Option<String> {
+        match ov.users.get(&i) {
+            Some(v) => v.as_ref().map(Value::to_string),
+            None if i < self.data.users => Some(self.data.user_raw(i)),
+            None => None,
+        }
+    }
+
     /// A user by id: its index and JSON.
     #[must_use]
     pub fn user_by_id(&self, ov: &Overlay, id: &str) -> Option<(u64, Value)> {
@@ -209,7 +219,7 @@ impl Tenant {
         from: u64,
         limit: usize,
         filter: Option<&Filter>,
-    ) -> (Vec<Value>, Option<u64>) {
+    ) -> (Vec<String>, Option<u64>) {
         let ov = self.read();
         let end = ov.next_user;
         let required: Vec<Option<u32>> = filter
@@ -224,6 +234,8 @@ impl Tenant {
             return (Vec::new(), None); // member of an unknown group: nobody
         }
         let required: Vec<u32> = required.into_iter().flatten().collect();
+        // Filters made only of memberOfGroups terms are decided by the membership check.
+        let needs_eval = filter.is_some_and(|f| !f.only_groups());
         let mut out = Vec::with_capacity(limit.min(1000));
         let mut i = from;
         while i < end {
@@ -235,10 +247,11 @@ impl Tenant {
             if !required.iter().all(|g| self.is_member(&ov, idx, *g)) {
                 continue;
             }
-            let Some(user) = self.user_at(&ov, idx) else {
+            let Some(raw) = self.user_raw_at(&ov, idx) else {
                 continue;
             };
-            if let Some(f) = filter {
+            if let (true, Some(f)) = (needs_eval, filter) {
+                let user: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
                 let mut member = |gid: &str| {
                     self.group_index(gid)
                         .is_some_and(|g| self.is_member(&ov, idx, g))
@@ -247,7 +260,7 @@ impl Tenant {
                     continue;
                 }
             }
-            out.push(user);
+            out.push(raw);
         }
         (out, None)
     }
