@@ -631,7 +631,7 @@ impl Dataset {
             }
         } else {
             Activity::Active {
-                dormant_days: s.range(0, 2),
+                dormant_days: if s.chance(0.8) { 0 } else { s.range(1, 2) },
                 p,
             }
         }
