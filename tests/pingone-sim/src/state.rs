@@ -425,6 +425,43 @@ impl Tenant {
     }
 }
 
+/// What an activity filter's `eq` allows among generated events, decided before rendering them
+/// (generated events are all `USER.ACCESS_ALLOWED` with one `USER` resource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prefilter {
+    /// No generated event matches.
+    Nothing,
+    /// Only this user's events can match.
+    User(u64),
+    /// Only this generated application's events can match.
+    App(u32),
+    /// Render and check each event.
+    Render,
+}
+
+impl Prefilter {
+    fn of(data: &Dataset, f: &ActivityFilter) -> Self {
+        let Some((path, value)) = &f.eq else {
+            return Self::Render;
+        };
+        match path.as_str() {
+            "action.type" if value != "USER.ACCESS_ALLOWED" => Self::Nothing,
+            "resources.type" if value != "USER" => Self::Nothing,
+            "actors.user.id" | "resources.id" => data
+                .user_index(value)
+                .filter(|u| *u < data.users)
+                .map_or(Self::Nothing, Self::User),
+            "actors.client.id" => data
+                .apps
+                .iter()
+                .position(|a| a.id.eq_ignore_ascii_case(value))
+                .and_then(|a| u32::try_from(a).ok())
+                .map_or(Self::Nothing, Self::App),
+            _ => Self::Render,
+        }
+    }
+}
+
 /// Walks generated sign-on events newest first from a position.
 struct GenIter<'a> {
     data: &'a Dataset,
@@ -504,13 +541,22 @@ impl<'a> GenIter<'a> {
         f: &ActivityFilter,
         lo: i64,
     ) -> Option<(SignOn, Value)> {
+        let pre = Prefilter::of(&tenant.data, f);
+        if pre == Prefilter::Nothing {
+            return None;
+        }
         while let Some(e) = self.next_raw(lo) {
             let within_upper = if f.to_ms.1 {
                 e.at_ms <= f.to_ms.0
             } else {
                 e.at_ms < f.to_ms.0
             };
-            if !within_upper {
+            let wanted = match pre {
+                Prefilter::User(u) => e.user == u,
+                Prefilter::App(a) => e.app == a,
+                Prefilter::Render | Prefilter::Nothing => true,
+            };
+            if !within_upper || !wanted {
                 continue;
             }
             let v = tenant.data.event_json(&e);

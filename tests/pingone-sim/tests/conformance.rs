@@ -711,6 +711,37 @@ async fn activities_come_newest_first_with_limit_default_100_and_match_apps_and_
             .filter(|e| e["actors"]["user"]["id"] == uid.as_str())
             .count()
     );
+    let app_id = events[0]["actors"]["client"]["id"]
+        .as_str()
+        .expect("app id")
+        .to_string();
+    let url = format!(
+        "{}?filter={}&limit=1000",
+        api(&t, "/activities"),
+        pingone_sim::api::encode_query(&format!("{f} and actors.client.id eq \"{app_id}\""))
+    );
+    let (by_app, _) = scan(&c, &url, &tok, "activities").await;
+    assert_eq!(
+        by_app.len(),
+        events
+            .iter()
+            .filter(|e| e["actors"]["client"]["id"] == app_id.as_str())
+            .count()
+    );
+    let (_, users_only) = activities(
+        &c,
+        &t,
+        &tok,
+        &format!("{f} and resources.type eq \"GROUP\""),
+        None,
+    )
+    .await;
+    assert_eq!(
+        users_only["_embedded"]["activities"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
     let (_, none) = activities(
         &c,
         &t,
