@@ -218,6 +218,35 @@ impl TenantSpec {
         }
     }
 
+    /// Sets the token lifetime (`expires_in`) in seconds.
+    #[must_use]
+    pub fn with_token_ttl_secs(mut self, secs: u64) -> Self {
+        self.token_ttl_secs = secs;
+        self
+    }
+
+    /// Sets the region label.
+    #[must_use]
+    pub fn with_region(mut self, region: &str) -> Self {
+        self.region = region.to_string();
+        self
+    }
+
+    /// Sets the probability fault profile.
+    #[must_use]
+    pub fn with_faults(mut self, faults: FaultProfile) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Sets the numbers of groups and applications.
+    #[must_use]
+    pub fn with_sizes(mut self, groups: u64, applications: u64) -> Self {
+        self.groups = Some(groups);
+        self.applications = Some(applications);
+        self
+    }
+
     /// The built-in demo tenant used when no tenant is configured (1,000 users, seed 1).
     #[must_use]
     pub fn demo() -> Self {

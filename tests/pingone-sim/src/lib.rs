@@ -31,7 +31,8 @@
 //! - `state.rs`: per-tenant overlay of mutations, paged reads, tokens.
 //! - `filter.rs`: the SCIM filter subset. `api.rs`: PingOne routes. `admin.rs`: admin routes.
 //! - `faults.rs`: fault injection. `client.rs`: the admin client. `cli.rs`: the binary's flags.
-//! - `rng.rs`, `tables.rs`: hashing, id codecs, permutations; word lists.
+//! - `rng.rs`, `tables.rs`, `jsonw.rs`: hashing, id codecs, permutations; word lists; a JSON
+//!   writer for users.
 
 pub mod admin;
 pub mod api;

@@ -888,6 +888,7 @@ async fn faults_slow_and_reset_mid_body() {
         .expect("schedule");
     let started = std::time::Instant::now();
     assert_eq!(get(&c, &api(&t, "/groups"), &tok).await.0, 200);
+    // A lower bound the injected sleep guarantees (not a performance measurement).
     assert!(
         started.elapsed() >= std::time::Duration::from_millis(300),
         "the slow answer was delayed"
@@ -1124,10 +1125,9 @@ async fn same_seed_and_anchor_give_the_same_bytes() {
             let v: Value = serde_json::from_slice(&b).expect("json");
             bytes.extend_from_slice(&b);
             match v["_links"]["next"]["href"].as_str() {
-                Some(n) => url = n.replace(&s.base_url(), "BASE"),
+                Some(n) => url = n.to_string(),
                 None => break,
             }
-            url = url.replace("BASE", &s.base_url());
         }
         for path in ["/groups", "/applications"] {
             let r = c
@@ -1147,12 +1147,8 @@ async fn same_seed_and_anchor_give_the_same_bytes() {
     }
     assert!(bodies[0].len() > 100_000);
     assert!(bodies[0] == bodies[1], "two runs differ");
-    let (s, t) = sim_with(vec![TenantSpec::generated("conf", 700, 12)])
-        .await
-        .pipe(|s| {
-            let t = s.tenants()[0].clone();
-            (s, t)
-        });
+    let s = sim_with(vec![TenantSpec::generated("conf", 700, 12)]).await;
+    let t = s.tenants()[0].clone();
     let other = s
         .admin(&t.environment_id)
         .truth_users()
@@ -1164,13 +1160,6 @@ async fn same_seed_and_anchor_give_the_same_bytes() {
     );
     s.shutdown().await;
 }
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
 
 #[tokio::test]
 async fn groups_memberships_and_applications_cover_every_type_and_protocol() {
