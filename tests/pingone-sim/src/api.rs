@@ -374,6 +374,7 @@ async fn token(
         )
     };
     if basic || form.contains_key("client_assertion") {
+        tracing::info!(env = %tenant.data.env_id, "token denied: unsupported client authentication method");
         return Err(unsupported());
     }
     match form.get("grant_type").map(String::as_str) {
@@ -397,6 +398,7 @@ async fn token(
         return Err(unsupported());
     };
     if *id != tenant.spec.client_id || secret != tenant.spec.client_secret.expose() {
+        tracing::info!(env = %tenant.data.env_id, client_id = %id, "token denied: wrong client id or secret");
         return Err(ApiError::oauth(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -404,6 +406,7 @@ async fn token(
         ));
     }
     let ttl = Duration::from_secs(tenant.spec.token_ttl_secs);
+    tracing::debug!(env = %tenant.data.env_id, ttl_secs = ttl.as_secs(), "token issued");
     let issuer = format!("{}/{}/as", s.base(&headers), tenant.data.env_id);
     let access = s
         .tokens
