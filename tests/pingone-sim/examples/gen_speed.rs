@@ -34,7 +34,7 @@ fn main() {
     let (mut events, mut pos, mut bytes) = (0u64, 0u64, 0usize);
     while events < n && pos < d.positions() {
         for e in d.slot_events(pos) {
-            bytes += d.event_json(&e).to_string().len();
+            bytes += d.event_raw(&e).len();
             events += 1;
         }
         pos += 1;

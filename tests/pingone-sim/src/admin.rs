@@ -551,7 +551,7 @@ async fn truth(
                 loop {
                     let (events, next) = t.activities_page(&f, i64::MIN, pos, 1000);
                     for e in &events {
-                        if !emit(&e.to_string()) {
+                        if !emit(e) {
                             return;
                         }
                     }

@@ -464,23 +464,13 @@ async fn users(
         )
     });
     // Users arrive as JSON text: the page is assembled around them without re-parsing.
-    let size = items.len();
-    let mut body = String::with_capacity(items.iter().map(|u| u.len() + 1).sum::<usize>() + 512);
-    body.push_str("{\"_links\":");
-    body.push_str(&links(&base, &uri, next).to_string());
-    body.push_str(",\"_embedded\":{\"users\":[");
-    for (n, u) in items.iter().enumerate() {
-        if n > 0 {
-            body.push(',');
-        }
-        body.push_str(u);
-    }
-    body.push_str("]}");
+    let size = items.len() as u64;
+    let mut numbers = Vec::new();
     if !has_filter {
-        let count = tenant.user_count(&tenant.read());
-        body.push_str(&format!(",\"count\":{count}"));
+        numbers.push(("count", tenant.user_count(&tenant.read())));
     }
-    body.push_str(&format!(",\"size\":{size}}}"));
+    numbers.push(("size", size));
+    let body = hal_page(&links(&base, &uri, next), "users", &items, &numbers);
     Ok(respond_bytes(body.into_bytes(), reset))
 }
 
@@ -730,11 +720,32 @@ async fn activities(
             &[("filter", Some(raw_filter))],
         )
     });
-    let body = json!({
-        "_links": links(&base, uri, next),
-        "_embedded": {"activities": items},
-    });
-    Ok(respond(&body, reset))
+    let body = hal_page(&links(&base, uri, next), "activities", &items, &[]);
+    Ok(respond_bytes(body.into_bytes(), reset))
+}
+
+/// A HAL page around items that are already JSON text, plus numeric members (`count`, `size`).
+fn hal_page(links: &Value, name: &str, items: &[String], numbers: &[(&str, u64)]) -> String {
+    let mut body = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 512);
+    body.push_str("{\"_links\":");
+    body.push_str(&links.to_string());
+    body.push_str(",\"_embedded\":{");
+    crate::jsonw::push_str(&mut body, name);
+    body.push_str(":[");
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    for (k, v) in numbers {
+        body.push(',');
+        crate::jsonw::push_str(&mut body, k);
+        body.push_str(&format!(":{v}"));
+    }
+    body.push('}');
+    body
 }
 
 async fn application_signons(

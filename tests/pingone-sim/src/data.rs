@@ -936,13 +936,19 @@ impl Dataset {
     /// A generated sign-on event exactly as `/activities` serves it.
     #[must_use]
     pub fn event_json(&self, e: &SignOn) -> Value {
+        serde_json::from_str(&self.event_raw(e)).unwrap_or(Value::Null)
+    }
+
+    /// A generated sign-on event as JSON text.
+    #[must_use]
+    pub fn event_raw(&self, e: &SignOn) -> String {
         let ident = self.identity(e.user);
         let app = &self.apps[e.app as usize];
         let h1 = rng::hash(self.seed, &[K_EVENT, e.position, u64::from(e.sub)]);
         let h2 = rng::mix(h1 ^ 0x55);
         let user_id = self.user_id(e.user);
         let pop = &self.populations[ident.population].id;
-        render_event(
+        render_event_raw(
             &uuid_from_hash(h1, h2).to_string(),
             &uuid_from_hash(rng::mix(h2), rng::mix(h1)).to_string(),
             e.at_ms,
@@ -961,22 +967,58 @@ pub fn render_event(
     app: (&str, &str),
     user: (&str, &str, &str),
 ) -> Value {
+    serde_json::from_str(&render_event_raw(id, correlation, at_ms, app, user))
+        .unwrap_or(Value::Null)
+}
+
+/// Renders a `USER.ACCESS_ALLOWED` event as JSON text.
+#[must_use]
+pub fn render_event_raw(
+    id: &str,
+    correlation: &str,
+    at_ms: i64,
+    app: (&str, &str),
+    user: (&str, &str, &str),
+) -> String {
     let at = fmt_ms(at_ms);
-    json!({
-        "id": id,
-        "recordedAt": at,
-        "createdAt": at,
-        "correlationId": correlation,
-        "actors": {
-            "client": {"id": app.0, "name": app.1, "type": "CLIENT"},
-            "user": {"id": user.0, "name": user.1, "type": "USER", "population": {"id": user.2}}
-        },
-        "action": {"type": "USER.ACCESS_ALLOWED", "description": "User Access Allowed"},
-        "resources": [
-            {"type": "USER", "id": user.0, "name": user.1, "population": {"id": user.2}}
-        ],
-        "result": {"status": "SUCCESS", "description": "Passed role access control"}
-    })
+    let mut resource = ObjectWriter::new(200);
+    resource.str("type", "USER");
+    resource.str("id", user.0);
+    resource.str("name", user.1);
+    resource.open("population");
+    resource.str("id", user.2);
+    resource.close();
+    let resource = resource.finish();
+    let mut w = ObjectWriter::new(800);
+    w.str("id", id);
+    w.str("recordedAt", &at);
+    w.str("createdAt", &at);
+    w.str("correlationId", correlation);
+    w.open("actors");
+    w.open("client");
+    w.str("id", app.0);
+    w.str("name", app.1);
+    w.str("type", "CLIENT");
+    w.close();
+    w.open("user");
+    w.str("id", user.0);
+    w.str("name", user.1);
+    w.str("type", "USER");
+    w.open("population");
+    w.str("id", user.2);
+    w.close();
+    w.close();
+    w.close();
+    w.open("action");
+    w.str("type", "USER.ACCESS_ALLOWED");
+    w.str("description", "User Access Allowed");
+    w.close();
+    w.raw("resources", &format!("[{resource}]"));
+    w.open("result");
+    w.str("status", "SUCCESS");
+    w.str("description", "Passed role access control");
+    w.close();
+    w.finish()
 }
 
 #[cfg(test)]

@@ -68,6 +68,12 @@ impl ObjectWriter {
         self.out.push_str(if v { "true" } else { "false" });
     }
 
+    /// A member whose value is already JSON text.
+    pub fn raw(&mut self, k: &str, json_text: &str) {
+        self.key(k);
+        self.out.push_str(json_text);
+    }
+
     /// Opens a nested object member; close it with [`ObjectWriter::close`].
     pub fn open(&mut self, k: &str) {
         self.key(k);

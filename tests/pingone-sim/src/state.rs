@@ -295,7 +295,7 @@ impl Tenant {
         horizon_ms: i64,
         pos: ActivityPos,
         limit: usize,
-    ) -> (Vec<Value>, Option<ActivityPos>) {
+    ) -> (Vec<String>, Option<ActivityPos>) {
         let lo = f.from_ms.0.max(horizon_ms);
         let upper_excl = if f.to_ms.1 {
             f.to_ms.0.saturating_add(1)
@@ -342,7 +342,7 @@ impl Tenant {
                 next_gen = gen_iter.next_matching(self, f, lo);
             } else if let Some((k, v)) = appended.next() {
                 last_appended = k;
-                out.push(v.clone());
+                out.push(v.to_string());
             }
         }
     }
@@ -540,7 +540,7 @@ impl<'a> GenIter<'a> {
         tenant: &Tenant,
         f: &ActivityFilter,
         lo: i64,
-    ) -> Option<(SignOn, Value)> {
+    ) -> Option<(SignOn, String)> {
         let pre = Prefilter::of(&tenant.data, f);
         if pre == Prefilter::Nothing {
             return None;
@@ -559,10 +559,23 @@ impl<'a> GenIter<'a> {
             if !within_upper || !wanted {
                 continue;
             }
-            let v = tenant.data.event_json(&e);
-            if f.matches(e.at_ms, &v) {
-                return Some((e, v));
+            let after = if f.from_ms.1 {
+                e.at_ms >= f.from_ms.0
+            } else {
+                e.at_ms > f.from_ms.0
+            };
+            if !after {
+                continue;
             }
+            let raw = tenant.data.event_raw(&e);
+            // Only `eq` terms the prefilter could not decide need the parsed event.
+            if pre == Prefilter::Render && f.eq.is_some() {
+                let v: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+                if !f.eq_matches(&v) {
+                    continue;
+                }
+            }
+            return Some((e, raw));
         }
         None
     }
