@@ -2,7 +2,10 @@
 //! verbatim) over loopback, timed; then an untimed second scan checked against the truth dump
 //! (count, unique ids and a digest of every user's bytes in order).
 //!
-//! Usage: `scan_client '<stdout JSON line of pingone-sim>'`; prints one JSON result line.
+//! Usage: `scan_client '<stdout JSON line of pingone-sim>' [FROM TO]`; prints one JSON result
+//! line. With FROM and TO (RFC 3339, at most 14 days apart) it also times a full paged read of
+//! `/activities` in that window (limit 1000) and checks it against the truth dump (same count,
+//! unique ids, newest first).
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -163,6 +166,97 @@ async fn main() -> anyhow::Result<()> {
     );
     if users != truth_users || scan_digest != truth_digest || ids.len() as u64 != users {
         anyhow::bail!("the scan differs from the truth dump");
+    }
+    if let (Some(from), Some(to)) = (std::env::args().nth(2), std::env::args().nth(3)) {
+        activities(&http, &tok, base, &env, &from, &to).await?;
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct Event {
+    id: String,
+    #[serde(rename = "recordedAt")]
+    recorded_at: String,
+}
+
+#[derive(serde::Deserialize)]
+struct EventsEmbedded {
+    activities: Vec<Event>,
+}
+
+#[derive(serde::Deserialize)]
+struct EventsPage {
+    #[serde(rename = "_links")]
+    links: Links,
+    #[serde(rename = "_embedded")]
+    embedded: EventsEmbedded,
+}
+
+async fn activities(
+    http: &reqwest::Client,
+    tok: &str,
+    base: &str,
+    env: &str,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<()> {
+    let filter = format!("recordedat ge \"{from}\" and recordedat lt \"{to}\"");
+    let mut url = reqwest::Url::parse(&format!("{base}/v1/environments/{env}/activities"))?;
+    url.query_pairs_mut()
+        .append_pair("filter", &filter)
+        .append_pair("limit", "1000");
+    let mut url = url.to_string();
+    let started = Instant::now();
+    let (mut events, mut pages, mut ordered) = (0u64, 0u64, true);
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut last = String::from("~");
+    loop {
+        let bytes = http
+            .get(&url)
+            .bearer_auth(tok)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let page: EventsPage = serde_json::from_slice(&bytes)?;
+        pages += 1;
+        for e in page.embedded.activities {
+            events += 1;
+            ordered &= e.recorded_at <= last;
+            last = e.recorded_at;
+            ids.insert(e.id);
+        }
+        match page.links.next {
+            Some(n) => url = n.href,
+            None => break,
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut truth = http
+        .get(format!("{base}/__admin/{env}/truth/activities"))
+        .query(&[("from", from), ("to", to)])
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut truth_events = 0u64;
+    while let Some(chunk) = truth.chunk().await? {
+        truth_events += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let rate = events as f64 / secs;
+    let equal = events == truth_events && ids.len() as u64 == events && ordered;
+    println!(
+        "{}",
+        serde_json::json!({
+            "activities": events, "unique_ids": ids.len(), "pages": pages, "seconds": secs,
+            "events_per_second": rate.round(), "newest_first": ordered, "truth_events": truth_events,
+            "equals_truth": equal,
+        })
+    );
+    if !equal {
+        anyhow::bail!("the activities read differs from the truth dump");
     }
     Ok(())
 }
