@@ -130,6 +130,10 @@ pub struct Config {
     /// Longest pause before restarting after a transient failure (doubles from 500 ms).
     #[serde(default = "default_restart_backoff_max_ms")]
     pub restart_backoff_max_ms: u64,
+    /// Stop once every raw partition's end has been reached and committed (demos and batch
+    /// runs; `transformer run --until-caught-up` sets it).
+    #[serde(default)]
+    pub stop_at_end: bool,
     /// Extra librdkafka settings for every client (escape hatch; our own settings win).
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,

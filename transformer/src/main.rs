@@ -31,10 +31,17 @@ struct Cli {
     command: Option<Command>,
 }
 
+#[derive(Debug, Default, clap::Args)]
+struct RunArgs {
+    /// Exit once the raw topic's end (as first reached) is processed and committed.
+    #[arg(long)]
+    until_caught_up: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the exactly-once transformer until SIGINT/SIGTERM (the default).
-    Run,
+    Run(RunArgs),
     /// Re-normalize past raw events into the outputs or topics with another prefix.
     Replay(replay::ReplayArgs),
     /// Print the license-optimization report from the normalized topics.
@@ -89,9 +96,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let config = load_config(&cli)?;
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
+    let mut config = load_config(&cli)?;
+    match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+        Command::Run(run) => {
+            config.stop_at_end |= run.until_caught_up;
             let shutdown = CancellationToken::new();
             let metrics = Arc::new(Metrics::new());
             if let Some(addr) = config.metrics_listen_addr {

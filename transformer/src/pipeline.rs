@@ -370,7 +370,11 @@ pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        .set(
+            "enable.partition.eof",
+            if config.stop_at_end { "true" } else { "false" },
+        );
     c
 }
 
@@ -471,25 +475,53 @@ async fn run_once(
     })?;
     let max_wait = Duration::from_millis(config.batch_max_wait_ms);
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.batch_max_records);
+    // Partitions whose end was reached (only tracked with `stop_at_end`).
+    let mut at_end: std::collections::HashSet<i32> = std::collections::HashSet::new();
     loop {
         batch.clear();
+        if config.stop_at_end && at_end.len() >= raw_partitions.len() {
+            tracing::info!("raw topic end reached and committed");
+            break;
+        }
         // Wait for the first message or shutdown, then fill the batch for at most max_wait.
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            m = consumer.recv() => batch.push(m.map_err(ctx("reading raw topic"))?.detach()),
+            m = consumer.recv() => take(m, &mut batch, &mut at_end)?,
         }
         let deadline = tokio::time::Instant::now() + max_wait;
         while batch.len() < config.batch_max_records {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(m) => batch.push(m.map_err(ctx("reading raw topic"))?.detach()),
+                Ok(m) => take(m, &mut batch, &mut at_end)?,
                 Err(_) => break,
             }
         }
-        attempt.transaction(&producer, &batch, &group).await?;
+        if !batch.is_empty() {
+            attempt.transaction(&producer, &batch, &group).await?;
+        }
     }
     tracing::info!("transformer stopped");
     Ok(())
+}
+
+/// Adds a received message to the batch, or notes a partition's end.
+fn take(
+    m: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+    batch: &mut Vec<OwnedMessage>,
+    at_end: &mut std::collections::HashSet<i32>,
+) -> Result<(), KafkaCallError> {
+    match m {
+        Ok(m) => {
+            at_end.remove(&m.partition());
+            batch.push(m.detach());
+            Ok(())
+        }
+        Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+            at_end.insert(p);
+            Ok(())
+        }
+        Err(e) => Err(ctx("reading raw topic")(e)),
+    }
 }
 
 impl Attempt<'_> {
@@ -655,10 +687,6 @@ impl Attempt<'_> {
                 Err((e, _)) => return Err(ctx(format!("producing to {topic}"))(e)),
             }
         }
-        self.metrics
-            .produced
-            .get_or_create(&Metrics::label("topic", topic))
-            .inc();
         Ok(())
     }
 
@@ -671,19 +699,30 @@ impl Attempt<'_> {
         producer
             .begin_transaction()
             .map_err(ctx("begin_transaction"))?;
-        match self.fill(producer, batch, group).await {
-            Ok(()) => {}
+        let counts = match self.fill(producer, batch, group).await {
+            Ok(counts) => counts,
             Err(e) => {
                 self.abort(producer);
                 return Err(e);
             }
-        }
+        };
         if let Err(e) = producer.commit_transaction(self.timeout) {
             self.abort(producer);
             return Err(ctx("commit_transaction")(e).into());
         }
+        // Counted only once committed, so that aborted work is not counted twice.
         self.metrics.transactions_committed.inc();
         self.metrics.consumed.inc_by(batch.len() as u64);
+        for ((family, label), n) in counts {
+            let (metric, name) = match family {
+                Family::Produced => (&self.metrics.produced, "topic"),
+                Family::DeadLettered => (&self.metrics.dead_lettered, "kind"),
+                Family::Outcome => (&self.metrics.notes, "outcome"),
+            };
+            metric
+                .get_or_create(&Metrics::label(name, &label))
+                .inc_by(n);
+        }
         Ok(())
     }
 
@@ -699,8 +738,12 @@ impl Attempt<'_> {
         producer: &FutureProducer,
         batch: &[OwnedMessage],
         group: &rdkafka::consumer::ConsumerGroupMetadata,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<HashMap<(Family, String), u64>, PipelineError> {
         let raw_topic = self.config.raw_topic.clone();
+        let mut counts: HashMap<(Family, String), u64> = HashMap::new();
+        let mut count = |family: Family, label: &str| {
+            *counts.entry((family, label.to_owned())).or_default() += 1;
+        };
         let mut next: HashMap<i32, i64> = HashMap::new();
         let mut outputs = Vec::new();
         for m in batch {
@@ -719,10 +762,7 @@ impl Attempt<'_> {
                         .process(&ev, source, Mode::Live, &mut outputs)
                     {
                         Ok(note) => {
-                            self.metrics
-                                .notes
-                                .get_or_create(&Metrics::label("outcome", note.label()))
-                                .inc();
+                            count(Family::Outcome, note.label());
                             None
                         }
                         Err(e) => Some(("normalize", e.to_string())),
@@ -739,10 +779,8 @@ impl Attempt<'_> {
                     m.payload(),
                     Some(headers),
                 )?;
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&Metrics::label("kind", kind))
-                    .inc();
+                count(Family::Produced, &self.topics.dead_letter);
+                count(Family::DeadLettered, kind);
                 continue;
             }
             for out in outputs.drain(..) {
@@ -754,6 +792,7 @@ impl Attempt<'_> {
                     e.value.as_deref(),
                     None,
                 )?;
+                count(Family::Produced, e.topic);
             }
         }
         let mut offsets = TopicPartitionList::new();
@@ -778,6 +817,14 @@ impl Attempt<'_> {
         producer
             .send_offsets_to_transaction(&offsets, group, self.timeout)
             .map_err(ctx("send_offsets_to_transaction"))?;
-        Ok(())
+        Ok(counts)
     }
+}
+
+/// Which labelled counter a pending count goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Family {
+    Produced,
+    DeadLettered,
+    Outcome,
 }

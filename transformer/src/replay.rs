@@ -209,6 +209,33 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<ReplaySummary,
         .init_transactions(timeout)
         .map_err(ctx("init_transactions"))?;
 
+    let result = replay_loop(
+        config,
+        args,
+        &topics,
+        ids,
+        &registry,
+        &mut reader,
+        &producer,
+    )
+    .await;
+    if result.is_err() {
+        // Do not leave an open transaction to block read_committed readers until it times out.
+        let _ = producer.abort_transaction(timeout);
+    }
+    result
+}
+
+async fn replay_loop(
+    config: &Config,
+    args: &ReplayArgs,
+    topics: &OutputTopics,
+    ids: pipeline::SchemaIds,
+    registry: &Registry,
+    reader: &mut RangeReader,
+    producer: &FutureProducer,
+) -> Result<ReplaySummary, ReplayError> {
+    let timeout = Duration::from_millis(config.kafka_timeout_ms);
     let mut processor = Processor::new(config.activity_dedup_capacity);
     let mut summary = ReplaySummary {
         users_topic: topics.users.clone(),
@@ -231,7 +258,7 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<ReplaySummary,
             partition: m.partition(),
             offset: m.offset(),
         };
-        let decoded = pipeline::decode_raw(&registry, m.payload())
+        let decoded = pipeline::decode_raw(registry, m.payload())
             .await
             .map_err(PipelineError::from)?;
         let failure = match decoded {
@@ -282,17 +309,17 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<ReplaySummary,
             if let Some(v) = m.payload() {
                 r = r.payload(v);
             }
-            send(&producer, r)?;
+            send(producer, r)?;
             summary.dead_lettered += 1;
         }
         for o in outputs.drain(..) {
-            let e = pipeline::encode(&o, &topics, ids).map_err(PipelineError::from)?;
+            let e = pipeline::encode(&o, topics, ids).map_err(PipelineError::from)?;
             let mut r: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(e.topic).key(e.key.as_bytes());
             if let Some(v) = e.value.as_deref() {
                 r = r.payload(v);
             }
-            send(&producer, r)?;
+            send(producer, r)?;
             summary.produced += 1;
         }
         if in_txn >= config.batch_max_records || summary.sync_completed {

@@ -1,0 +1,371 @@
+//! Throughput benchmark: the transformer against a pass-through consume→produce loop with the
+//! same client settings and the same transaction batching, on the same broker, in the same run.
+//!
+//! Usage (see `transformer/scripts/throughput.sh`, which builds in release mode first):
+//! `throughput <transformer binary> <syncs> [<syncs> ...]`, with `KAFKA_BOOTSTRAP_SERVERS` and
+//! `SCHEMA_REGISTRY_URL` set. For each size it writes a raw topic of `syncs` snapshot syncs of one
+//! tenant (5,000 users, 5 applications, 200 memberships each) with 1,000 access activities after
+//! each sync, then times (a) the pass-through (this program run as a child process) and (b) the
+//! transformer binary, each from start until its group's committed offsets reach the end of the
+//! raw topic, and reports events/s, the ratio, and each process's peak RSS (VmHWM). The user
+//! population is fixed, so a flat transformer RSS across sizes means memory does not grow with
+//! the input.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use schemas::raw::{RAW_EVENT_SCHEMA, RawEvent, kind};
+use serde_json::json;
+use transformer::config::Config;
+use transformer::pipeline;
+use transformer::registry::Registry;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const USERS: usize = 5_000;
+const ACCESSES_PER_SYNC: usize = 1_000;
+
+fn env(name: &str) -> Res<String> {
+    std::env::var(name)
+        .map_err(|_| format!("{name} is not set: run `eval \"$(deploy/local/up)\"`").into())
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{nanos}")
+}
+
+fn ev(kind: &str, entity: Option<String>, sync: Option<&str>, payload: String) -> RawEvent {
+    RawEvent {
+        tenant_id: "bench".into(),
+        environment_id: "5f0c4a52-8d0e-4b6a-9a57-3d1f2b7c9e10".into(),
+        region: "eu".into(),
+        kind: kind.into(),
+        entity_id: entity,
+        sync_id: sync.map(str::to_owned),
+        observed_at_ms: 1_795_000_000_000,
+        payload,
+        producer_version: "bench".into(),
+    }
+}
+
+fn sync_events(n: usize) -> Vec<RawEvent> {
+    let sync = format!("sync-{n}");
+    let s = Some(sync.as_str());
+    let mut v = vec![ev(
+        kind::SYNC_STARTED,
+        None,
+        s,
+        json!({"sync_id": sync}).to_string(),
+    )];
+    for a in 0..5 {
+        let rule = if a % 2 == 0 {
+            json!(null)
+        } else {
+            json!({"group": {"type": "ANY_GROUP", "groups": [{"id": "g1"}]}})
+        };
+        v.push(ev(kind::APPLICATION, Some(format!("app-{a}")), s, json!({"id": format!("app-{a}"), "name": "App", "type": "WEB_APP", "protocol": "SAML", "enabled": true, "accessControl": rule}).to_string()));
+    }
+    for u in 0..200 {
+        v.push(ev(
+            kind::GROUP_MEMBERSHIP,
+            Some(format!("g1/u-{u}")),
+            s,
+            json!({"id": format!("u-{u}"), "username": "x"}).to_string(),
+        ));
+    }
+    for u in 0..USERS {
+        let payload = json!({
+            "id": format!("u-{u}"), "username": format!("user{u}@example.com"), "email": format!("user{u}@example.com"),
+            "name": {"given": "Ada", "family": "Lovelace"}, "population": {"id": "pop"},
+            "address": {"locality": "London", "region": "Greater London"}, "enabled": true, "mfaEnabled": u % 2 == 0,
+            "lifecycle": {"status": "ACCOUNT_OK"}, "account": {"canAuthenticate": true, "status": "OK"},
+            "verifyStatus": "ENABLED", "type": "Employee", "identityProvider": {"type": "PING_ONE"},
+            "lastSignOn": {"at": "2026-11-20T10:00:00.000Z"}, "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-11-01T00:00:00Z"
+        });
+        v.push(ev(
+            kind::USER,
+            Some(format!("u-{u}")),
+            s,
+            payload.to_string(),
+        ));
+    }
+    v.push(ev(
+        kind::SYNC_COMPLETED,
+        None,
+        s,
+        json!({"sync_id": sync}).to_string(),
+    ));
+    for a in 0..ACCESSES_PER_SYNC {
+        let id = format!("act-{n}-{a}");
+        let payload = json!({"id": id, "recordedAt": format!("2026-11-{:02}T10:00:00Z", 1 + (n + a) % 28),
+            "action": {"type": "USER.ACCESS_ALLOWED"},
+            "actors": {"client": {"id": format!("app-{}", a % 5), "name": "App"}, "user": {"id": format!("u-{}", a % 500)}}});
+        v.push(ev(kind::ACTIVITY, Some(id), None, payload.to_string()));
+    }
+    v
+}
+
+async fn write_input(bootstrap: &str, topic: &str, schema_id: u32, syncs: usize) -> Res<u64> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .create()?;
+    let mut count = 0_u64;
+    for n in 0..syncs {
+        let mut pending = Vec::new();
+        for e in sync_events(n) {
+            let value = schemas::wire::encode(schema_id, &e.to_avro_datum()?);
+            let mut record = FutureRecord::to(topic).key("bench").payload(&value);
+            loop {
+                match producer.send_result(record) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((_, r)) => {
+                        record = r;
+                        producer.poll(Duration::from_millis(5));
+                    }
+                }
+            }
+            count += 1;
+        }
+        for f in pending {
+            f.await?.map_err(|(e, _)| e)?;
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(count)
+}
+
+fn end_offsets(bootstrap: &str, topic: &str) -> Res<HashMap<i32, i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let (_, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+    Ok(HashMap::from([(0, high)]))
+}
+
+/// Waits until `group` committed the end of `topic`.
+fn wait_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    end: &HashMap<i32, i64>,
+    limit: Duration,
+) -> Res<()> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()?;
+    let started = Instant::now();
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        for p in end.keys() {
+            tpl.add_partition(topic, *p);
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+        let done = committed.elements().iter().all(|e| match e.offset() {
+            Offset::Offset(o) => o >= end.get(&e.partition()).copied().unwrap_or(0),
+            _ => false,
+        });
+        if done {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            return Err(format!("group {group} did not finish within {limit:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The pass-through loop: same consumer and producer settings, same batching and transactions
+/// as the transformer; copies each raw record unchanged to `<prefix>passthrough.v1`.
+async fn passthrough(config: Config) -> Res<()> {
+    let out = format!("{}passthrough.v1", config.output_prefix);
+    let producer = pipeline::transactional_producer(&config, &config.transactional_id)?;
+    let consumer: StreamConsumer = pipeline::raw_consumer_config(&config).create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&config.raw_topic, 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let group = consumer.group_metadata().ok_or("no group metadata")?;
+    let timeout = Duration::from_millis(config.kafka_timeout_ms);
+    loop {
+        let mut batch = vec![consumer.recv().await?.detach()];
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(config.batch_max_wait_ms);
+        while batch.len() < config.batch_max_records {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(m) => batch.push(m?.detach()),
+                Err(_) => break,
+            }
+        }
+        producer.begin_transaction()?;
+        let mut next = 0;
+        for m in &batch {
+            let mut r: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&out).key(m.key().unwrap_or_default());
+            if let Some(v) = m.payload() {
+                r = r.payload(v);
+            }
+            loop {
+                match producer.send_result(r) {
+                    Ok(_) => break,
+                    Err((_, back)) => {
+                        r = back;
+                        producer.poll(Duration::from_millis(5));
+                    }
+                }
+            }
+            next = m.offset() + 1;
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(&config.raw_topic, 0, Offset::Offset(next))?;
+        producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+        producer.commit_transaction(timeout)?;
+    }
+}
+
+fn config_toml(c: &Config) -> String {
+    format!(
+        "bootstrap_servers = \"{}\"\nschema_registry_url = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n",
+        c.bootstrap_servers,
+        c.schema_registry_url,
+        c.raw_topic,
+        c.output_prefix,
+        c.group_id,
+        c.transactional_id
+    )
+}
+
+/// Runs a child until its group committed the whole raw topic; returns (seconds, peak RSS KiB).
+fn timed_child(
+    mut cmd: Command,
+    bootstrap: &str,
+    config: &Config,
+    end: &HashMap<i32, i64>,
+) -> Res<(f64, u64)> {
+    let started = Instant::now();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
+    let waited = wait_committed(
+        bootstrap,
+        &config.group_id,
+        &config.raw_topic,
+        end,
+        Duration::from_secs(1_800),
+    );
+    let secs = started.elapsed().as_secs_f64();
+    let rss = peak_rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    waited?;
+    Ok((secs, rss))
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("passthrough") {
+        let text = std::fs::read_to_string(args.get(2).ok_or("config path")?)?;
+        let config: Config = toml::from_str(&text)?;
+        return passthrough(config).await;
+    }
+    let binary = args
+        .get(1)
+        .ok_or("usage: throughput <transformer binary> <syncs>...")?
+        .clone();
+    let bootstrap = env("KAFKA_BOOTSTRAP_SERVERS")?;
+    let registry_url = env("SCHEMA_REGISTRY_URL")?;
+    let registry = Registry::new(&registry_url, None, Duration::from_secs(10))?;
+    let dir = std::env::temp_dir().join(unique("transformer-throughput"));
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "syncs,events,passthrough_s,passthrough_ev_per_s,passthrough_peak_rss_kib,transformer_s,transformer_ev_per_s,transformer_peak_rss_kib,ratio"
+    );
+    for size in &args[2..] {
+        let syncs: usize = size.parse()?;
+        let raw_topic = unique("bench-raw");
+        let schema_id = registry
+            .register(&format!("{raw_topic}-value"), RAW_EVENT_SCHEMA)
+            .await?;
+        let events = write_input(&bootstrap, &raw_topic, schema_id, syncs).await?;
+        let end = end_offsets(&bootstrap, &raw_topic)?;
+        let mut runs = Vec::new();
+        for which in ["passthrough", "transformer"] {
+            let mut config = Config::new(bootstrap.clone(), registry_url.clone());
+            config.raw_topic = raw_topic.clone();
+            config.output_prefix = format!("{}.", unique(&format!("bench-{which}")));
+            config.group_id = unique(&format!("bench-{which}"));
+            config.transactional_id = unique(&format!("bench-{which}"));
+            let path = dir.join(format!("{which}.toml"));
+            std::fs::write(&path, config_toml(&config))?;
+            let mut cmd;
+            if which == "passthrough" {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .create()?;
+                let out = format!("{}passthrough.v1", config.output_prefix);
+                admin
+                    .create_topics(
+                        &[NewTopic::new(&out, 1, TopicReplication::Fixed(1))],
+                        &AdminOptions::new(),
+                    )
+                    .await?;
+                cmd = Command::new(std::env::current_exe()?);
+                cmd.arg("passthrough").arg(&path);
+            } else {
+                cmd = Command::new(&binary);
+                cmd.arg("--config")
+                    .arg(&path)
+                    .arg("run")
+                    .env("RUST_LOG", "warn");
+            }
+            runs.push(timed_child(cmd, &bootstrap, &config, &end)?);
+        }
+        let (pt, pr) = runs[0];
+        let (tt, tr) = runs[1];
+        #[allow(clippy::cast_precision_loss)]
+        let ev = events as f64;
+        println!(
+            "{syncs},{events},{pt:.2},{:.0},{pr},{tt:.2},{:.0},{tr},{:.2}",
+            ev / pt,
+            ev / tt,
+            pt / tt
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

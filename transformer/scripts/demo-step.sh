@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# transformer/scripts/demo-step.sh — the transformer's part of the demo: normalize everything
+# on the raw topic (exactly once, until caught up), then print the license report.
+# Expects raw events on pingone.raw.v1 (e.g. from producer/demo.sh) and KAFKA_BOOTSTRAP_SERVERS /
+# SCHEMA_REGISTRY_URL from deploy/local/up (started here when unset).
+# Usage: transformer/scripts/demo-step.sh [license-report options, e.g. --format csv]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+cd "$ROOT"
+if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" || -z "${SCHEMA_REGISTRY_URL:-}" ]]; then
+    eval "$(deploy/local/up)"
+fi
+export KAFKA_BOOTSTRAP_SERVERS SCHEMA_REGISTRY_URL
+cargo build -q -p transformer --bin transformer
+echo "==> transformer: pingone.raw.v1 -> usage.* (until caught up)" >&2
+"$TARGET/debug/transformer" run --until-caught-up
+echo "==> license report" >&2
+"$TARGET/debug/transformer" license-report "$@"

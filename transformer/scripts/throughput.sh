@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# transformer/scripts/throughput.sh — transformer throughput against a pass-through
+# consume->produce loop with the same client settings, in the same run, on the local broker.
+#
+# Usage: transformer/scripts/throughput.sh [SYNCS...]   (default: 2 8)
+# Needs KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL (eval "$(deploy/local/up)").
+# Prints CSV: per input size, seconds, events/s and peak RSS of each, and the ratio
+# transformer/pass-through (target >= 0.70). Each sync adds 5,000 users, 205 other sync events
+# and 1,000 accesses over a fixed population, so a flat transformer RSS means bounded memory.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+: "${KAFKA_BOOTSTRAP_SERVERS:?run: eval \"\$(deploy/local/up)\"}"
+: "${SCHEMA_REGISTRY_URL:?run: eval \"\$(deploy/local/up)\"}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release -p transformer --bin transformer --example throughput >&2
+sizes=("$@")
+[[ ${#sizes[@]} -gt 0 ]] || sizes=(2 8)
+"$CARGO_TARGET_DIR/release/examples/throughput" "$CARGO_TARGET_DIR/release/transformer" "${sizes[@]}"
