@@ -271,6 +271,19 @@ pub struct LagContext {
 }
 
 impl ClientContext for LagContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // End of partition is expected (`stop_at_end`), not an error to log.
+        if !matches!(
+            error,
+            rdkafka::error::KafkaError::PartitionEOF(_)
+                | rdkafka::error::KafkaError::Global(
+                    rdkafka::types::RDKafkaErrorCode::PartitionEOF
+                )
+        ) {
+            tracing::error!(%error, reason, "kafka client error");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         if let Some(t) = statistics.topics.get(&self.topic) {
             for (p, s) in &t.partitions {
