@@ -94,6 +94,9 @@ pub enum Note {
     UnknownKind,
     /// A user already seen in the same sync: not written twice.
     DuplicateUser,
+    /// A group membership arrived after its user was written in the same sync: the user was
+    /// written again with the new access group.
+    UserRewritten,
     /// An activity id seen recently: not counted twice.
     DuplicateActivity,
     /// An activity that does not change usage records.
@@ -113,6 +116,7 @@ impl Note {
             Note::Processed => "processed",
             Note::UnknownKind => "unknown_kind",
             Note::DuplicateUser => "duplicate_user",
+            Note::UserRewritten => "user_rewritten",
             Note::DuplicateActivity => "duplicate_activity",
             Note::IgnoredActivity => "ignored_activity",
             Note::SyncAbandoned => "sync_abandoned",
@@ -343,7 +347,7 @@ impl Processor {
             kind::SYNC_COMPLETED => self.sync_completed(event, out),
             kind::USER => self.user(event, source, out),
             kind::APPLICATION => self.application(event, source),
-            kind::GROUP_MEMBERSHIP => self.group_membership(event, source),
+            kind::GROUP_MEMBERSHIP => self.group_membership(event, source, out),
             kind::GROUP => {
                 // Groups matter only through memberships and application rules, but a group
                 // without an id is still malformed input.
@@ -368,7 +372,7 @@ impl Processor {
         let result = match event.kind.as_str() {
             kind::SYNC_STARTED => self.sync_started(event, source),
             kind::APPLICATION => self.application(event, source),
-            kind::GROUP_MEMBERSHIP => self.group_membership(event, source),
+            kind::GROUP_MEMBERSHIP => self.group_membership(event, source, &mut Vec::new()),
             _ => Ok(Note::NotRestored),
         };
         // Events that failed were dead-lettered when first processed.
@@ -451,35 +455,13 @@ impl Processor {
             .and_then(|s| s.member_of.get(&f.user_id))
             .cloned()
             .unwrap_or_default();
-        out.push(Output::User(Box::new(UserUsage {
-            tenant_id: event.tenant_id.clone(),
-            environment_id: event.environment_id.clone(),
-            user_id: f.user_id,
-            username: f.username,
-            email: f.email,
-            display_name: f.display_name,
-            can_authenticate: f.can_authenticate,
-            locality: f.locality,
-            mfa_enabled: f.mfa_enabled,
-            region: f.region,
-            status: f.status,
-            enabled: f.enabled,
-            lifecycle_status: f.lifecycle_status,
-            user_type: f.user_type,
-            verify_status: f.verify_status,
-            population_id: f.population_id,
-            identity_provider_type: f.identity_provider_type,
-            identity_provider_id: f.identity_provider_id,
-            last_sign_on_at: f.last_sign_on_at,
-            created_at: f.created_at,
-            updated_at: f.updated_at,
+        out.push(Output::User(Box::new(user_record(
+            event,
+            f,
             access_group_ids,
-            sync_id: Some(sync_id.to_owned()),
-            source_topic: source.topic.to_owned(),
-            source_partition: source.partition,
-            source_offset: source.offset,
-            observed_at: event.observed_at_ms,
-        })));
+            sync_id,
+            source,
+        ))));
         Ok(Note::Processed)
     }
 
@@ -513,19 +495,39 @@ impl Processor {
         &mut self,
         event: &RawEvent,
         source: Source<'_>,
+        out: &mut Vec<Output>,
     ) -> Result<Note, NormalizeError> {
         let sync_id = Self::sync_id(event)?;
         let (group, user) = normalize::membership(event.entity_id.as_deref())?;
         let obj = normalize::parse_object(&event.payload)?;
         // The payload is the member user: it must be the user the entity id names.
-        normalize::user(&obj, Some(&user))?;
+        let fields = normalize::user(&obj, Some(&user))?;
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
-        if let Some(s) = t.in_progress.as_mut() {
-            let groups = s.member_of.entry(user).or_default();
-            if let Err(pos) = groups.binary_search(&group) {
+        let sync = t.intern(sync_id);
+        let already_written = t
+            .users
+            .get(user.as_str())
+            .is_some_and(|s| Arc::ptr_eq(s, &sync));
+        let Some(s) = t.in_progress.as_mut() else {
+            return Ok(Note::Processed);
+        };
+        let groups = s.member_of.entry(user).or_default();
+        let added = match groups.binary_search(&group) {
+            Ok(_) => false,
+            Err(pos) => {
                 groups.insert(pos, group);
+                true
             }
+        };
+        // A membership that arrives after its user was written in this sync: write the user
+        // again (the payload is the same user JSON) so that its access groups are complete.
+        if already_written && added {
+            let groups = groups.clone();
+            out.push(Output::User(Box::new(user_record(
+                event, fields, groups, sync_id, source,
+            ))));
+            return Ok(Note::UserRewritten);
         }
         Ok(Note::Processed)
     }
@@ -690,6 +692,45 @@ impl Processor {
             Activity::Other { .. } => return Ok(Note::IgnoredActivity),
         }
         Ok(Note::Processed)
+    }
+}
+
+/// A user record from normalized fields plus envelope and provenance.
+fn user_record(
+    event: &RawEvent,
+    f: normalize::UserFields,
+    access_group_ids: Vec<String>,
+    sync_id: &str,
+    source: Source<'_>,
+) -> UserUsage {
+    UserUsage {
+        tenant_id: event.tenant_id.clone(),
+        environment_id: event.environment_id.clone(),
+        user_id: f.user_id,
+        username: f.username,
+        email: f.email,
+        display_name: f.display_name,
+        can_authenticate: f.can_authenticate,
+        locality: f.locality,
+        mfa_enabled: f.mfa_enabled,
+        region: f.region,
+        status: f.status,
+        enabled: f.enabled,
+        lifecycle_status: f.lifecycle_status,
+        user_type: f.user_type,
+        verify_status: f.verify_status,
+        population_id: f.population_id,
+        identity_provider_type: f.identity_provider_type,
+        identity_provider_id: f.identity_provider_id,
+        last_sign_on_at: f.last_sign_on_at,
+        created_at: f.created_at,
+        updated_at: f.updated_at,
+        access_group_ids,
+        sync_id: Some(sync_id.to_owned()),
+        source_topic: source.topic.to_owned(),
+        source_partition: source.partition,
+        source_offset: source.offset,
+        observed_at: event.observed_at_ms,
     }
 }
 

@@ -464,3 +464,44 @@ fn restore_mid_sync_matches_an_uninterrupted_run() {
     assert_eq!(after, all_out[before.len()..].to_vec());
     assert!(!tombstones(&after).is_empty());
 }
+
+/// The producer may write a sync's memberships after its users: a user already written in the
+/// sync is written again with its complete access groups; counts are the same either way.
+#[test]
+fn memberships_after_users_rewrite_those_users() {
+    let mut p = Processor::new(100);
+    let events = vec![
+        started("s1"),
+        app("s1", "any", Some(("ANY_GROUP", &["g1", "g2"]))),
+        user("s1", "u1", true),
+        user("s1", "u2", false),
+        member("s1", "g1", "u1"),
+        member("s1", "g2", "u1"),
+        member("s1", "g1", "u1"),
+        completed("s1"),
+    ];
+    let (out, notes) = feed(&mut p, &events, 0, Mode::Live);
+    let users: Vec<(String, Vec<String>, i64)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::User(u) => Some((
+                u.user_id.clone(),
+                u.access_group_ids.clone(),
+                u.source_offset,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        users,
+        vec![
+            ("u1".into(), vec![], 2),
+            ("u2".into(), vec![], 3),
+            ("u1".into(), vec!["g1".into()], 4),
+            ("u1".into(), vec!["g1".into(), "g2".into()], 5),
+        ]
+    );
+    assert_eq!(notes[4], Note::UserRewritten);
+    assert_eq!(notes[6], Note::Processed);
+    assert_eq!(apps(&out), BTreeMap::from([("any".into(), 1)]));
+}
