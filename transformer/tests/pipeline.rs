@@ -232,6 +232,17 @@ async fn syncs_deletes_poison_replay_and_report() {
         );
     }
 
+    // Output subjects are registered with BACKWARD_TRANSITIVE.
+    let client =
+        test_harness::registry::RegistryClient::new(&s.config.schema_registry_url).unwrap();
+    for topic in [&topics.users, &topics.applications, &topics.app_usage] {
+        let level = client
+            .subject_compatibility(&format!("{topic}-value"))
+            .await
+            .unwrap();
+        assert_eq!(level, "BACKWARD_TRANSITIVE", "{topic}");
+    }
+
     // Applications with the number of users who may use them.
     let apps = wait_for(&topics.applications, WAIT, |r| r.len() >= 3).await;
     let mut counts = BTreeMap::new();
