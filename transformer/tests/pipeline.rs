@@ -370,6 +370,20 @@ async fn syncs_deletes_poison_replay_and_report() {
         "{body}"
     );
 
+    // The lag gauge comes from librdkafka statistics (every 5 s).
+    let started = std::time::Instant::now();
+    loop {
+        let body = get("/metrics").await.1;
+        if body.contains("transformer_consumer_lag_records{partition=") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no consumer lag gauge: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // Graceful stop.
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -455,6 +469,27 @@ async fn syncs_deletes_poison_replay_and_report() {
             other => panic!("{k}: live and replayed differ: {other:?}"),
         }
     }
+
+    // Replay from a time before everything, for one tenant: globex's three users.
+    let prefix_time = format!("{}.", test_harness::unique_name("replay-time"));
+    let summary = replay(
+        &s.config,
+        &ReplayArgs {
+            tenant: Some("globex".into()),
+            from_time: Some("2000-01-01T00:00:00Z".into()),
+            output_prefix: Some(prefix_time.clone()),
+            ..ReplayArgs::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.dead_lettered, 0);
+    let time_users = consume_all(&transformer::config::OutputTopics::new(&prefix_time).users)
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = time_users.iter().map(key).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["globex/u-100", "globex/u-101", "globex/u-102"]);
 
     // License report, computed by hand from the input above (see transformer/README.md for
     // the definitions): acme has 8 live users after s2 and the delete.
