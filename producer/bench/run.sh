@@ -71,20 +71,20 @@ auth_base_url = "$AUTH"
 api_base_url = "$API"
 directory_page_size = $PAGE
 requests_per_second = 5000
-snapshot_pages_per_transaction = 10
 TOML
 
 echo "tenant: $USERS users, page size $PAGE"
 echo "plain reader (1st)..."
 PLAIN1=$(plain); echo "  $PLAIN1"
 echo "producer sync --once..."
-BENCH_SECRET="$SECRET" /usr/bin/time -f "%M %e" -o "$WORK/time.txt" \
-  "$TARGET/release/producer" sync --config "$WORK/bench.toml" --tenant bench --once 2> "$WORK/producer.log" \
+BENCH_SECRET="$SECRET" /usr/bin/time -f "%M %e %U %S" -o "$WORK/time.txt" \
+  ${BENCH_WRAP:-} "$TARGET/release/producer" sync --config "$WORK/bench.toml" --tenant bench --once 2> "$WORK/producer.log" && cp "$WORK/producer.log" /tmp/producer-bench-last.log \
   || { echo "producer failed:"; tail -n 20 "$WORK/producer.log"; exit 1; }
 echo "plain reader (2nd)..."
 PLAIN2=$(plain); echo "  $PLAIN2"
 
-read -r RSS_KB WALL_S < "$WORK/time.txt"
+read -r RSS_KB WALL_S CPU_USER_S CPU_SYS_S < "$WORK/time.txt"
+echo "producer cpu: user ${CPU_USER_S}s, sys ${CPU_SYS_S}s"
 DONE=$(grep '"snapshot sync completed"' "$WORK/producer.log" | tail -n1)
 P_SECONDS=$(jq -r '.fields.seconds' <<<"$DONE")
 P_ENTITIES=$(jq -r '.fields.users + .fields.groups + .fields.applications + .fields.memberships' <<<"$DONE")
@@ -99,7 +99,8 @@ base = max(p["entities_per_s"] for p in plain)
 ratio = p_rate / base
 rss_mb = rss_kb / 1024
 print(f"producer: {entities} entities in {sync_s:.1f} s (sync) / {wall_s:.1f} s (process) = {p_rate:,.0f} entities/s")
-print(f"plain reader: {', '.join(f'{p['entities_per_s']:,.0f}' for p in plain)} entities/s (baseline = the faster)")
+rates = ", ".join("{:,.0f}".format(p["entities_per_s"]) for p in plain)
+print(f"plain reader: {rates} entities/s (baseline = the faster)")
 print(f"ratio: {ratio:.1%} of the plain reader (target >= 80%): {'PASS' if ratio >= 0.8 else 'FAIL'}")
 print(f"producer peak RSS: {rss_mb:.1f} MB (target < 150 MB): {'PASS' if rss_mb < 150 else 'FAIL'}")
 sys.exit(0 if ratio >= 0.8 and rss_mb < 150 else 1)

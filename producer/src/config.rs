@@ -382,7 +382,7 @@ const fn default_page_size() -> u32 {
     200
 }
 const fn default_pages_per_txn() -> u32 {
-    10
+    50
 }
 const fn default_rps() -> u32 {
     50

@@ -331,7 +331,12 @@ impl TxnWriter {
                 "message.timeout.ms",
                 kafka.message_timeout.as_millis().to_string(),
             )
-            .set("linger.ms", "20")
+            .set("linger.ms", "5")
+            // A transaction's first AddPartitionsToTxn meets CONCURRENT_TRANSACTIONS while the
+            // previous commit's markers are written; the default 100 ms retry backoff would add
+            // that much to every transaction.
+            .set("retry.backoff.ms", "10")
+            .set("retry.backoff.max.ms", "200")
             .create()
             .map_err(kafka_err("create producer", &transactional_id))?;
         let timeout = kafka.transaction_timeout;
@@ -437,9 +442,13 @@ impl TxnWriter {
     /// # Errors
     /// [`KafkaSinkError::Kafka`].
     pub async fn commit(&mut self) -> Result<(), KafkaSinkError> {
+        // Wait for every delivery report first: rdkafka's `commit_transaction` flushes, and its
+        // flush loop sleeps 100 ms whenever a report is still outstanding (the producer's
+        // polling thread serves them), which would add 100 ms to every transaction.
         let pending = std::mem::take(&mut self.pending);
-        let results = join_all(pending).await;
-        for r in results {
+        let started = std::time::Instant::now();
+        let records = pending.len();
+        for r in join_all(pending).await {
             let failed = match r {
                 Ok(Ok(_)) => None,
                 Ok(Err((e, _))) => Some(e),
@@ -450,9 +459,14 @@ impl TxnWriter {
                 return Err(kafka_err("deliver", &self.transactional_id)(e));
             }
         }
+        let delivered_ms = started.elapsed().as_millis() as u64;
         let p = self.producer.clone();
         let timeout = self.txn_timeout;
         let result = tokio::task::spawn_blocking(move || p.commit_transaction(timeout)).await;
+        tracing::debug!(
+            transactional_id = %self.transactional_id, records, delivered_ms,
+            commit_ms = started.elapsed().as_millis() as u64, "transaction commit returned"
+        );
         match result {
             Ok(Ok(())) => {
                 self.open = false;

@@ -25,8 +25,9 @@ use schemas::raw::kind;
 /// Longest wait for more pages before the open transaction is committed.
 const BATCH_LINGER: Duration = Duration::from_millis(200);
 
-/// Pages buffered between fetcher and writer.
-const PAGE_BUFFER: usize = 2;
+/// Pages buffered between fetcher and writer: enough to keep fetching while a transaction
+/// commits, few enough to keep memory flat (a users page is ~200 KB).
+const PAGE_BUFFER: usize = 16;
 
 /// One fetched page and the scan position after it.
 #[derive(Debug)]

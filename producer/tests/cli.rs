@@ -138,17 +138,19 @@ async fn wrong_credentials_of_one_tenant_do_not_stop_the_other_and_secrets_never
         common::tenant_toml("bad", &bad, "BAD_SECRET", "invalid_client_backoff_s = 2"),
     );
     let path = write_config("cli", &text);
-    let mut child = Command::new(BIN)
-        .args(["run", "--log-format", "json", "--config"])
-        .arg(&path)
-        .env("GOOD_SECRET", good.client_secret.expose())
-        .env("BAD_SECRET", wrong_secret)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn producer");
-    let mut stderr = child.stderr.take().expect("stderr");
+    let mut child = common::ChildGuard(
+        Command::new(BIN)
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(&path)
+            .env("GOOD_SECRET", good.client_secret.expose())
+            .env("BAD_SECRET", wrong_secret)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn producer"),
+    );
+    let mut stderr = child.0.stderr.take().expect("stderr");
     let log_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
@@ -162,7 +164,7 @@ async fn wrong_credentials_of_one_tenant_do_not_stop_the_other_and_secrets_never
             "good tenant did not complete a sync in time"
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if let Some(status) = child.try_wait().expect("try_wait") {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
             panic!(
                 "producer exited early with {status}: {}",
                 log_reader.join().unwrap_or_default()
@@ -214,7 +216,7 @@ async fn wrong_credentials_of_one_tenant_do_not_stop_the_other_and_secrets_never
     assert!(killed.success());
     let stop_deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
+        if let Some(s) = child.0.try_wait().expect("try_wait") {
             break s;
         }
         assert!(

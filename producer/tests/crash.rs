@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pingone_sim::admin::SignonSpec;
@@ -17,20 +17,22 @@ use rand::Rng;
 const BIN: &str = env!("CARGO_BIN_EXE_producer");
 const KILLS: usize = 8;
 
-fn spawn(path: &std::path::Path, secret: &str, log: &std::path::Path) -> Child {
+fn spawn(path: &std::path::Path, secret: &str, log: &std::path::Path) -> common::ChildGuard {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
-    Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(path)
-        .env("CRASH_SECRET", secret)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn producer")
+    common::ChildGuard(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(path)
+            .env("CRASH_SECRET", secret)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn producer"),
+    )
 }
 
 fn ms_to_rfc3339(ms: i64) -> String {
@@ -133,8 +135,8 @@ activity_action_types = ["USER.ACCESS_ALLOWED"]"#
         admin.append_signons(&specs).await.expect("append sign-ons");
         let wait = Duration::from_millis(rng.random_range(700..4000));
         tokio::time::sleep(wait).await;
-        child.kill().expect("kill -9");
-        let _ = child.wait();
+        child.0.kill().expect("kill -9");
+        let _ = child.0.wait();
     }
 
     // Final run: let it catch up past the last appended sign-on, then stop it.
@@ -160,7 +162,7 @@ activity_action_types = ["USER.ACCESS_ALLOWED"]"#
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let status = child.wait().expect("wait");
+    let status = child.0.wait().expect("wait");
     assert!(status.success(), "clean exit after SIGTERM: {status}");
     let window_end = activity_position(&config.kafka)
         .await

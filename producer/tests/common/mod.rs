@@ -337,3 +337,23 @@ pub fn completed_sync_ids(records: &[Record], tenant: &str) -> Vec<String> {
         .filter_map(|r| r.event.sync_id.clone())
         .collect()
 }
+
+/// A spawned producer process, killed when dropped (so a failing test leaves nothing running).
+#[derive(Debug)]
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
