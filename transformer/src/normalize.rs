@@ -41,6 +41,9 @@ pub enum NormalizeError {
     /// The `entity_id` of a group membership is not `<groupId>/<userId>`.
     #[error("group_membership entity_id `{0}` is not `<groupId>/<userId>`")]
     BadMembershipId(String),
+    /// The envelope's tenant id is empty or contains `/` (it starts every output key).
+    #[error("tenant_id `{0}` is empty or contains `/`")]
+    BadTenant(String),
     /// A time that decides the output is not RFC 3339.
     #[error("field `{field}` is not an rfc 3339 time: `{value}`")]
     BadTime {

@@ -342,6 +342,9 @@ impl Processor {
         if mode == Mode::Restore {
             return Ok(self.restore_event(event, source));
         }
+        if event.tenant_id.is_empty() || event.tenant_id.contains('/') {
+            return Err(NormalizeError::BadTenant(event.tenant_id.clone()));
+        }
         match event.kind.as_str() {
             kind::SYNC_STARTED => self.sync_started(event, source),
             kind::SYNC_COMPLETED => self.sync_completed(event, out),

@@ -376,6 +376,22 @@ fn malformed_events_fail_without_touching_state() {
         assert!(err.to_string().contains(needle), "{what}: {err}");
         assert!(out.is_empty(), "{what}");
     }
+    let mut slash = ev(kind::USER, Some("u"), Some("s"), json!({"id": "u"}));
+    slash.tenant_id = "a/b".into();
+    let mut out = Vec::new();
+    assert_eq!(
+        p.process(
+            &slash,
+            Source {
+                topic: "raw",
+                partition: 0,
+                offset: 1
+            },
+            Mode::Live,
+            &mut out
+        ),
+        Err(NormalizeError::BadTenant("a/b".into()))
+    );
     let mut raw = ev(kind::USER, Some("u"), Some("s"), json!({}));
     raw.payload = "{\"id\": ".into();
     let mut out = Vec::new();
