@@ -251,3 +251,60 @@ async fn wrong_credentials_of_one_tenant_do_not_stop_the_other_and_secrets_never
     let _ = std::fs::remove_file(path);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_exit_status_says_whether_the_sync_completed() {
+    let sim = pingone_sim::spawn(SimConfig::with_tenants(vec![TenantSpec::generated(
+        "once", 300, 23,
+    )]))
+    .await
+    .expect("simulator");
+    let t = sim.tenants()[0].clone();
+    let names = common::Names::new("once");
+    let text = format!(
+        "{}{}{}",
+        common::global_toml(&names, ""),
+        common::tenant_toml("ok", &t, "OK_SECRET", ""),
+        common::tenant_toml("denied", &t, "DENIED_SECRET", ""),
+    );
+    let path = write_config("once", &text);
+    let run = |tenant: &str| {
+        Command::new(BIN)
+            .args(["sync", "--once", "--tenant", tenant, "--config"])
+            .arg(&path)
+            .env("OK_SECRET", t.client_secret.expose())
+            .env("DENIED_SECRET", "not-the-secret")
+            .output()
+            .expect("run producer")
+    };
+    let ok = run("ok");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let denied = run("denied");
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("denied") && stderr.contains("invalid_client"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+    let unknown = run("nobody");
+    assert!(!unknown.status.success());
+
+    let records = common::read_raw(&names.raw_topic).await;
+    let synced = common::completed_sync_ids(&records, "ok");
+    assert_eq!(synced.len(), 1);
+    common::assert_matches_truth(
+        &common::completed_sync_contents(&records, "ok", &synced[0]),
+        &common::truth(&sim, &t.environment_id).await,
+    );
+    assert!(
+        records.iter().all(|r| r.event.tenant_id == "ok"),
+        "the denied tenant wrote nothing"
+    );
+    let _ = std::fs::remove_file(path);
+    sim.shutdown().await;
+}

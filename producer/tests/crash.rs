@@ -92,6 +92,7 @@ activity_poll_interval_s = 1
 activity_safety_lag_s = 1
 activity_overlap_s = 30
 activity_window_max_s = 900
+activity_page_size = 4
 activity_initial_lookback_s = {lookback_s}
 activity_action_types = ["USER.ACCESS_ALLOWED"]"#
             ),
