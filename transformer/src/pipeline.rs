@@ -384,6 +384,8 @@ pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
+        // Bounded wait of an empty fetch: quick start and low latency when the topic is idle.
+        .set("fetch.wait.max.ms", "100")
         .set(
             "enable.partition.eof",
             if config.stop_at_end { "true" } else { "false" },
