@@ -1,0 +1,681 @@
+//! The whole pipeline end to end on the real broker and registry: the PingOne simulator
+//! (in-process) -> the producer library (`sync_once`, the code of `producer sync --once`, and
+//! its activity stream, the code `producer run` polls with) -> the raw topic -> the transformer
+//! library (`pipeline::run` until caught up, the code of `transformer run --until-caught-up`)
+//! -> the normalized topics -> `license-report`.
+//!
+//! Checks, against the simulator's admin truth dumps:
+//! 1. every user is on the users topic exactly once per key, its seven integration fields equal
+//!    to the truth, decoded by an independent decoder (Python fastavro, writer schema fetched by
+//!    id from the registry: `transformer/tests/fastavro_decode.py`); applications' ids, names
+//!    and authorized-user counts equal those computed from access control and memberships;
+//! 2. after deleting users and an application (and changing others) and syncing again,
+//!    tombstones appear for exactly the deleted keys and the latest values equal the new truth;
+//! 3. the license report's JSON equals the numbers computed here from the truth.
+//!
+//! Needs `eval "$(deploy/local/up)"` (fails naming it otherwise) and `pip install fastavro`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::{Truth, expected_report, format_ms, parse_report, seven_from_pingone, seven_from_record};
+use pingone_sim::admin::SignonSpec;
+use pingone_sim::{RunningSim, SimConfig, TenantSpec};
+use producer::activity::ActivityStream;
+use producer::stream::StreamContext;
+use serde_json::{Value, json};
+use test_harness::kafka::{ConsumedRecord, consume_all};
+use tokio_util::sync::CancellationToken;
+use transformer::report::{Format, ReportArgs};
+
+/// The tenant id the producer writes (record key prefix `<tenant>/`).
+const TENANT: &str = "e2e";
+/// Simulated users: a few hundred.
+const USERS: u64 = 300;
+/// Environment variable the producer's config names for the client secret (never the process
+/// environment: the test passes it to validation directly).
+const SECRET_ENV: &str = "E2E_PINGONE_SECRET";
+/// Bound on each component run, so a hang fails the test instead of blocking it.
+const STEP_LIMIT: Duration = Duration::from_secs(120);
+/// The producer's `activity_overlap_s` (its default, spelled out because the truth window
+/// depends on it).
+const OVERLAP_MS: i64 = 60_000;
+/// Report windows: the defaults plus a week, whose cutoff falls inside the polled history.
+const WINDOWS: [u32; 4] = [7, 30, 60, 90];
+
+/// Everything one run of the test uses.
+struct Env {
+    sim: RunningSim,
+    env_id: String,
+    producer: producer::config::Config,
+    transformer: transformer::Config,
+    fastavro: String,
+}
+
+fn producer_config(sim: &RunningSim, env_id: &str) -> producer::config::Config {
+    let t = sim.tenant(env_id).expect("the simulated tenant");
+    let text = format!(
+        r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+raw_topic = "{raw}"
+checkpoint_topic = "{checkpoints}"
+transactional_id_prefix = "{txn}"
+transaction_timeout_ms = 60000
+message_timeout_ms = 30000
+topic_partitions = 2
+
+[schema_registry]
+url = "{registry}"
+
+[operations]
+listen_addr = ""
+
+[[tenants]]
+tenant_id = "{TENANT}"
+environment_id = "{env}"
+region = "{region}"
+client_id = "{client}"
+client_secret_env = "{SECRET_ENV}"
+auth_base_url = "{auth}"
+api_base_url = "{api}"
+requests_per_second = 1000
+activity_initial_lookback_s = 1209600
+activity_window_max_s = 1209600
+activity_overlap_s = {overlap_s}
+activity_safety_lag_s = 2
+"#,
+        bootstrap = test_harness::kafka_bootstrap(),
+        registry = test_harness::schema_registry_url(),
+        raw = test_harness::unique_name("e2e-raw"),
+        checkpoints = test_harness::unique_name("e2e-checkpoints"),
+        txn = test_harness::unique_name("e2e-producer"),
+        env = t.environment_id,
+        region = t.region,
+        client = t.client_id,
+        auth = t.auth_base_url,
+        api = t.api_base_url,
+        overlap_s = OVERLAP_MS / 1000,
+    );
+    let secret = t.client_secret.expose().to_owned();
+    producer::config::parse_with_overrides(std::path::Path::new("e2e.toml"), &text, &[])
+        .expect("producer config parses")
+        .validate(|name| (name == SECRET_ENV).then(|| secret.clone()))
+        .expect("producer config validates")
+}
+
+fn transformer_config(raw_topic: &str) -> transformer::Config {
+    let mut c = transformer::Config::new(
+        test_harness::kafka_bootstrap(),
+        test_harness::schema_registry_url(),
+    );
+    c.raw_topic = raw_topic.to_owned();
+    c.output_prefix = format!("{}.", test_harness::unique_name("e2e-usage"));
+    c.group_id = test_harness::unique_name("e2e-transformer");
+    c.transactional_id = test_harness::unique_name("e2e-transformer-txn");
+    c.stop_at_end = true;
+    c.batch_max_wait_ms = 50;
+    c.kafka_timeout_ms = 20_000;
+    c.transaction_timeout_ms = 30_000;
+    c
+}
+
+async fn setup() -> Env {
+    test_harness::init_tracing();
+    // Fail first, naming the command, when the broker and registry are absent.
+    let _ = test_harness::kafka_bootstrap();
+    let sim = pingone_sim::spawn(SimConfig::with_tenants(vec![TenantSpec::generated(
+        "e2e-pipeline",
+        USERS,
+        11,
+    )]))
+    .await
+    .expect("simulator starts");
+    let env_id = sim.tenants()[0].environment_id.clone();
+    let producer = producer_config(&sim, &env_id);
+    let transformer = transformer_config(&producer.kafka.raw_topic);
+    Env {
+        sim,
+        env_id,
+        producer,
+        transformer,
+        fastavro: concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../transformer/tests/fastavro_decode.py"
+        )
+        .to_owned(),
+    }
+}
+
+async fn truth(env: &Env) -> Truth {
+    let admin = env.sim.admin(&env.env_id);
+    Truth::new(
+        &admin.truth_users().await.expect("truth users"),
+        &admin
+            .truth_applications()
+            .await
+            .expect("truth applications"),
+        &admin.truth_memberships().await.expect("truth memberships"),
+    )
+}
+
+/// `producer sync --once` for the tenant; returns the completed sync's id.
+async fn sync(env: &Env) -> String {
+    let completed = tokio::time::timeout(
+        STEP_LIMIT,
+        producer::sync_once(env.producer.clone(), TENANT, CancellationToken::new()),
+    )
+    .await
+    .expect("sync within the limit")
+    .expect("sync completes");
+    completed.sync_id
+}
+
+/// Polls activity up to now with the producer's activity stream, opened afresh each time so
+/// that its position comes back from the committed checkpoint. Returns the (start, end)
+/// positions: every activity recorded in `(start - overlap, end)` was written.
+///
+/// `ActivityStream::catch_up` does not return once caught up (each window ends at "now minus
+/// the safety lag", which has moved on by the time the window is committed, so it keeps
+/// committing windows of a few milliseconds). The test therefore stops it the way a shutdown
+/// does: once two windows are committed (the first covers everything up to its start), the
+/// stream's cancellation token is cancelled; an open window is aborted, committed ones stay,
+/// and the position read afterwards is the last committed window's end.
+async fn poll_activity(env: &Env) -> (i64, i64) {
+    let cfg = &env.producer;
+    let tenant = cfg.tenants[0].clone();
+    let metrics = producer::metrics::Metrics::new();
+    let cancel = CancellationToken::new();
+    let schema_id = producer::kafka::register_raw_schema(&cfg.registry, &cfg.kafka.raw_topic)
+        .await
+        .expect("raw schema registered");
+    let ctx = StreamContext {
+        client: producer::pingone::Client::new(&tenant, metrics.clone(), cancel.clone())
+            .expect("pingone client"),
+        tenant: Arc::new(tenant),
+        kafka: Arc::new(cfg.kafka.clone()),
+        schema_id,
+        metrics: metrics.clone(),
+        cancel: cancel.clone(),
+    };
+    let committed = format!(
+        "producer_transactions_total{{tenant=\"{TENANT}\",stream=\"activity\",outcome=\"committed\"}}"
+    );
+    let stopper = tokio::spawn(async move {
+        loop {
+            let text = metrics.render();
+            let windows = text
+                .lines()
+                .find_map(|l| l.strip_prefix(committed.as_str()))
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if windows >= 2.0 {
+                cancel.cancel();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let run = async {
+        let mut stream = ActivityStream::open(ctx).await.expect("activity stream");
+        let start = stream.position_ms();
+        match stream.catch_up().await {
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => panic!("activity catch-up failed: {e}"),
+            Ok(_) => {}
+        }
+        let end = stream.position_ms();
+        stream.close().await;
+        (start, end)
+    };
+    let positions = tokio::time::timeout(STEP_LIMIT, run)
+        .await
+        .expect("activity poll within the limit");
+    stopper.abort();
+    positions
+}
+
+/// `transformer run --until-caught-up`.
+async fn transform(env: &Env) {
+    tokio::time::timeout(
+        STEP_LIMIT,
+        transformer::pipeline::run(env.transformer.clone(), CancellationToken::new()),
+    )
+    .await
+    .expect("transformer catches up within the limit")
+    .expect("transformer run succeeds");
+}
+
+fn key(r: &ConsumedRecord) -> String {
+    String::from_utf8(r.key.clone().unwrap_or_default()).expect("utf-8 key")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes the non-null values with Python fastavro (writer schema by id from the registry);
+/// returns key -> decoded record, in input order.
+fn fastavro(env: &Env, records: &[&ConsumedRecord]) -> Vec<(String, Value)> {
+    let input: Vec<Value> = records
+        .iter()
+        .map(|r| json!({"key": key(r), "value_hex": hex(r.value.as_deref().expect("a value"))}))
+        .collect();
+    let mut child = std::process::Command::new("python3")
+        .arg(&env.fastavro)
+        .arg(&env.transformer.schema_registry_url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the independent decoder");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(serde_json::to_string(&input).expect("json").as_bytes())
+            .expect("write to the decoder");
+    }
+    let out = child.wait_with_output().expect("decoder output");
+    assert!(
+        out.status.success(),
+        "fastavro decoder failed (install it with `pip install fastavro`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: Vec<Value> = serde_json::from_slice(&out.stdout).expect("decoder JSON");
+    assert_eq!(decoded.len(), records.len(), "one decoded record per value");
+    decoded
+        .into_iter()
+        .map(|d| {
+            (
+                d["key"].as_str().expect("key").to_owned(),
+                d["record"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Highest offset read per partition.
+fn ends(records: &[ConsumedRecord]) -> HashMap<i32, i64> {
+    let mut m = HashMap::new();
+    for r in records {
+        let e = m.entry(r.partition).or_insert(-1);
+        *e = (*e).max(r.offset);
+    }
+    m
+}
+
+/// Records after the given per-partition ends.
+fn after<'a>(records: &'a [ConsumedRecord], ends: &HashMap<i32, i64>) -> Vec<&'a ConsumedRecord> {
+    records
+        .iter()
+        .filter(|r| ends.get(&r.partition).is_none_or(|end| r.offset > *end))
+        .collect()
+}
+
+fn entity_key(id: &str) -> String {
+    format!("{TENANT}/{id}")
+}
+
+/// Asserts that the latest record of each truth user among `records` is a value whose seven
+/// fields, decoded by fastavro, equal the truth, and that no other user has a value there.
+/// Returns the keys written more than once (as "key: count"), which the test asserts on last so
+/// that every other check still runs and reports.
+fn check_users(env: &Env, truth: &Truth, records: &[&ConsumedRecord], what: &str) -> Vec<String> {
+    let values: Vec<&ConsumedRecord> = records
+        .iter()
+        .copied()
+        .filter(|r| r.value.is_some())
+        .collect();
+    let decoded = fastavro(env, &values);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    // Records come sorted by partition and offset, and a key lives in one partition: the last
+    // one decoded per key is the latest.
+    let mut latest: BTreeMap<String, &Value> = BTreeMap::new();
+    for (k, record) in &decoded {
+        *seen.entry(k.clone()).or_default() += 1;
+        latest.insert(k.clone(), record);
+    }
+    let want: BTreeSet<String> = truth.users.keys().map(|id| entity_key(id)).collect();
+    let got: BTreeSet<String> = seen.keys().cloned().collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: users on the topic vs in the simulator"
+    );
+    assert_eq!(got, want, "{what}: user keys");
+    let mut mismatches = Vec::new();
+    for (k, record) in &latest {
+        let id = k
+            .strip_prefix(&format!("{TENANT}/"))
+            .expect("tenant prefix");
+        assert_eq!(record["user_id"], json!(id), "{what}: user_id of {k}");
+        let (expected, actual) = (
+            seven_from_pingone(&truth.users[id]),
+            seven_from_record(record),
+        );
+        if expected != actual {
+            mismatches.push(format!("{k}: truth {expected:?}, topic {actual:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{what}: {} of {} users differ from the truth, e.g. {:?}",
+        mismatches.len(),
+        latest.len(),
+        &mismatches[..mismatches.len().min(3)]
+    );
+    seen.into_iter()
+        .filter(|(_, n)| *n != 1)
+        .map(|(k, n)| format!("{what}: {k} written {n} times"))
+        .collect()
+}
+
+/// Asserts that each truth application has exactly one record among `records`, with its name
+/// and the authorized-user count computed from its group rule and the memberships.
+fn check_applications(env: &Env, truth: &Truth, records: &[&ConsumedRecord], what: &str) {
+    let values: Vec<&ConsumedRecord> = records
+        .iter()
+        .copied()
+        .filter(|r| r.value.is_some())
+        .collect();
+    let decoded = fastavro(env, &values);
+    let got: BTreeMap<String, (Value, Value, Value)> = decoded
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                (
+                    r["application_id"].clone(),
+                    r["name"].clone(),
+                    r["authorized_user_count"].clone(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got.len(),
+        decoded.len(),
+        "{what}: an application written twice"
+    );
+    let want: BTreeMap<String, (Value, Value, Value)> = truth
+        .applications
+        .iter()
+        .map(|(id, app)| {
+            (
+                entity_key(id),
+                (
+                    json!(id),
+                    app.get("name").cloned().unwrap_or(Value::Null),
+                    json!(truth.authorized(app).len()),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "{what}: applications (id, name, authorized users)"
+    );
+    // The check is only meaningful if group rules restrict something.
+    assert!(
+        truth
+            .applications
+            .values()
+            .any(|a| truth.authorized(a).len() < truth.users.len()),
+        "the simulated tenant should have group-restricted applications"
+    );
+}
+
+/// The report computed by the transformer's `license-report` (JSON) vs computed here.
+async fn check_report(env: &Env, truth: &Truth, window: (i64, i64), what: &str) {
+    let admin = env.sim.admin(&env.env_id);
+    // The producer asked for `recordedat gt (start - overlap) and recordedat lt end`; the truth
+    // dump's range is [from, to), so from = start - overlap + 1 ms (timestamps are in ms).
+    let activities = admin
+        .truth_activities(&format_ms(window.0 - OVERLAP_MS + 1), &format_ms(window.1))
+        .await
+        .expect("truth activities");
+    assert!(
+        activities.len() > 100,
+        "{what}: too few activities to test with: {}",
+        activities.len()
+    );
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    let as_of = now_ms - now_ms % 1000;
+    let json = transformer::report::run(
+        &env.transformer,
+        &ReportArgs {
+            format: Format::Json,
+            active_days: WINDOWS.to_vec(),
+            as_of: Some(format_ms(as_of)),
+            tenant: Some(TENANT.into()),
+            group_id: test_harness::unique_name("e2e-report"),
+            input_prefix: None,
+        },
+    )
+    .await
+    .expect("license report");
+    let got = parse_report(&json, TENANT).expect("report JSON");
+    let want = expected_report(truth, &activities, &WINDOWS, as_of);
+    assert_eq!(
+        got.len(),
+        truth.applications.len() + 1,
+        "{what}: report lines"
+    );
+    for (id, line) in &want {
+        assert_eq!(got.get(id), Some(line), "{what}: report line {id}");
+    }
+    let everyone = &want["*"];
+    // Guard against a vacuous comparison: the tenant line must discriminate.
+    assert!(
+        everyone.active[&7] > 0
+            && everyone.active[&7] < everyone.active[&30]
+            && everyone.never_used > 0
+            && everyone.inactive_can_authenticate > 0
+            && everyone.without_mfa > 0,
+        "{what}: the generated tenant should exercise every column: {everyone:?}"
+    );
+}
+
+/// The activity ids on the raw topic are exactly the truth's in the polled window, once each.
+async fn check_raw_activities(env: &Env, window: (i64, i64)) {
+    let raw = consume_all(&env.producer.kafka.raw_topic)
+        .await
+        .expect("read the raw topic");
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &raw {
+        if r.header("kind") == Some(b"activity".as_slice()) {
+            let (_, datum) =
+                schemas::wire::decode(r.value.as_deref().expect("value")).expect("wire format");
+            let event =
+                schemas::raw::RawEvent::from_avro_datum(schemas::raw::raw_event_schema(), datum)
+                    .expect("raw event");
+            *ids.entry(event.entity_id.expect("activity id"))
+                .or_default() += 1;
+        }
+    }
+    let truth: BTreeSet<String> = env
+        .sim
+        .admin(&env.env_id)
+        .truth_activities(&format_ms(window.0 - OVERLAP_MS + 1), &format_ms(window.1))
+        .await
+        .expect("truth activities")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id").to_owned())
+        .collect();
+    let dup: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dup.is_empty(), "activities written twice: {dup:?}");
+    let got: BTreeSet<String> = ids.into_keys().collect();
+    assert_eq!(
+        got.len(),
+        truth.len(),
+        "activities on the raw topic vs truth"
+    );
+    assert_eq!(got, truth, "activity ids on the raw topic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_to_license_report() {
+    let env = setup().await;
+    let topics = env.transformer.topics();
+    let admin = env.sim.admin(&env.env_id);
+
+    // Phase 1: one sync, 14 days of activity, the transformer until caught up.
+    let truth1 = truth(&env).await;
+    assert_eq!(truth1.users.len(), usize::try_from(USERS).expect("users"));
+    sync(&env).await;
+    let window1 = poll_activity(&env).await;
+    transform(&env).await;
+
+    let users1 = consume_all(&topics.users).await.expect("users topic");
+    assert!(
+        users1.iter().all(|r| r.value.is_some()),
+        "no tombstone after the first sync"
+    );
+    let mut repeated = check_users(&env, &truth1, &users1.iter().collect::<Vec<_>>(), "sync 1");
+    let apps1 = consume_all(&topics.applications)
+        .await
+        .expect("applications topic");
+    check_applications(&env, &truth1, &apps1.iter().collect::<Vec<_>>(), "sync 1");
+    check_raw_activities(&env, window1).await;
+    check_report(&env, &truth1, window1, "sync 1").await;
+
+    // Phase 2: delete users and an application, change others, add sign-ons, sync again.
+    let user_ids: Vec<String> = truth1.users.keys().cloned().collect();
+    let deleted_users = [&user_ids[3], &user_ids[50], &user_ids[120]];
+    let deleted_app = truth1
+        .applications
+        .iter()
+        .find(|(_, a)| Truth::rule(a).is_some())
+        .map(|(id, _)| id.clone())
+        .expect("an application with a group rule");
+    for id in deleted_users {
+        admin.delete_user(id).await.expect("delete user");
+    }
+    admin
+        .delete_application(&deleted_app)
+        .await
+        .expect("delete application");
+    let locked = &user_ids[7];
+    admin.lock_user(locked).await.expect("lock");
+    let mfa_user = &user_ids[8];
+    let had_mfa = truth1.users[mfa_user]["mfaEnabled"] == json!(true);
+    admin.set_mfa(mfa_user, !had_mfa).await.expect("mfa");
+    let moved = &user_ids[9];
+    admin
+        .change_user(
+            moved,
+            &json!({"address": {"locality": "Tórshavn", "region": null}, "type": "Auditor"}),
+        )
+        .await
+        .expect("change user");
+    // A user who never accessed anything signs on to an open application: never_used and the
+    // activity windows change for them.
+    let open_app = truth1
+        .applications
+        .iter()
+        .find(|(_, a)| Truth::rule(a).is_none())
+        .map(|(id, _)| id.clone())
+        .expect("an application without a group rule");
+    let all_activity = admin
+        .truth_activities(&format_ms(0), &format_ms(window1.1 + 86_400_000))
+        .await
+        .expect("all activities");
+    let active: BTreeSet<&str> = all_activity
+        .iter()
+        .filter_map(|a| a.pointer("/actors/user/id").and_then(Value::as_str))
+        .collect();
+    let newcomer = user_ids
+        .iter()
+        .find(|u| !active.contains(u.as_str()) && !deleted_users.contains(u))
+        .expect("a user who never signed on")
+        .clone();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let signed_on_at = window1.1 + 1000;
+    admin
+        .append_signons(&[SignonSpec {
+            user_id: newcomer.clone(),
+            application_id: open_app.clone(),
+            at: format_ms(signed_on_at),
+        }])
+        .await
+        .expect("append sign-on");
+
+    let truth2 = truth(&env).await;
+    assert_eq!(truth2.users.len(), truth1.users.len() - deleted_users.len());
+    assert!(!truth2.applications.contains_key(&deleted_app));
+    sync(&env).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let window2 = poll_activity(&env).await;
+    assert_eq!(
+        window2.0, window1.1,
+        "activity polling resumes from its committed position"
+    );
+    assert!(
+        window2.1 > signed_on_at,
+        "the new sign-on is in the polled window"
+    );
+    transform(&env).await;
+
+    let users2 = consume_all(&topics.users).await.expect("users topic");
+    let new_users = after(&users2, &ends(&users1));
+    let tombstones: BTreeSet<String> = new_users
+        .iter()
+        .filter(|r| r.value.is_none())
+        .map(|r| key(r))
+        .collect();
+    let want_tombstones: BTreeSet<String> = deleted_users.iter().map(|id| entity_key(id)).collect();
+    assert_eq!(tombstones, want_tombstones, "user tombstones after sync 2");
+    assert_eq!(
+        new_users.iter().filter(|r| r.value.is_none()).count(),
+        deleted_users.len(),
+        "one tombstone per deleted user"
+    );
+    repeated.extend(check_users(&env, &truth2, &new_users, "sync 2"));
+    let locked_now = seven_from_pingone(&truth2.users[locked]);
+    assert_eq!(
+        locked_now[0],
+        json!(false),
+        "the locked user cannot authenticate"
+    );
+    assert_eq!(
+        seven_from_pingone(&truth2.users[moved])[5],
+        json!("Auditor")
+    );
+
+    let apps2 = consume_all(&topics.applications)
+        .await
+        .expect("applications topic");
+    let new_apps = after(&apps2, &ends(&apps1));
+    let app_tombstones: Vec<String> = new_apps
+        .iter()
+        .filter(|r| r.value.is_none())
+        .map(|r| key(r))
+        .collect();
+    assert_eq!(
+        app_tombstones,
+        vec![entity_key(&deleted_app)],
+        "application tombstones after sync 2"
+    );
+    check_applications(&env, &truth2, &new_apps, "sync 2");
+    check_raw_activities(&env, (window1.0, window2.1)).await;
+    check_report(&env, &truth2, (window1.0, window2.1), "sync 2").await;
+
+    env.sim.shutdown().await;
+
+    // Last, so that every check above has run: each sync writes each user exactly once.
+    assert!(
+        repeated.is_empty(),
+        "{} user records repeated within a sync (e.g. {:?}); the transformer re-writes a user for \
+         each group_membership event that follows it in the sync",
+        repeated.len(),
+        &repeated[..repeated.len().min(3)]
+    );
+}
