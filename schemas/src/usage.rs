@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
+#[cfg(test)]
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Deserialize;
@@ -27,6 +28,7 @@ pub const APP_USAGE_SCHEMA: &str = include_str!("../avro/app_usage.avsc");
 /// A parsed schema plus a writer for it, built once per process.
 struct Compiled {
     schema: &'static Schema,
+    #[cfg_attr(not(test), allow(dead_code))]
     writer: GenericDatumWriter<'static>,
 }
 
@@ -179,10 +181,85 @@ pub struct AppUsage {
     pub observed_at: i64,
 }
 
+/// Avro binary encoding written directly (specification "Binary Encoding"): the hot path of
+/// the transformer. Field order and union branches follow the `.avsc` files; the tests check
+/// that the bytes equal apache-avro's generic writer output.
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    /// `int` and `long`: zigzag, then base-128 varint.
+    fn long(&mut self, v: i64) {
+        #[allow(clippy::cast_sign_loss)]
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            #[allow(clippy::cast_possible_truncation)]
+            self.0.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        self.0.push(z as u8);
+    }
+
+    fn string(&mut self, v: &str) {
+        self.long(i64::try_from(v.len()).unwrap_or(i64::MAX));
+        self.0.extend_from_slice(v.as_bytes());
+    }
+
+    /// `["null", "string"]`.
+    fn opt_string(&mut self, v: Option<&str>) {
+        match v {
+            None => self.long(0),
+            Some(v) => {
+                self.long(1);
+                self.string(v);
+            }
+        }
+    }
+
+    /// `["null", "boolean"]`.
+    fn opt_bool(&mut self, v: Option<bool>) {
+        match v {
+            None => self.long(0),
+            Some(v) => {
+                self.long(1);
+                self.0.push(u8::from(v));
+            }
+        }
+    }
+
+    /// `["null", long]` (also with a logical type).
+    fn opt_long(&mut self, v: Option<i64>) {
+        match v {
+            None => self.long(0),
+            Some(v) => {
+                self.long(1);
+                self.long(v);
+            }
+        }
+    }
+
+    /// An array of strings: one block, then the zero count.
+    fn strings(&mut self, v: &[String]) {
+        if !v.is_empty() {
+            self.long(i64::try_from(v.len()).unwrap_or(i64::MAX));
+            for s in v {
+                self.string(s);
+            }
+        }
+        self.long(0);
+    }
+}
+
+#[cfg(test)]
 fn s(v: &str) -> Value {
     Value::String(v.to_owned())
 }
 
+#[cfg(test)]
 fn opt_s(v: Option<&String>) -> Value {
     match v {
         Some(v) => Value::Union(1, Box::new(Value::String(v.clone()))),
@@ -190,6 +267,7 @@ fn opt_s(v: Option<&String>) -> Value {
     }
 }
 
+#[cfg(test)]
 fn opt_b(v: Option<bool>) -> Value {
     match v {
         Some(v) => Value::Union(1, Box::new(Value::Boolean(v))),
@@ -197,6 +275,7 @@ fn opt_b(v: Option<bool>) -> Value {
     }
 }
 
+#[cfg(test)]
 fn opt_ts(v: Option<i64>) -> Value {
     match v {
         Some(v) => Value::Union(1, Box::new(Value::TimestampMillis(v))),
@@ -204,6 +283,7 @@ fn opt_ts(v: Option<i64>) -> Value {
     }
 }
 
+#[cfg(test)]
 fn strings(v: &[String]) -> Value {
     Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
 }
@@ -224,8 +304,42 @@ impl UserUsage {
     /// Encodes the record as an Avro datum (no wire-format header) of [`user_usage_schema`].
     ///
     /// # Errors
-    /// [`SchemaError`] if the value does not match the schema (a bug, not bad input).
+    /// None today; kept fallible so that encodings may validate in future versions.
     pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
+        let mut e = Enc::with_capacity(256);
+        e.string(&self.tenant_id);
+        e.string(&self.environment_id);
+        e.string(&self.user_id);
+        e.opt_string(self.username.as_deref());
+        e.opt_string(self.email.as_deref());
+        e.opt_string(self.display_name.as_deref());
+        e.opt_bool(self.can_authenticate);
+        e.opt_string(self.locality.as_deref());
+        e.opt_bool(self.mfa_enabled);
+        e.opt_string(self.region.as_deref());
+        e.opt_string(self.status.as_deref());
+        e.opt_bool(self.enabled);
+        e.opt_string(self.lifecycle_status.as_deref());
+        e.opt_string(self.user_type.as_deref());
+        e.opt_string(self.verify_status.as_deref());
+        e.opt_string(self.population_id.as_deref());
+        e.opt_string(self.identity_provider_type.as_deref());
+        e.opt_string(self.identity_provider_id.as_deref());
+        e.opt_long(self.last_sign_on_at);
+        e.opt_long(self.created_at);
+        e.opt_long(self.updated_at);
+        e.strings(&self.access_group_ids);
+        e.opt_string(self.sync_id.as_deref());
+        e.string(&self.source_topic);
+        e.long(i64::from(self.source_partition));
+        e.long(self.source_offset);
+        e.long(self.observed_at);
+        Ok(e.0)
+    }
+
+    /// The same encoding through apache-avro's generic writer (tests compare the two).
+    #[cfg(test)]
+    fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
         let record = Value::Record(vec![
             ("tenant_id".into(), s(&self.tenant_id)),
             ("environment_id".into(), s(&self.environment_id)),
@@ -284,8 +398,31 @@ impl Application {
     /// Encodes the record as an Avro datum (no wire-format header) of [`application_schema`].
     ///
     /// # Errors
-    /// [`SchemaError`] if the value does not match the schema (a bug, not bad input).
+    /// None today; kept fallible so that encodings may validate in future versions.
     pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
+        let mut e = Enc::with_capacity(192);
+        e.string(&self.tenant_id);
+        e.string(&self.environment_id);
+        e.string(&self.application_id);
+        e.opt_string(self.name.as_deref());
+        e.opt_string(self.app_type.as_deref());
+        e.opt_string(self.protocol.as_deref());
+        e.opt_bool(self.enabled);
+        e.opt_string(self.access_control_role_type.as_deref());
+        e.opt_string(self.access_control_group_type.as_deref());
+        e.strings(&self.access_control_group_ids);
+        e.long(self.authorized_user_count);
+        e.opt_string(self.sync_id.as_deref());
+        e.string(&self.source_topic);
+        e.long(i64::from(self.source_partition));
+        e.long(self.source_offset);
+        e.long(self.observed_at);
+        Ok(e.0)
+    }
+
+    /// The same encoding through apache-avro's generic writer (tests compare the two).
+    #[cfg(test)]
+    fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
         let record = Value::Record(vec![
             ("tenant_id".into(), s(&self.tenant_id)),
             ("environment_id".into(), s(&self.environment_id)),
@@ -335,8 +472,38 @@ impl AppUsage {
     /// Encodes the record as an Avro datum (no wire-format header) of [`app_usage_schema`].
     ///
     /// # Errors
-    /// [`SchemaError`] if the value does not match the schema (a bug, not bad input).
+    /// None today; kept fallible so that encodings may validate in future versions.
     pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
+        let mut e = Enc::with_capacity(192 + 4 * self.daily_access_counts.len());
+        e.string(&self.tenant_id);
+        e.string(&self.environment_id);
+        e.string(&self.application_id);
+        e.string(&self.user_id);
+        e.opt_string(self.application_name.as_deref());
+        e.long(self.last_access_at);
+        e.long(i64::from(self.access_count_7d));
+        e.long(i64::from(self.access_count_30d));
+        e.long(i64::from(self.access_count_90d));
+        e.long(self.access_count_total);
+        if !self.daily_access_counts.is_empty() {
+            e.long(i64::try_from(self.daily_access_counts.len()).unwrap_or(i64::MAX));
+            for d in &self.daily_access_counts {
+                e.long(i64::from(d.day));
+                e.long(i64::from(d.count));
+            }
+        }
+        e.long(0);
+        e.string(&self.last_activity_id);
+        e.string(&self.source_topic);
+        e.long(i64::from(self.source_partition));
+        e.long(self.source_offset);
+        e.long(self.observed_at);
+        Ok(e.0)
+    }
+
+    /// The same encoding through apache-avro's generic writer (tests compare the two).
+    #[cfg(test)]
+    fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
         let days = self
             .daily_access_counts
             .iter()
@@ -433,6 +600,15 @@ mod tests {
     fn user_round_trips() {
         let u = user();
         let bytes = u.to_avro_datum().unwrap();
+        assert_eq!(bytes, u.to_avro_datum_generic().unwrap());
+        let bare = UserUsage {
+            source_offset: -70_000,
+            ..UserUsage::default()
+        };
+        assert_eq!(
+            bare.to_avro_datum().unwrap(),
+            bare.to_avro_datum_generic().unwrap()
+        );
         let back = UserUsage::from_avro_datum(user_usage_schema().unwrap(), &bytes).unwrap();
         assert_eq!(back, u);
     }
@@ -458,6 +634,7 @@ mod tests {
             observed_at: 5,
         };
         let bytes = a.to_avro_datum().unwrap();
+        assert_eq!(bytes, a.to_avro_datum_generic().unwrap());
         let back = Application::from_avro_datum(application_schema().unwrap(), &bytes).unwrap();
         assert_eq!(back, a);
     }
@@ -492,6 +669,12 @@ mod tests {
             observed_at: 3,
         };
         let bytes = u.to_avro_datum().unwrap();
+        assert_eq!(bytes, u.to_avro_datum_generic().unwrap());
+        let empty = AppUsage::default();
+        assert_eq!(
+            empty.to_avro_datum().unwrap(),
+            empty.to_avro_datum_generic().unwrap()
+        );
         let back = AppUsage::from_avro_datum(app_usage_schema().unwrap(), &bytes).unwrap();
         assert_eq!(back, u);
     }
