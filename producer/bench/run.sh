@@ -78,7 +78,7 @@ echo "plain reader (1st)..."
 PLAIN1=$(plain); echo "  $PLAIN1"
 echo "producer sync --once..."
 BENCH_SECRET="$SECRET" /usr/bin/time -f "%M %e %U %S" -o "$WORK/time.txt" \
-  ${BENCH_WRAP:-} "$TARGET/release/producer" sync --config "$WORK/bench.toml" --tenant bench --once 2> "$WORK/producer.log" && cp "$WORK/producer.log" /tmp/producer-bench-last.log \
+  ${BENCH_WRAP:-} "${BENCH_PRODUCER_BIN:-$TARGET/release/producer}" sync --config "$WORK/bench.toml" --tenant bench --once 2> "$WORK/producer.log" && cp "$WORK/producer.log" /tmp/producer-bench-last.log \
   || { echo "producer failed:"; tail -n 20 "$WORK/producer.log"; exit 1; }
 echo "plain reader (2nd)..."
 PLAIN2=$(plain); echo "  $PLAIN2"

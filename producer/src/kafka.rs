@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::raw::{RAW_EVENT_SCHEMA, RawEvent};
 
@@ -293,6 +294,7 @@ pub struct TxnWriter {
     raw_topic: String,
     checkpoint_topic: String,
     schema_id: u32,
+    pending: Vec<DeliveryFuture>,
     open: bool,
     txn_timeout: Duration,
 }
@@ -352,6 +354,7 @@ impl TxnWriter {
             raw_topic: kafka.raw_topic.clone(),
             checkpoint_topic: kafka.checkpoint_topic.clone(),
             schema_id,
+            pending: Vec::new(),
             open: false,
             txn_timeout: timeout,
         })
@@ -387,9 +390,8 @@ impl TxnWriter {
                 .payload(payload)
                 .headers(headers.clone());
             match self.producer.send_result(record) {
-                Ok(_delivery) => {
-                    // Delivery failures make `commit_transaction` fail (abortable), so the
-                    // per-record futures need not be kept.
+                Ok(future) => {
+                    self.pending.push(future);
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -434,29 +436,35 @@ impl TxnWriter {
         .await
     }
 
-    /// Commits once every record is acknowledged; a record that could not be delivered makes
-    /// the commit fail. On failure the transaction is aborted (when the client still can) and
-    /// the error returned: nothing of it becomes visible.
+    /// Waits for every delivery, then commits. On failure the transaction is aborted (when the
+    /// client still can) and the error returned: nothing of it becomes visible.
     ///
     /// # Errors
     /// [`KafkaSinkError::Kafka`].
     pub async fn commit(&mut self) -> Result<(), KafkaSinkError> {
-        // Wait until every record is acknowledged and its report served before committing:
-        // rdkafka's `commit_transaction` flushes first, and its flush loop sleeps 100 ms
-        // whenever anything is still outstanding, which would add 100 ms to every transaction.
+        // Wait for every delivery report first: rdkafka's `commit_transaction` flushes, and its
+        // flush loop sleeps 100 ms whenever a report is still outstanding (the producer's
+        // polling thread serves them), which would add 100 ms to every transaction.
+        let pending = std::mem::take(&mut self.pending);
         let started = std::time::Instant::now();
-        while self.producer.in_flight_count() > 0 {
-            if started.elapsed() > self.txn_timeout {
-                break;
+        let records = pending.len();
+        for r in join_all(pending).await {
+            let failed = match r {
+                Ok(Ok(_)) => None,
+                Ok(Err((e, _))) => Some(e),
+                Err(_) => Some(KafkaError::Canceled),
+            };
+            if let Some(e) = failed {
+                self.abort().await;
+                return Err(kafka_err("deliver", &self.transactional_id)(e));
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let delivered_ms = started.elapsed().as_millis() as u64;
         let p = self.producer.clone();
         let timeout = self.txn_timeout;
         let result = tokio::task::spawn_blocking(move || p.commit_transaction(timeout)).await;
         tracing::debug!(
-            transactional_id = %self.transactional_id, delivered_ms,
+            transactional_id = %self.transactional_id, records, delivered_ms,
             commit_ms = started.elapsed().as_millis() as u64, "transaction commit returned"
         );
         match result {
@@ -481,6 +489,7 @@ impl TxnWriter {
     /// Aborts the open transaction, if any (best effort: a fenced or failed producer leaves it
     /// to the broker's transaction timeout or to the next `init_transactions`).
     pub async fn abort(&mut self) {
+        self.pending.clear();
         if !self.open {
             return;
         }
