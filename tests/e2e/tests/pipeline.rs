@@ -484,6 +484,62 @@ async fn check_report(env: &Env, truth: &Truth, window: (i64, i64), what: &str) 
     );
 }
 
+/// The latest app usage record of each (application, user) pair: every pair with a
+/// `USER.ACCESS_ALLOWED` in the polled window has one, with the number of those accesses and the
+/// newest one's id; no other pair has one.
+async fn check_app_usage(env: &Env, topic: &str, window: (i64, i64)) {
+    let records = consume_all(topic).await.expect("app usage topic");
+    let values: Vec<&ConsumedRecord> = records.iter().filter(|r| r.value.is_some()).collect();
+    let mut got: BTreeMap<String, (Value, Value)> = BTreeMap::new();
+    for (k, r) in fastavro(env, &values) {
+        got.insert(
+            k,
+            (
+                r["access_count_total"].clone(),
+                r["last_activity_id"].clone(),
+            ),
+        );
+    }
+    let activities = env
+        .sim
+        .admin(&env.env_id)
+        .truth_activities(&format_ms(window.0 - OVERLAP_MS + 1), &format_ms(window.1))
+        .await
+        .expect("truth activities");
+    // Newest first: the first event seen per pair is its last access.
+    let mut want: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for a in &activities {
+        if a.pointer("/action/type") != Some(&json!("USER.ACCESS_ALLOWED")) {
+            continue;
+        }
+        let pair = format!(
+            "{TENANT}/{}/{}",
+            a.pointer("/actors/client/id")
+                .and_then(Value::as_str)
+                .expect("client"),
+            a.pointer("/actors/user/id")
+                .and_then(Value::as_str)
+                .expect("user"),
+        );
+        let id = a["id"].as_str().expect("id").to_owned();
+        want.entry(pair).or_insert((0, id)).0 += 1;
+    }
+    let want: BTreeMap<String, (Value, Value)> = want
+        .into_iter()
+        .map(|(k, (n, id))| (k, (json!(n), json!(id))))
+        .collect();
+    assert!(
+        want.len() > 100,
+        "too few used pairs to test with: {}",
+        want.len()
+    );
+    assert_eq!(got.len(), want.len(), "app usage pairs vs truth");
+    assert_eq!(
+        got, want,
+        "app usage (access_count_total, last_activity_id) per pair"
+    );
+}
+
 /// The activity ids on the raw topic are exactly the truth's in the polled window, once each.
 async fn check_raw_activities(env: &Env, window: (i64, i64)) {
     let raw = consume_all(&env.producer.kafka.raw_topic)
@@ -667,6 +723,7 @@ async fn simulator_to_license_report() {
     check_applications(&env, &truth2, &new_apps, "sync 2");
     check_raw_activities(&env, (window1.0, window2.1)).await;
     check_report(&env, &truth2, (window1.0, window2.1), "sync 2").await;
+    check_app_usage(&env, &topics.app_usage, (window1.0, window2.1)).await;
 
     env.sim.shutdown().await;
 
