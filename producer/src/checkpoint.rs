@@ -27,10 +27,11 @@ pub enum Phase {
     Applications,
     /// `/groups`.
     Groups,
-    /// `/users`.
-    Users,
-    /// `/users?filter=memberOfGroups[id eq "…"]` for each access-control group.
+    /// `/users?filter=memberOfGroups[id eq "…"]` for each access-control group. Before the
+    /// users, so that a reader has a user's access groups when the user arrives.
     Memberships,
+    /// `/users` (last).
+    Users,
     /// Every page was read; only `sync_completed` remains.
     Done,
 }
@@ -82,9 +83,8 @@ impl ScanPosition {
         pos.cursor = None;
         pos.phase = match self.phase {
             Phase::Applications => Phase::Groups,
-            Phase::Groups => Phase::Users,
-            Phase::Users if self.membership_groups.is_empty() => Phase::Done,
-            Phase::Users => {
+            Phase::Groups if self.membership_groups.is_empty() => Phase::Users,
+            Phase::Groups => {
                 pos.membership_index = 0;
                 Phase::Memberships
             }
@@ -92,7 +92,8 @@ impl ScanPosition {
                 pos.membership_index += 1;
                 Phase::Memberships
             }
-            Phase::Memberships | Phase::Done => Phase::Done,
+            Phase::Memberships => Phase::Users,
+            Phase::Users | Phase::Done => Phase::Done,
         };
         pos
     }
@@ -186,11 +187,13 @@ mod tests {
         );
         let p = p.advance(None);
         assert_eq!((p.phase, p.cursor.as_deref()), (Phase::Groups, None));
-        let p = p.advance(None).advance(None);
+        let p = p.advance(None);
         assert_eq!(p.phase, Phase::Memberships);
         assert_eq!(p.membership_group().map(String::as_str), Some("g1"));
         let p = p.advance(None);
         assert_eq!(p.membership_group().map(String::as_str), Some("g2"));
+        let p = p.advance(None);
+        assert_eq!(p.phase, Phase::Users);
         assert_eq!(p.advance(None).phase, Phase::Done);
     }
 

@@ -1,5 +1,5 @@
-//! Snapshot sync of one tenant: applications, groups, users, then the members of every group
-//! that decides application access, between a `sync_started` and a `sync_completed` marker.
+//! Snapshot sync of one tenant: applications, groups, the members of every group that decides
+//! application access, then users, between a `sync_started` and a `sync_completed` marker.
 //!
 //! A fetcher task follows `next` links and hands pages over a bounded channel (so the next page
 //! is read while the previous one is written); the writer puts one or more pages' raw events and
