@@ -730,8 +730,8 @@ async fn simulator_to_license_report() {
     // Last, so that every check above has run: each sync writes each user exactly once.
     assert!(
         repeated.is_empty(),
-        "{} user records repeated within a sync (e.g. {:?}); the transformer re-writes a user for \
-         each group_membership event that follows it in the sync",
+        "{} user records repeated within a sync (e.g. {:?}); the producer must write a sync's \
+         group_membership events before its users (schemas/README.md)",
         repeated.len(),
         &repeated[..repeated.len().min(3)]
     );
