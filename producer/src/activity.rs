@@ -110,12 +110,14 @@ impl ActivityStream {
             written: 0,
             duplicates: 0,
         };
+        // The target is fixed once per call: recomputing it after every window would chase the
+        // clock with ever smaller windows and never return to the poll interval's sleep.
+        let now = now_ms();
+        let target = now - millis(self.ctx.tenant.activity_safety_lag);
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Err(StreamError::Cancelled);
             }
-            let now = now_ms();
-            let target = now - millis(self.ctx.tenant.activity_safety_lag);
             let mut from = self.checkpoint.window_end_ms;
             if from >= target {
                 return Ok(total);

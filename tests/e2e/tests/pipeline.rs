@@ -172,16 +172,11 @@ async fn sync(env: &Env) -> String {
     completed.sync_id
 }
 
-/// Polls activity up to now with the producer's activity stream, opened afresh each time so
-/// that its position comes back from the committed checkpoint. Returns the (start, end)
-/// positions: every activity recorded in `(start - overlap, end)` was written.
-///
-/// `ActivityStream::catch_up` does not return once caught up (each window ends at "now minus
-/// the safety lag", which has moved on by the time the window is committed, so it keeps
-/// committing windows of a few milliseconds). The test therefore stops it the way a shutdown
-/// does: once two windows are committed (the first covers everything up to its start), the
-/// stream's cancellation token is cancelled; an open window is aborted, committed ones stay,
-/// and the position read afterwards is the last committed window's end.
+/// Polls activity up to now with the producer's activity stream (`ActivityStream::catch_up`,
+/// the code `producer run` polls with), opened afresh each time so that its position comes back
+/// from the committed checkpoint. Returns the (start, end) positions: every activity recorded in
+/// `(start - overlap, end)` was written. `catch_up` must return once it has reached "now minus
+/// the safety lag" as of its call; the step limit fails the test if it keeps chasing the clock.
 async fn poll_activity(env: &Env) -> (i64, i64) {
     let cfg = &env.producer;
     let tenant = cfg.tenants[0].clone();
@@ -196,44 +191,22 @@ async fn poll_activity(env: &Env) -> (i64, i64) {
         tenant: Arc::new(tenant),
         kafka: Arc::new(cfg.kafka.clone()),
         schema_id,
-        metrics: metrics.clone(),
-        cancel: cancel.clone(),
+        metrics,
+        cancel,
     };
-    let committed = format!(
-        "producer_transactions_total{{tenant=\"{TENANT}\",stream=\"activity\",outcome=\"committed\"}}"
-    );
-    let stopper = tokio::spawn(async move {
-        loop {
-            let text = metrics.render();
-            let windows = text
-                .lines()
-                .find_map(|l| l.strip_prefix(committed.as_str()))
-                .and_then(|n| n.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
-            if windows >= 2.0 {
-                cancel.cancel();
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
     let run = async {
         let mut stream = ActivityStream::open(ctx).await.expect("activity stream");
         let start = stream.position_ms();
-        match stream.catch_up().await {
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => panic!("activity catch-up failed: {e}"),
-            Ok(_) => {}
+        if let Err(e) = stream.catch_up().await {
+            panic!("activity catch-up failed: {e}");
         }
         let end = stream.position_ms();
         stream.close().await;
         (start, end)
     };
-    let positions = tokio::time::timeout(STEP_LIMIT, run)
+    tokio::time::timeout(STEP_LIMIT, run)
         .await
-        .expect("activity poll within the limit");
-    stopper.abort();
-    positions
+        .expect("activity catch-up returns within the limit")
 }
 
 /// `transformer run --until-caught-up`.
