@@ -16,6 +16,8 @@ use serde::Deserialize;
 use url::Url;
 use uuid::Uuid;
 
+use schemas::registry::RegistryAuth;
+
 use crate::secret::Secret;
 
 /// PingOne region codes, lowercase and case-sensitive.
@@ -470,7 +472,7 @@ pub struct RegistryConfig {
     /// Base URL of the Confluent-compatible API (no trailing slash).
     pub url: Url,
     /// Basic auth, if any.
-    pub basic_auth: Option<(String, Secret)>,
+    pub basic_auth: Option<RegistryAuth>,
     /// Timeout of one request.
     pub request_timeout: Duration,
 }
@@ -780,7 +782,10 @@ impl FileConfig {
             &self.schema_registry.password_env,
         ) {
             (Some(user), Some(var)) => match env(var) {
-                Some(p) => Some((user.clone(), Secret::new(p))),
+                Some(p) => Some(RegistryAuth {
+                    username: user.clone(),
+                    password: Secret::new(p),
+                }),
                 None => {
                     errors.global(
                         "schema_registry.password_env",

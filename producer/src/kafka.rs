@@ -19,6 +19,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::raw::{RAW_EVENT_SCHEMA, RawEvent};
+use schemas::registry::{Registry, RegistryError};
 
 use crate::config::{KafkaConfig, RegistryConfig};
 
@@ -36,13 +37,8 @@ pub enum KafkaSinkError {
         source: KafkaError,
     },
     /// The schema registry refused or failed.
-    #[error("schema registry {url}: {message}")]
-    Registry {
-        /// The request URL.
-        url: String,
-        /// What happened.
-        message: String,
-    },
+    #[error("schema registry: {0}")]
+    Registry(#[from] RegistryError),
     /// A raw event could not be encoded (a bug, not bad input).
     #[error("encoding a raw event: {0}")]
     Encode(#[from] schemas::SchemaError),
@@ -85,65 +81,14 @@ pub async fn register_raw_schema(
     registry: &RegistryConfig,
     raw_topic: &str,
 ) -> Result<u32, KafkaSinkError> {
-    let http = reqwest::Client::builder()
-        .timeout(registry.request_timeout)
-        .build()
-        .map_err(|e| KafkaSinkError::Registry {
-            url: registry.url.to_string(),
-            message: e.to_string(),
-        })?;
-    let base = registry.url.as_str().trim_end_matches('/');
-    let subject = format!("{raw_topic}-value");
-    let content_type = "application/vnd.schemaregistry.v1+json";
-    let auth = |rb: reqwest::RequestBuilder| match &registry.basic_auth {
-        Some((user, pass)) => rb.basic_auth(user, Some(pass.expose())),
-        None => rb,
-    };
-    let config_url = format!("{base}/config/{subject}");
-    let response = auth(http.put(&config_url))
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .body(r#"{"compatibility":"BACKWARD_TRANSITIVE"}"#)
-        .send()
-        .await
-        .map_err(|e| KafkaSinkError::Registry {
-            url: config_url.clone(),
-            message: crate::pingone::token::without_url(&e),
-        })?;
-    if !response.status().is_success() {
-        tracing::warn!(status = response.status().as_u16(), %subject, "schema registry refused the compatibility level");
-    }
-    let url = format!("{base}/subjects/{subject}/versions");
-    let body = serde_json::json!({"schema": RAW_EVENT_SCHEMA, "schemaType": "AVRO"});
-    let response = auth(http.post(&url))
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|e| KafkaSinkError::Registry {
-            url: url.clone(),
-            message: crate::pingone::token::without_url(&e),
-        })?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        return Err(KafkaSinkError::Registry {
-            url,
-            message: format!(
-                "http {status}: {}",
-                text.chars().take(300).collect::<String>()
-            ),
-        });
-    }
-    #[derive(serde::Deserialize)]
-    struct Registered {
-        id: u32,
-    }
-    let registered: Registered =
-        serde_json::from_str(&text).map_err(|e| KafkaSinkError::Registry {
-            url,
-            message: format!("unexpected answer: {e}"),
-        })?;
-    Ok(registered.id)
+    let client = Registry::new(
+        registry.url.as_str(),
+        registry.basic_auth.clone(),
+        registry.request_timeout,
+    )?;
+    Ok(client
+        .register(&format!("{raw_topic}-value"), RAW_EVENT_SCHEMA)
+        .await?)
 }
 
 /// Creates the raw topic and the compacted checkpoint topic if they are missing.

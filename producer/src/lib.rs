@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file, environment overrides, validation into typed values.
-//! - [`secret`]: the redacting [`secret::Secret`] type.
+//! - [`secret`]: the redacting [`secret::Secret`] type (from `schemas`, shared with the transformer).
 //! - [`pingone`]: tokens, retrying rate-limited requests, tolerant HAL parsing.
 //! - [`kafka`]: schema registration, topics, the transactional writer, checkpoint reading.
 //! - [`checkpoint`]: the stream positions stored in the compacted checkpoint topic.
@@ -19,10 +19,12 @@ pub mod kafka;
 pub mod metrics;
 pub mod ops;
 pub mod pingone;
-pub mod secret;
 pub mod snapshot;
 pub mod stream;
 pub mod tenant;
+
+/// A string that never prints (shared with the transformer, in `schemas`).
+pub use schemas::secret;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

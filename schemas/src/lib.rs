@@ -4,9 +4,13 @@
 //! # Layout
 //! - [`raw`]: the raw event envelope the producer writes and the transformer reads.
 //! - [`wire`]: the Confluent wire format (magic byte, schema id, datum) used on every topic.
+//! - [`registry`]: the schema registry client that registers and resolves these schemas.
+//! - [`secret`]: a string that never prints (registry passwords, PingOne client secrets).
 //! - [`usage`]: the normalized usage-metadata records the transformer writes.
 
 pub mod raw;
+pub mod registry;
+pub mod secret;
 pub mod usage;
 pub mod wire;
 

@@ -4,7 +4,6 @@
 //! also take from `KAFKA_BOOTSTRAP_SERVERS` / `SCHEMA_REGISTRY_URL`. Units are in field names.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -34,38 +33,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A secret string: never printed by `Debug` or `Display`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// Basic-auth credentials for the schema registry.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryAuth {
-    /// User name.
-    pub username: String,
-    /// Password (redacted in every output).
-    pub password: Secret,
-}
+pub use schemas::registry::RegistryAuth;
+pub use schemas::secret::Secret;
 
 /// The transformer's configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -18,9 +18,10 @@ pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod processor;
-pub mod registry;
 pub mod replay;
 pub mod report;
 
 pub use config::Config;
 pub use pipeline::run;
+/// The schema registry client (shared with the producer, in `schemas`).
+pub use schemas::registry;

@@ -1,9 +1,10 @@
 //! A small client of the Confluent-compatible schema registry API (Apicurio's `/apis/ccompat/v7`):
-//! writer schemas by id (cached for the process) and registration of the output subjects with
-//! `BACKWARD_TRANSITIVE` compatibility.
+//! writer schemas by id (cached for the process) and registration of a topic's value subject with
+//! `BACKWARD_TRANSITIVE` compatibility. The producer registers the raw schema with it; the
+//! transformer registers its outputs and resolves the writer schemas of what it reads.
 //!
 //! Errors separate "this id does not exist" (the message is poison: dead letter) from "the
-//! registry cannot be asked right now" (transient: the transformer restarts and retries).
+//! registry cannot be asked right now" (transient: the caller retries).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,19 @@ use std::time::Duration;
 use apache_avro::Schema;
 use serde_json::json;
 
-use crate::config::RegistryAuth;
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Basic-auth credentials for the schema registry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAuth {
+    /// User name.
+    pub username: String,
+    /// Password (redacted in every output).
+    pub password: Secret,
+}
 
 /// Why the registry did not give what was asked.
 #[derive(Debug, thiserror::Error)]

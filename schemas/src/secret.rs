@@ -1,4 +1,5 @@
-//! A value that must never be printed: client secrets, passwords, access tokens.
+//! A value that must never be printed: client secrets, passwords, access tokens. Shared by the
+//! producer's and the transformer's configuration and by the registry client's credentials.
 //!
 //! [`Secret`] has no `Display`, its `Debug` prints `***`, and the only way to the text is the
 //! explicit [`Secret::expose`], so a secret cannot end up in a log line, an error or a metric by
@@ -6,8 +7,12 @@
 
 use std::fmt;
 
+use serde::Deserialize;
+
 /// A secret string. `Debug` prints `***`; use [`Secret::expose`] where the value is really sent.
-#[derive(Clone, PartialEq, Eq)]
+/// Deserializes from a plain string, for configuration files.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
