@@ -177,6 +177,18 @@ impl OutputTopics {
 }
 
 impl Config {
+    /// A client of the configured schema registry (URL, credentials, request timeout).
+    ///
+    /// # Errors
+    /// [`RegistryError`](crate::registry::RegistryError) if the HTTP client cannot be built.
+    pub fn registry(&self) -> Result<crate::registry::Registry, crate::registry::RegistryError> {
+        crate::registry::Registry::new(
+            &self.schema_registry_url,
+            self.schema_registry_auth.clone(),
+            std::time::Duration::from_millis(self.registry_timeout_ms),
+        )
+    }
+
     /// A configuration with every default and the given addresses.
     pub fn new(
         bootstrap_servers: impl Into<String>,

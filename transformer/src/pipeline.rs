@@ -115,6 +115,58 @@ pub async fn register_outputs(
     })
 }
 
+/// What the live loop and a replay both set up before reading the raw topic.
+pub(crate) struct Prepared {
+    /// The registry client (writer schemas of the raw events).
+    pub registry: Registry,
+    /// A metadata client, for partition lists and offset lookups.
+    pub meta: BaseConsumer,
+    /// The raw topic's partitions.
+    pub raw_partitions: Vec<i32>,
+    /// Schema ids of the output subjects.
+    pub ids: SchemaIds,
+}
+
+/// Creates the output topics `topics` if missing (as many partitions as the raw topic unless
+/// configured; the state topic only when `with_state`) and registers the output schemas.
+///
+/// # Errors
+/// Kafka or registry failures.
+pub(crate) async fn prepare_outputs(
+    config: &Config,
+    topics: &OutputTopics,
+    with_state: bool,
+) -> Result<Prepared, PipelineError> {
+    let timeout = Duration::from_millis(config.kafka_timeout_ms);
+    let registry = config.registry()?;
+    let meta: BaseConsumer = kafka::base_config(config)
+        .create()
+        .map_err(ctx("creating metadata client"))?;
+    let raw_partitions = kafka::partitions(&meta, &config.raw_topic, timeout)?;
+    let n = if config.output_partitions > 0 {
+        config.output_partitions
+    } else {
+        i32::try_from(raw_partitions.len()).unwrap_or(1)
+    };
+    let mut wanted = vec![
+        (topics.users.as_str(), true),
+        (topics.applications.as_str(), true),
+        (topics.app_usage.as_str(), true),
+        (topics.dead_letter.as_str(), false),
+    ];
+    if with_state {
+        wanted.push((topics.state.as_str(), true));
+    }
+    kafka::ensure_topics(config, &wanted, n).await?;
+    let ids = register_outputs(&registry, topics).await?;
+    Ok(Prepared {
+        registry,
+        meta,
+        raw_partitions,
+        ids,
+    })
+}
+
 /// An output ready to produce.
 #[derive(Debug)]
 pub struct Encoded<'a> {
@@ -411,33 +463,12 @@ async fn run_once(
 ) -> Result<(), PipelineError> {
     let timeout = Duration::from_millis(config.kafka_timeout_ms);
     let topics = config.topics();
-    let registry = Registry::new(
-        &config.schema_registry_url,
-        config.schema_registry_auth.clone(),
-        Duration::from_millis(config.registry_timeout_ms),
-    )?;
-    let meta: BaseConsumer = kafka::base_config(config)
-        .create()
-        .map_err(ctx("creating metadata client"))?;
-    let raw_partitions = kafka::partitions(&meta, &config.raw_topic, timeout)?;
-    let n = if config.output_partitions > 0 {
-        config.output_partitions
-    } else {
-        i32::try_from(raw_partitions.len()).unwrap_or(1)
-    };
-    kafka::ensure_topics(
-        config,
-        &[
-            (&topics.users, true),
-            (&topics.applications, true),
-            (&topics.app_usage, true),
-            (&topics.dead_letter, false),
-            (&topics.state, true),
-        ],
-        n,
-    )
-    .await?;
-    let ids = register_outputs(&registry, &topics).await?;
+    let Prepared {
+        registry,
+        meta: _,
+        raw_partitions,
+        ids,
+    } = prepare_outputs(config, &topics, true).await?;
     let producer = transactional_producer(config, &config.transactional_id)?;
 
     let mut attempt = Attempt {

@@ -155,35 +155,12 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<ReplaySummary,
             .as_deref()
             .unwrap_or(&config.output_prefix),
     );
-    let registry = Registry::new(
-        &config.schema_registry_url,
-        config.schema_registry_auth.clone(),
-        Duration::from_millis(config.registry_timeout_ms),
-    )
-    .map_err(PipelineError::from)?;
-    let meta: BaseConsumer = kafka::base_config(config)
-        .create()
-        .map_err(ctx("creating metadata client"))?;
-    let partitions = kafka::partitions(&meta, &config.raw_topic, timeout)?;
-    let n = if config.output_partitions > 0 {
-        config.output_partitions
-    } else {
-        i32::try_from(partitions.len()).unwrap_or(1)
-    };
-    kafka::ensure_topics(
-        config,
-        &[
-            (&topics.users, true),
-            (&topics.applications, true),
-            (&topics.app_usage, true),
-            (&topics.dead_letter, false),
-        ],
-        n,
-    )
-    .await?;
-    let ids = pipeline::register_outputs(&registry, &topics)
-        .await
-        .map_err(PipelineError::from)?;
+    let pipeline::Prepared {
+        registry,
+        meta,
+        raw_partitions: partitions,
+        ids,
+    } = pipeline::prepare_outputs(config, &topics, false).await?;
     let ranges = start_offsets(args, &meta, &config.raw_topic, &partitions, timeout)?;
     let group = format!("{}-replay", config.group_id);
     let mut reader = RangeReader::new(config, &group, &config.raw_topic, &ranges)?;

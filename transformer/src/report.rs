@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use rdkafka::Message;
 use schemas::usage::{AppUsage, Application, UserUsage};
@@ -28,7 +27,7 @@ use serde::Serialize;
 use crate::config::{Config, OutputTopics};
 use crate::kafka::{self, KafkaCallError};
 use crate::normalize::{may_use, parse_time_ms};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::RegistryError;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -320,11 +319,7 @@ pub async fn read_topics(
     group_id: &str,
     tenant: Option<&str>,
 ) -> Result<BTreeMap<String, TenantData>, ReportError> {
-    let registry = Registry::new(
-        &config.schema_registry_url,
-        config.schema_registry_auth.clone(),
-        Duration::from_millis(config.registry_timeout_ms),
-    )?;
+    let registry = config.registry()?;
     let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
     for (which, topic) in [
         (0, &topics.users),
