@@ -9,7 +9,8 @@
 //! 3. State is rebuilt from Kafka only: the users, applications and app usage topics are read to
 //!    their end (`read_committed`), then the checkpoint topic says which syncs were in progress
 //!    at the last commit; their raw events from their start offset to the committed offset are
-//!    re-applied in [`Mode::Restore`] (no outputs).
+//!    re-applied in [`Mode::Restore`] (no outputs). An output record whose schema the registry
+//!    no longer serves is fatal ([`PipelineError::OutputSchemaLost`]).
 //! 4. The raw topic is read from the group's committed offsets.
 //!
 //! # Each batch
@@ -61,13 +62,29 @@ pub enum PipelineError {
     /// An output record did not encode (a bug).
     #[error("encoding output: {0}")]
     Encode(#[from] SchemaError),
+    /// A record on one of our own output topics names a schema the registry no longer serves,
+    /// so the state cannot be restored (fatal: restarting cannot bring the schema back).
+    #[error(
+        "cannot restore state from {topic} partition {partition} offset {offset}: {source}; \
+         the registry has lost schemas this transformer registered (was its storage reset?)"
+    )]
+    OutputSchemaLost {
+        /// The output topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// What the registry said.
+        source: RegistryError,
+    },
 }
 
 impl PipelineError {
     /// Whether a restart may help.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Config(_) | Self::Encode(_) => false,
+            Self::Config(_) | Self::Encode(_) | Self::OutputSchemaLost { .. } => false,
             Self::Registry(e) => !matches!(e, RegistryError::Refused { .. }),
             Self::Kafka(_) => true,
         }
@@ -589,7 +606,18 @@ impl Attempt<'_> {
                 let value = match m.payload() {
                     None => None,
                     Some(v) => match wire::decode(v) {
-                        Ok((id, datum)) => Some((self.registry.schema_by_id(id).await?, datum)),
+                        Ok((id, datum)) => match self.registry.schema_by_id(id).await {
+                            Ok(schema) => Some((schema, datum)),
+                            Err(source) if source.is_poison() => {
+                                return Err(PipelineError::OutputSchemaLost {
+                                    topic: topic.to_string(),
+                                    partition: m.partition(),
+                                    offset: m.offset(),
+                                    source,
+                                });
+                            }
+                            Err(e) => return Err(e.into()),
+                        },
                         Err(error) => {
                             tracing::warn!(%topic, offset = m.offset(), %error, "output record not in wire format ignored on restore");
                             continue;

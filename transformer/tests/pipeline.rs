@@ -20,7 +20,7 @@ use schemas::raw::kind;
 use schemas::usage::UserUsage;
 use schemas::wire;
 use serde_json::{Value, json};
-use test_harness::kafka::{ConsumedRecord, consume_all};
+use test_harness::kafka::{ConsumedRecord, TopicOptions, consume_all, create_topic};
 use tokio_util::sync::CancellationToken;
 use transformer::metrics::Metrics;
 use transformer::replay::{ReplayArgs, replay};
@@ -520,6 +520,45 @@ async fn syncs_deletes_poison_replay_and_report() {
         ],
         "{csv}"
     );
+}
+
+/// A record on the transformer's own output topic whose schema id the registry does not know
+/// (what a registry whose storage was reset leaves behind) stops the transformer at start-up
+/// with an error naming the topic, partition, offset and id, rather than restarting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_record_with_a_lost_schema_stops_the_restore() {
+    const LOST_ID: u32 = 2_000_000_000;
+    let s = setup("lost-schema", 1).await;
+    let topics = s.config.topics();
+    create_topic(&topics.users, &TopicOptions::new(1).compacted())
+        .await
+        .unwrap();
+    produce(
+        &topics.users,
+        &[("acme/u-kept".to_string(), wire::encode(LOST_ID, &[0]))],
+    )
+    .await;
+
+    let shutdown = CancellationToken::new();
+    let outcome = tokio::time::timeout(
+        WAIT,
+        transformer::pipeline::run(s.config.clone(), shutdown.clone()),
+    )
+    .await;
+    shutdown.cancel();
+    let error = outcome
+        .expect("the transformer kept restarting instead of stopping")
+        .expect_err("the transformer restored state from a record it cannot decode");
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    for part in [
+        topics.users.as_str(),
+        "partition 0",
+        "offset 0",
+        "schema id 2000000000",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
 }
 
 async fn decode_user_bytes(reg: &transformer::registry::Registry, value: &[u8]) -> UserUsage {
