@@ -20,7 +20,7 @@ use schemas::raw::kind;
 use serde::Serialize;
 
 use crate::config::{Config, OutputTopics};
-use crate::kafka::{self, KafkaCallError, RangeReader, ctx};
+use crate::kafka::{self, Deliveries, KafkaCallError, RangeReader, ctx};
 use crate::normalize::parse_time_ms;
 use crate::pipeline::{self, Decoded, PipelineError};
 use crate::processor::{Mode, Processor, Source};
@@ -220,6 +220,7 @@ async fn replay_loop(
     };
     let mut outputs = Vec::new();
     let mut in_txn = 0_usize;
+    let mut deliveries = Deliveries::default();
     let mut seen_start = false;
     loop {
         let Some(m) = reader.next().await? else { break };
@@ -286,7 +287,7 @@ async fn replay_loop(
             if let Some(v) = m.payload() {
                 r = r.payload(v);
             }
-            send(producer, r)?;
+            deliveries.send(producer, r, "a replay dead letter")?;
             summary.dead_lettered += 1;
         }
         for o in outputs.drain(..) {
@@ -296,13 +297,11 @@ async fn replay_loop(
             if let Some(v) = e.value.as_deref() {
                 r = r.payload(v);
             }
-            send(producer, r)?;
+            deliveries.send(producer, r, "replay output")?;
             summary.produced += 1;
         }
         if in_txn >= config.batch_max_records || summary.sync_completed {
-            producer
-                .commit_transaction(timeout)
-                .map_err(ctx("commit_transaction"))?;
+            deliveries.commit(producer, timeout).await?;
             in_txn = 0;
         }
         if summary.sync_completed {
@@ -310,9 +309,7 @@ async fn replay_loop(
         }
     }
     if in_txn > 0 {
-        producer
-            .commit_transaction(timeout)
-            .map_err(ctx("commit_transaction"))?;
+        deliveries.commit(producer, timeout).await?;
     }
     tracing::info!(
         read = summary.read,
@@ -321,25 +318,4 @@ async fn replay_loop(
         "replay finished"
     );
     Ok(summary)
-}
-
-fn send(
-    producer: &FutureProducer,
-    mut record: FutureRecord<'_, [u8], [u8]>,
-) -> Result<(), KafkaCallError> {
-    loop {
-        match producer.send_result(record) {
-            Ok(_) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                r,
-            )) => {
-                record = r;
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => return Err(ctx("producing replay output")(e)),
-        }
-    }
 }
