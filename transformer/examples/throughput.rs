@@ -23,8 +23,13 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use schemas::raw::{RAW_EVENT_SCHEMA, RawEvent, kind};
 use serde_json::json;
 use transformer::config::Config;
+use transformer::kafka::Deliveries;
 use transformer::pipeline;
 use transformer::registry::Registry;
+
+/// The transformer binary's allocator, so that the pass-through (this program) allocates alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -168,30 +173,58 @@ fn end_offsets(bootstrap: &str, topic: &str) -> Res<HashMap<i32, i64>> {
 }
 
 /// Waits until `group` committed the end of `topic`.
+/// When a group's commits on `topic` first moved and when they reached `end`.
+struct Progress {
+    /// Seconds from the start to the first commit.
+    first_s: f64,
+    /// Records committed by that first commit.
+    first_records: i64,
+    /// Seconds from the start until everything was committed.
+    done_s: f64,
+}
+
+/// Polls the group's committed offsets every 50 ms until they reach `end`.
 fn wait_committed(
     bootstrap: &str,
     group: &str,
     topic: &str,
     end: &HashMap<i32, i64>,
+    started: Instant,
     limit: Duration,
-) -> Res<()> {
+) -> Res<Progress> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()?;
-    let started = Instant::now();
+    let mut first: Option<(f64, i64)> = None;
     loop {
         let mut tpl = TopicPartitionList::new();
         for p in end.keys() {
             tpl.add_partition(topic, *p);
         }
         let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
-        let done = committed.elements().iter().all(|e| match e.offset() {
-            Offset::Offset(o) => o >= end.get(&e.partition()).copied().unwrap_or(0),
-            _ => false,
-        });
+        let offsets: Vec<(i32, Option<i64>)> = committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), Some(o)),
+                _ => (e.partition(), None),
+            })
+            .collect();
+        let sum: i64 = offsets.iter().filter_map(|(_, o)| *o).sum();
+        if first.is_none() && sum > 0 {
+            first = Some((started.elapsed().as_secs_f64(), sum));
+        }
+        let done = offsets
+            .iter()
+            .all(|(p, o)| o.is_some_and(|o| o >= end.get(p).copied().unwrap_or(0)));
         if done {
-            return Ok(());
+            let (first_s, first_records) = first.unwrap_or((0.0, 0));
+            return Ok(Progress {
+                first_s,
+                first_records,
+                done_s: started.elapsed().as_secs_f64(),
+            });
         }
         if started.elapsed() > limit {
             return Err(format!("group {group} did not finish within {limit:?}").into());
@@ -234,6 +267,8 @@ async fn passthrough(config: Config) -> Res<()> {
             }
         }
         producer.begin_transaction()?;
+        // The transformer's own transaction plumbing, so that both commit the same way.
+        let mut deliveries = Deliveries::default();
         let mut next = 0;
         for m in &batch {
             let mut r: FutureRecord<'_, [u8], [u8]> =
@@ -241,21 +276,13 @@ async fn passthrough(config: Config) -> Res<()> {
             if let Some(v) = m.payload() {
                 r = r.payload(v);
             }
-            loop {
-                match producer.send_result(r) {
-                    Ok(_) => break,
-                    Err((_, back)) => {
-                        r = back;
-                        producer.poll(Duration::from_millis(5));
-                    }
-                }
-            }
+            deliveries.send(&producer, r, "pass-through output")?;
             next = m.offset() + 1;
         }
         let mut offsets = TopicPartitionList::new();
         offsets.add_partition_offset(&config.raw_topic, 0, Offset::Offset(next))?;
         producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
-        producer.commit_transaction(timeout)?;
+        deliveries.commit(&producer, timeout).await?;
     }
 }
 
@@ -271,13 +298,14 @@ fn config_toml(c: &Config) -> String {
     )
 }
 
-/// Runs a child until its group committed the whole raw topic; returns (seconds, peak RSS KiB).
+/// Runs a child until its group committed the whole raw topic; returns its progress and peak
+/// RSS in KiB.
 fn timed_child(
     mut cmd: Command,
     bootstrap: &str,
     config: &Config,
     end: &HashMap<i32, i64>,
-) -> Res<(f64, u64)> {
+) -> Res<(Progress, u64)> {
     let started = Instant::now();
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
     let waited = wait_committed(
@@ -285,14 +313,13 @@ fn timed_child(
         &config.group_id,
         &config.raw_topic,
         end,
+        started,
         Duration::from_secs(1_800),
     );
-    let secs = started.elapsed().as_secs_f64();
     let rss = peak_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    waited?;
-    Ok((secs, rss))
+    Ok((waited?, rss))
 }
 
 #[tokio::main]
@@ -313,7 +340,7 @@ async fn main() -> Res<()> {
     let dir = std::env::temp_dir().join(unique("transformer-throughput"));
     std::fs::create_dir_all(&dir)?;
     println!(
-        "syncs,events,passthrough_s,passthrough_ev_per_s,passthrough_peak_rss_kib,transformer_s,transformer_ev_per_s,transformer_peak_rss_kib,ratio"
+        "syncs,events,passthrough_s,passthrough_ev_per_s,passthrough_peak_rss_kib,transformer_s,transformer_ev_per_s,transformer_peak_rss_kib,ratio,passthrough_first_commit_s,transformer_first_commit_s,passthrough_steady_ev_per_s,transformer_steady_ev_per_s,steady_ratio"
     );
     for size in &args[2..] {
         let syncs: usize = size.parse()?;
@@ -355,15 +382,26 @@ async fn main() -> Res<()> {
             }
             runs.push(timed_child(cmd, &bootstrap, &config, &end)?);
         }
-        let (pt, pr) = runs[0];
-        let (tt, tr) = runs[1];
+        let (p, pr) = &runs[0];
+        let (t, tr) = &runs[1];
         #[allow(clippy::cast_precision_loss)]
         let ev = events as f64;
+        // Steady state: from each process's first commit to its last, so that start-up (the
+        // transformer creates topics, registers schemas and restores state) is left out.
+        #[allow(clippy::cast_precision_loss)]
+        let steady = |x: &Progress| (ev - x.first_records as f64) / (x.done_s - x.first_s);
         println!(
-            "{syncs},{events},{pt:.2},{:.0},{pr},{tt:.2},{:.0},{tr},{:.2}",
-            ev / pt,
-            ev / tt,
-            pt / tt
+            "{syncs},{events},{:.2},{:.0},{pr},{:.2},{:.0},{tr},{:.2},{:.2},{:.2},{:.0},{:.0},{:.2}",
+            p.done_s,
+            ev / p.done_s,
+            t.done_s,
+            ev / t.done_s,
+            p.done_s / t.done_s,
+            p.first_s,
+            t.first_s,
+            steady(p),
+            steady(t),
+            steady(t) / steady(p)
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
