@@ -6,6 +6,10 @@
 #
 # Targets: producer >= 80% of the plain reader's entities/s; producer peak RSS < 150 MB.
 #
+# With BENCH_TRANSFORMER=1 the transformer then normalizes the synced raw topic
+# (`transformer run --until-caught-up`, its own output topics), and its events/s and peak RSS are
+# reported too: how the transformer's memory grows with the tenant (no target; informational).
+#
 # Usage: producer/bench/run.sh            (BENCH_USERS=200000 producer/bench/run.sh for a quick run)
 # Needs: cargo, jq, /usr/bin/time; Kafka and the registry from deploy/local/up (started if unset).
 set -euo pipefail
@@ -22,6 +26,9 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "${SCHEMA_REGISTRY_URL:-}" ]; t
 fi
 
 cargo build --release -q -p producer -p pingone-sim --bin producer --bin pingone-sim --example plain_reader
+if [ "${BENCH_TRANSFORMER:-0}" = 1 ]; then
+  cargo build --release -q -p transformer --bin transformer
+fi
 
 WORK=$(mktemp -d)
 SECRET="bench-secret-$RANDOM$RANDOM"
@@ -90,6 +97,32 @@ P_SECONDS=$(jq -r '.fields.seconds' <<<"$DONE")
 P_ENTITIES=$(jq -r '.fields.users + .fields.groups + .fields.applications + .fields.memberships' <<<"$DONE")
 PLAIN_ENTITIES=$(jq -r .entities <<<"$PLAIN1")
 [ "$P_ENTITIES" = "$PLAIN_ENTITIES" ] || echo "WARNING: producer wrote $P_ENTITIES entities, plain reader read $PLAIN_ENTITIES"
+if [ "${BENCH_TRANSFORMER:-0}" = 1 ]; then
+  cat > "$WORK/transformer.toml" <<TOML
+bootstrap_servers = "$KAFKA_BOOTSTRAP_SERVERS"
+schema_registry_url = "$SCHEMA_REGISTRY_URL"
+raw_topic = "bench.raw.$RUN_ID"
+output_prefix = "bench.usage.$RUN_ID."
+group_id = "bench-transformer-$RUN_ID"
+transactional_id = "bench-transformer-$RUN_ID"
+TOML
+  echo "transformer run --until-caught-up..."
+  /usr/bin/time -f "%M %e %U %S" -o "$WORK/transformer-time.txt" \
+    "$TARGET/release/transformer" --config "$WORK/transformer.toml" run --until-caught-up \
+    2> "$WORK/transformer.log" \
+    || { echo "transformer failed:"; tail -n 20 "$WORK/transformer.log"; exit 1; }
+  read -r T_RSS_KB T_WALL_S T_USER_S T_SYS_S < "$WORK/transformer-time.txt"
+  # Every entity plus the sync_started and sync_completed markers.
+  T_EVENTS=$((P_ENTITIES + 2))
+  python3 - "$T_EVENTS" "$T_WALL_S" "$T_RSS_KB" "$T_USER_S" "$T_SYS_S" <<'PY'
+import sys
+events, wall_s, rss_kb = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+print(f"transformer: {events} raw events in {wall_s:.1f} s (process, start-up included) = "
+      f"{events / wall_s:,.0f} events/s; cpu user {sys.argv[4]} s, sys {sys.argv[5]} s")
+print(f"transformer peak RSS: {rss_kb / 1024:.1f} MB")
+PY
+fi
+
 python3 - "$P_ENTITIES" "$P_SECONDS" "$WALL_S" "$RSS_KB" "$PLAIN1" "$PLAIN2" <<'PY'
 import json, sys
 entities, sync_s, wall_s, rss_kb = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
