@@ -276,7 +276,7 @@ async fn passthrough(config: Config) -> Res<()> {
             if let Some(v) = m.payload() {
                 r = r.payload(v);
             }
-            deliveries.send(&producer, r, "pass-through output")?;
+            deliveries.send(&producer, r).await?;
             next = m.offset() + 1;
         }
         let mut offsets = TopicPartitionList::new();

@@ -288,8 +288,8 @@ pub fn whole_topic(
     RangeReader::new(config, group_id, topic, &ranges)
 }
 
-/// The records of one open transaction. [`Deliveries::send`] enqueues a record (waiting while
-/// librdkafka's local queue is full) and keeps its delivery future; [`Deliveries::commit`] waits
+/// The records of one open transaction. [`Deliveries::send`] enqueues a record and keeps its
+/// delivery future; [`Deliveries::commit`] waits
 /// for every delivery report, then commits. Committing with reports outstanding works too, but
 /// rdkafka's `commit_transaction` flushes first, and its flush loop sleeps 100 ms whenever a
 /// report is still outstanding: about 100 ms lost per transaction.
@@ -307,15 +307,14 @@ impl std::fmt::Debug for Deliveries {
 }
 
 impl Deliveries {
-    /// Enqueues `record` in the open transaction; `what` names it in an error.
+    /// Enqueues `record` in the open transaction, waiting while librdkafka's local queue is full.
     ///
     /// # Errors
-    /// Any production error but a full local queue (which is waited out).
-    pub fn send(
+    /// Any other production error, naming the record's topic.
+    pub async fn send(
         &mut self,
         producer: &FutureProducer,
         mut record: FutureRecord<'_, [u8], [u8]>,
-        what: &str,
     ) -> Result<(), KafkaCallError> {
         loop {
             match producer.send_result(record) {
@@ -325,9 +324,9 @@ impl Deliveries {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    producer.poll(Duration::from_millis(10));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err((e, _)) => return Err(ctx(format!("producing {what}"))(e)),
+                Err((e, back)) => return Err(ctx(format!("producing to {}", back.topic))(e)),
             }
         }
     }

@@ -605,8 +605,12 @@ impl Attempt<'_> {
         ] {
             let mut reader = kafka::whole_topic(self.config, &group, topic)?;
             while let Some(m) = reader.next().await? {
-                let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    tracing::warn!(%topic, offset = m.offset(), "output record without utf-8 key ignored on restore");
+                let Some(key) = m
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .filter(|k| k.contains('/'))
+                else {
+                    tracing::warn!(%topic, offset = m.offset(), "output record without a utf-8 tenant/id key ignored on restore");
                     continue;
                 };
                 restored += 1;
@@ -738,24 +742,6 @@ impl Attempt<'_> {
         Ok(())
     }
 
-    fn send(
-        deliveries: &mut Deliveries,
-        producer: &FutureProducer,
-        topic: &str,
-        key: &[u8],
-        value: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
-    ) -> Result<(), KafkaCallError> {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key);
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
-        deliveries.send(producer, record, &format!("to {topic}"))
-    }
-
     async fn transaction(
         &mut self,
         producer: &FutureProducer,
@@ -841,28 +827,29 @@ impl Attempt<'_> {
             if let Some((kind, error)) = failure {
                 tracing::warn!(topic = %raw_topic, partition = p, offset = o, kind, %error, "raw event dead-lettered");
                 let headers = dead_letter_headers(kind, &error, &raw_topic, p, o);
-                Self::send(
-                    deliveries,
-                    producer,
-                    &self.topics.dead_letter,
-                    m.key().unwrap_or_default(),
-                    m.payload(),
-                    Some(headers),
-                )?;
+                deliveries
+                    .send(
+                        producer,
+                        record(
+                            &self.topics.dead_letter,
+                            m.key().unwrap_or_default(),
+                            m.payload(),
+                            Some(headers),
+                        ),
+                    )
+                    .await?;
                 count(Family::Produced, &self.topics.dead_letter);
                 count(Family::DeadLettered, kind);
                 continue;
             }
             for out in outputs.drain(..) {
                 let e = encode(&out, &self.topics, self.ids)?;
-                Self::send(
-                    deliveries,
-                    producer,
-                    e.topic,
-                    e.key.as_bytes(),
-                    e.value.as_deref(),
-                    None,
-                )?;
+                deliveries
+                    .send(
+                        producer,
+                        record(e.topic, e.key.as_bytes(), e.value.as_deref(), None),
+                    )
+                    .await?;
                 count(Family::Produced, e.topic);
             }
         }
@@ -874,14 +861,12 @@ impl Attempt<'_> {
             };
             let value = serde_json::to_vec(&checkpoint).unwrap_or_default();
             let key = format!("{raw_topic}/{p}");
-            Self::send(
-                deliveries,
-                producer,
-                &self.topics.state,
-                key.as_bytes(),
-                Some(&value),
-                None,
-            )?;
+            deliveries
+                .send(
+                    producer,
+                    record(&self.topics.state, key.as_bytes(), Some(&value), None),
+                )
+                .await?;
             offsets
                 .add_partition_offset(&raw_topic, p, Offset::Offset(n))
                 .map_err(ctx("building offsets"))?;
@@ -891,6 +876,23 @@ impl Attempt<'_> {
             .map_err(ctx("send_offsets_to_transaction"))?;
         Ok(counts)
     }
+}
+
+/// A record for `topic`; no value makes a tombstone. Shared with the replay.
+pub(crate) fn record<'a>(
+    topic: &'a str,
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+    headers: Option<OwnedHeaders>,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut record = FutureRecord::to(topic).key(key);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    record
 }
 
 /// Which labelled counter a pending count goes to.

@@ -250,34 +250,32 @@ impl Processor {
 
     /// Rebuild: a user record (or, with `None`, a tombstone) read from the users topic.
     pub fn restore_user(&mut self, key: &str, record: Option<&UserUsage>) {
-        let Some((tenant, id)) = key.split_once('/') else {
-            return;
-        };
-        let t = self.tenant(tenant);
-        match record {
-            Some(r) => {
-                let sync = t.intern(r.sync_id.as_deref().unwrap_or(""));
-                t.users.insert(id.into(), sync);
-            }
-            None => {
-                t.users.remove(id);
-            }
-        }
+        self.restore_live(key, record.map(|r| r.sync_id.as_deref()), |t| &mut t.users);
     }
 
     /// Rebuild: an application record (or tombstone) read from the applications topic.
     pub fn restore_application(&mut self, key: &str, record: Option<&Application>) {
+        self.restore_live(key, record.map(|r| r.sync_id.as_deref()), |t| &mut t.apps);
+    }
+
+    /// A live entity keyed `tenant/id` that the sync `sync` last saw, or (`None`) a tombstone.
+    fn restore_live(
+        &mut self,
+        key: &str,
+        sync: Option<Option<&str>>,
+        live: fn(&mut TenantState) -> &mut HashMap<Box<str>, Arc<str>>,
+    ) {
         let Some((tenant, id)) = key.split_once('/') else {
             return;
         };
         let t = self.tenant(tenant);
-        match record {
-            Some(r) => {
-                let sync = t.intern(r.sync_id.as_deref().unwrap_or(""));
-                t.apps.insert(id.into(), sync);
+        match sync {
+            Some(sync) => {
+                let sync = t.intern(sync.unwrap_or(""));
+                live(t).insert(id.into(), sync);
             }
             None => {
-                t.apps.remove(id);
+                live(t).remove(id);
             }
         }
     }

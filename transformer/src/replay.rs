@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::raw::kind;
 use serde::Serialize;
@@ -281,23 +281,19 @@ async fn replay_loop(
                 m.partition(),
                 m.offset(),
             );
-            let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topics.dead_letter)
-                .key(m.key().unwrap_or_default())
-                .headers(headers);
-            if let Some(v) = m.payload() {
-                r = r.payload(v);
-            }
-            deliveries.send(producer, r, "a replay dead letter")?;
+            let r = pipeline::record(
+                &topics.dead_letter,
+                m.key().unwrap_or_default(),
+                m.payload(),
+                Some(headers),
+            );
+            deliveries.send(producer, r).await?;
             summary.dead_lettered += 1;
         }
         for o in outputs.drain(..) {
             let e = pipeline::encode(&o, topics, ids).map_err(PipelineError::from)?;
-            let mut r: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(e.topic).key(e.key.as_bytes());
-            if let Some(v) = e.value.as_deref() {
-                r = r.payload(v);
-            }
-            deliveries.send(producer, r, "replay output")?;
+            let r = pipeline::record(e.topic, e.key.as_bytes(), e.value.as_deref(), None);
+            deliveries.send(producer, r).await?;
             summary.produced += 1;
         }
         if in_txn >= config.batch_max_records || summary.sync_completed {
