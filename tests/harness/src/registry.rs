@@ -148,17 +148,7 @@ impl RegistryClient {
     /// When the request fails or the answer has no level.
     pub async fn subject_compatibility(&self, subject: &str) -> Result<String, RegistryError> {
         let url = format!("{}/config/{subject}", self.base_url);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| RegistryError::Http {
-                method: "GET",
-                url: url.clone(),
-                source,
-            })?;
-        let body = expect_ok("GET", url.clone(), response).await?;
+        let body = self.get_ok(&url).await?;
         let parsed: serde_json::Value =
             serde_json::from_str(&body).map_err(|_| RegistryError::Malformed {
                 method: "GET",
@@ -236,17 +226,7 @@ impl RegistryClient {
     /// When the request fails or the registry does not answer 200 with a schema.
     pub async fn latest(&self, subject: &str) -> Result<RegisteredSchema, RegistryError> {
         let url = format!("{}/subjects/{subject}/versions/latest", self.base_url);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| RegistryError::Http {
-                method: "GET",
-                url: url.clone(),
-                source,
-            })?;
-        let body = expect_ok("GET", url.clone(), response).await?;
+        let body = self.get_ok(&url).await?;
         let malformed = || RegistryError::Malformed {
             method: "GET",
             url: url.clone(),
@@ -276,22 +256,27 @@ impl RegistryClient {
     /// When the request fails or the registry does not answer 200 with a list of numbers.
     pub async fn versions(&self, subject: &str) -> Result<Vec<u32>, RegistryError> {
         let url = format!("{}/subjects/{subject}/versions", self.base_url);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| RegistryError::Http {
-                method: "GET",
-                url: url.clone(),
-                source,
-            })?;
-        let body = expect_ok("GET", url.clone(), response).await?;
+        let body = self.get_ok(&url).await?;
         serde_json::from_str(&body).map_err(|_| RegistryError::Malformed {
             method: "GET",
             url,
             body,
         })
+    }
+
+    /// GET `url`; the body of a 200 answer, else the error.
+    async fn get_ok(&self, url: &str) -> Result<String, RegistryError> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| RegistryError::Http {
+                method: "GET",
+                url: url.to_owned(),
+                source,
+            })?;
+        expect_ok("GET", url.to_owned(), response).await
     }
 }
 
