@@ -99,12 +99,14 @@ PLAIN_ENTITIES=$(jq -r .entities <<<"$PLAIN1")
 [ "$P_ENTITIES" = "$PLAIN_ENTITIES" ] || echo "WARNING: producer wrote $P_ENTITIES entities, plain reader read $PLAIN_ENTITIES"
 if [ "${BENCH_TRANSFORMER:-0}" = 1 ]; then
   cat > "$WORK/transformer.toml" <<TOML
+[kafka]
 bootstrap_servers = "$KAFKA_BOOTSTRAP_SERVERS"
-schema_registry_url = "$SCHEMA_REGISTRY_URL"
 raw_topic = "bench.raw.$RUN_ID"
 output_prefix = "bench.usage.$RUN_ID."
 group_id = "bench-transformer-$RUN_ID"
 transactional_id = "bench-transformer-$RUN_ID"
+[schema_registry]
+url = "$SCHEMA_REGISTRY_URL"
 TOML
   echo "transformer run --until-caught-up..."
   /usr/bin/time -f "%M %e %U %S" -o "$WORK/transformer-time.txt" \

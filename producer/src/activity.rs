@@ -13,10 +13,9 @@ use std::time::Duration;
 use crate::checkpoint::{self, ActivityCheckpoint, CHECKPOINT_VERSION, activity_key};
 use crate::kafka::TxnWriter;
 use crate::pingone::page::{item_id, item_recorded_at};
-use crate::stream::{
-    StreamContext, StreamError, encode_query_value, format_ms, now_ms, parse_rfc3339_ms,
-};
+use crate::stream::{StreamContext, StreamError};
 use schemas::raw::kind;
+use schemas::time::{format_ms, now_ms, parse_rfc3339_ms};
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -209,11 +208,13 @@ impl ActivityStream {
                 format_ms(to),
                 action
             );
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("limit", &self.ctx.tenant.activity_page_size.to_string())
+                .append_pair("filter", &filter)
+                .finish();
             let mut url = Some(format!(
-                "{}?limit={}&filter={}",
-                self.ctx.tenant.collection_url("activities"),
-                self.ctx.tenant.activity_page_size,
-                encode_query_value(&filter)
+                "{}?{query}",
+                self.ctx.tenant.collection_url("activities")
             ));
             while let Some(current) = url.take() {
                 if self.ctx.cancel.is_cancelled() {

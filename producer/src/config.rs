@@ -5,20 +5,25 @@
 //! rejected). [`load`] reads the file, applies `PRODUCER__…` environment overrides, and
 //! [`FileConfig::validate`] turns it into a [`Config`] or a list of errors that each name the
 //! tenant and the field. Secrets are read from environment variables or files into [`Secret`]s.
+//! The loading, the override rules and the `[schema_registry]` and `[operations]` sections are
+//! shared with the transformer (`pipeline_io::config`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pipeline_io::config::{
+    Errors, KafkaBasics, Layers, OperationsFile, OperationsSettings, RegistryFile,
+    RegistrySettings, check_topic, parse_base_url, redacted_options,
+};
+use pipeline_io::kafka::ClientSettings;
+use pipeline_io::secret::Secret;
 use serde::Deserialize;
 use url::Url;
 use uuid::Uuid;
 
-use schemas::registry::RegistryAuth;
-
-use crate::secret::Secret;
+pub use pipeline_io::config::{ConfigError, FieldError, LogFormat};
 
 /// PingOne region codes, lowercase and case-sensitive.
 pub const REGIONS: [&str; 6] = ["com", "ca", "eu", "asia", "com.au", "sg"];
@@ -46,65 +51,15 @@ pub const MAX_ACTIVITY_WINDOW_S_DURATION: Duration = Duration::from_secs(MAX_ACT
 /// Prefix of environment variables that override file values (`PRODUCER__KAFKA__BOOTSTRAP_SERVERS`).
 pub const ENV_PREFIX: &str = "PRODUCER__";
 
-/// Why a configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or does not match the expected structure.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (names the key and line).
-        message: String,
-    },
-    /// An environment override could not be applied.
-    #[error("environment override {var}: {message}")]
-    Override {
-        /// The variable's name.
-        var: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The values are well-formed but invalid; one entry per problem.
-    #[error("invalid configuration:\n{}", render_errors(.0))]
-    Invalid(Vec<FieldError>),
-}
+/// The operations listener's default address (the transformer's is 9465).
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:9464";
 
-fn render_errors(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("  - {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// One invalid value: where it is (tenant, field) and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The tenant's id (or its position when the id itself is bad); `None` for global sections.
-    pub tenant: Option<String>,
-    /// The field's path, e.g. `region` or `kafka.bootstrap_servers`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.tenant {
-            Some(t) => write!(f, "tenant `{t}`: field `{}`: {}", self.field, self.message),
-            None => write!(f, "field `{}`: {}", self.field, self.message),
-        }
-    }
-}
+/// How the file is layered: `PRODUCER__` overrides, tenants addressed by `tenant_id`.
+const LAYERS: Layers<'static> = Layers {
+    env_prefix: ENV_PREFIX,
+    array_ids: &[("tenants", "tenant_id")],
+    free_form: &["librdkafka_options"],
+};
 
 // ---------------------------------------------------------------------------------------------
 // The file as written.
@@ -156,8 +111,11 @@ pub struct KafkaFile {
     #[serde(default = "default_partitions")]
     pub topic_partitions: i32,
     /// Replication factor of topics the producer creates.
-    #[serde(default = "default_replication")]
+    #[serde(default = "pipeline_io::config::default_replication_factor")]
     pub topic_replication_factor: i32,
+    /// Bound on each blocking Kafka call (metadata, reading checkpoints, transactions).
+    #[serde(default = "pipeline_io::config::default_kafka_request_timeout_ms")]
+    pub request_timeout_ms: u64,
     /// Extra librdkafka options (security settings); values of keys naming a password or secret
     /// are redacted in any output.
     #[serde(default)]
@@ -175,62 +133,6 @@ impl fmt::Debug for KafkaFile {
                 &redacted_options(&self.librdkafka_options),
             )
             .finish_non_exhaustive()
-    }
-}
-
-/// librdkafka options with the values of secret-looking keys replaced by `***`.
-pub fn redacted_options(options: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
-    options
-        .iter()
-        .map(|(k, v)| {
-            let lower = k.to_ascii_lowercase();
-            let secret = ["password", "secret", "key", "token", "jaas"]
-                .iter()
-                .any(|s| lower.contains(s));
-            (k.as_str(), if secret { "***" } else { v.as_str() })
-        })
-        .collect()
-}
-
-/// `[schema_registry]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryFile {
-    /// Base URL of the Confluent-compatible API, e.g. `http://127.0.0.1:8081/apis/ccompat/v7`.
-    pub url: String,
-    /// Basic-auth user name, if the registry needs one.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Environment variable holding the basic-auth password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// Timeout of one registry request.
-    #[serde(default = "default_registry_timeout_ms")]
-    pub request_timeout_ms: u64,
-}
-
-/// `[operations]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OperationsFile {
-    /// Address of the `/metrics`, `/healthz`, `/readyz` listener; empty string disables it.
-    #[serde(default = "default_listen")]
-    pub listen_addr: String,
-    /// `text` or `json`.
-    #[serde(default = "default_log_format")]
-    pub log_format: String,
-    /// How long a shutdown may take before the process exits anyway.
-    #[serde(default = "default_shutdown_ms")]
-    pub shutdown_deadline_ms: u64,
-}
-
-impl Default for OperationsFile {
-    fn default() -> Self {
-        Self {
-            listen_addr: default_listen(),
-            log_format: default_log_format(),
-            shutdown_deadline_ms: default_shutdown_ms(),
-        }
     }
 }
 
@@ -318,10 +220,10 @@ pub struct TenantFile {
 }
 
 fn default_raw_topic() -> String {
-    "pingone.raw.v1".into()
+    schemas::topics::RAW_TOPIC.into()
 }
 fn default_checkpoint_topic() -> String {
-    "pingone.producer.checkpoints.v1".into()
+    schemas::topics::PRODUCER_CHECKPOINT_TOPIC.into()
 }
 fn default_txn_prefix() -> String {
     "pingone-producer".into()
@@ -340,21 +242,6 @@ const fn default_true() -> bool {
 }
 const fn default_partitions() -> i32 {
     3
-}
-const fn default_replication() -> i32 {
-    1
-}
-const fn default_registry_timeout_ms() -> u64 {
-    10_000
-}
-fn default_listen() -> String {
-    "127.0.0.1:9464".into()
-}
-fn default_log_format() -> String {
-    "text".into()
-}
-const fn default_shutdown_ms() -> u64 {
-    15_000
 }
 const fn default_snapshot_interval_s() -> u64 {
     24 * 3600
@@ -417,9 +304,9 @@ pub struct Config {
     /// Kafka settings.
     pub kafka: KafkaConfig,
     /// Schema registry settings.
-    pub registry: RegistryConfig,
+    pub registry: RegistrySettings,
     /// Logs, metrics, shutdown.
-    pub operations: OperationsConfig,
+    pub operations: OperationsSettings,
     /// Tenants, in file order.
     pub tenants: Vec<TenantConfig>,
 }
@@ -427,8 +314,8 @@ pub struct Config {
 /// Validated `[kafka]`.
 #[derive(Clone)]
 pub struct KafkaConfig {
-    /// Comma-separated `host:port` list.
-    pub bootstrap_servers: String,
+    /// Brokers, extra librdkafka options, the bound on blocking calls.
+    pub client: ClientSettings,
     /// Raw event topic.
     pub raw_topic: String,
     /// Compacted checkpoint topic.
@@ -447,54 +334,17 @@ pub struct KafkaConfig {
     pub topic_partitions: i32,
     /// Replication factor of created topics.
     pub topic_replication_factor: i32,
-    /// Extra librdkafka options.
-    pub librdkafka_options: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaConfig")
-            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("client", &self.client)
             .field("raw_topic", &self.raw_topic)
             .field("checkpoint_topic", &self.checkpoint_topic)
             .field("transactional_id_prefix", &self.transactional_id_prefix)
-            .field(
-                "librdkafka_options",
-                &redacted_options(&self.librdkafka_options),
-            )
             .finish_non_exhaustive()
     }
-}
-
-/// Validated `[schema_registry]`.
-#[derive(Debug, Clone)]
-pub struct RegistryConfig {
-    /// Base URL of the Confluent-compatible API (no trailing slash).
-    pub url: Url,
-    /// Basic auth, if any.
-    pub basic_auth: Option<RegistryAuth>,
-    /// Timeout of one request.
-    pub request_timeout: Duration,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Validated `[operations]`.
-#[derive(Debug, Clone)]
-pub struct OperationsConfig {
-    /// Listener of `/metrics`, `/healthz`, `/readyz`; `None` disables it.
-    pub listen_addr: Option<SocketAddr>,
-    /// Log format.
-    pub log_format: LogFormat,
-    /// Shutdown deadline.
-    pub shutdown_deadline: Duration,
 }
 
 /// One validated tenant.
@@ -559,7 +409,7 @@ pub struct TenantConfig {
 /// # Errors
 /// [`ConfigError`] naming the file, the override, or every invalid tenant field.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let vars = pipeline_io::config::process_env();
     load_with_env(path, &vars, |name| std::env::var(name).ok())
 }
 
@@ -572,11 +422,7 @@ pub fn load_with_env(
     overrides: &[(String, String)],
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let file = parse_with_overrides(path, &text, overrides)?;
+    let file: FileConfig = LAYERS.load(Some(path), overrides)?;
     file.validate(env)
 }
 
@@ -591,93 +437,7 @@ pub fn parse_with_overrides(
     text: &str,
     overrides: &[(String, String)],
 ) -> Result<FileConfig, ConfigError> {
-    let parse_err = |message: String| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut root: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
-    for (var, value) in overrides {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        apply_override(&mut root, rest, value).map_err(|message| ConfigError::Override {
-            var: var.clone(),
-            message,
-        })?;
-    }
-    FileConfig::deserialize(toml::Value::Table(root)).map_err(|e| parse_err(e.to_string()))
-}
-
-fn apply_override(root: &mut toml::Table, path: &str, raw: &str) -> Result<(), String> {
-    let parts: Vec<&str> = path.split("__").collect();
-    let value = parse_override_value(raw);
-    match parts.as_slice() {
-        [section, field] if !section.eq_ignore_ascii_case("tenants") => {
-            let section = section.to_ascii_lowercase();
-            let table = root
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let toml::Value::Table(table) = table else {
-                return Err(format!("`{section}` is not a table"));
-            };
-            table.insert(field.to_ascii_lowercase(), value);
-            Ok(())
-        }
-        [tenants, tenant, field] if tenants.eq_ignore_ascii_case("tenants") => {
-            let Some(toml::Value::Array(list)) = root.get_mut("tenants") else {
-                return Err("the file has no [[tenants]]".into());
-            };
-            let entry = list.iter_mut().find_map(|t| match t {
-                toml::Value::Table(t)
-                    if t.get("tenant_id")
-                        .and_then(|v| v.as_str())
-                        .is_some_and(|id| id.eq_ignore_ascii_case(tenant)) =>
-                {
-                    Some(t)
-                }
-                _ => None,
-            });
-            let Some(entry) = entry else {
-                return Err(format!("no tenant with tenant_id `{tenant}`"));
-            };
-            entry.insert(field.to_ascii_lowercase(), value);
-            Ok(())
-        }
-        _ => {
-            Err("expected PRODUCER__<SECTION>__<FIELD> or PRODUCER__TENANTS__<ID>__<FIELD>".into())
-        }
-    }
-}
-
-fn parse_override_value(raw: &str) -> toml::Value {
-    let probe = format!("v = {raw}");
-    match toml::from_str::<toml::Table>(&probe) {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.into())),
-        Err(_) => toml::Value::String(raw.into()),
-    }
-}
-
-struct Errors {
-    list: Vec<FieldError>,
-}
-
-impl Errors {
-    fn global(&mut self, field: &str, message: impl Into<String>) {
-        self.list.push(FieldError {
-            tenant: None,
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-    fn tenant(&mut self, tenant: &str, field: &str, message: impl Into<String>) {
-        self.list.push(FieldError {
-            tenant: Some(tenant.into()),
-            field: field.into(),
-            message: message.into(),
-        });
-    }
+    LAYERS.parse(Some(path), text, overrides)
 }
 
 fn valid_tenant_id(id: &str) -> bool {
@@ -688,52 +448,29 @@ fn valid_tenant_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn parse_base_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw.trim_end_matches('/')).map_err(|e| format!("not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme `{}` is not http or https", url.scheme()));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("must not have a query or fragment".into());
-    }
-    Ok(url)
-}
-
 impl FileConfig {
     /// Checks every value and reads the secrets. `env` looks up environment variables.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] listing every problem, each naming tenant and field.
     pub fn validate(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut errors = Errors { list: Vec::new() };
+        let mut errors = Errors::default();
 
         let k = &self.kafka;
-        if k.bootstrap_servers.trim().is_empty() {
-            errors.global("kafka.bootstrap_servers", "must not be empty");
+        KafkaBasics {
+            bootstrap_servers: &k.bootstrap_servers,
+            raw_topic: &k.raw_topic,
+            request_timeout_ms: k.request_timeout_ms,
+            transaction_timeout_ms: k.transaction_timeout_ms,
+            librdkafka_options: &k.librdkafka_options,
         }
-        for (name, topic) in [
-            ("kafka.raw_topic", &k.raw_topic),
-            ("kafka.checkpoint_topic", &k.checkpoint_topic),
-        ] {
-            if topic.is_empty()
-                || !topic
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                errors.global(name, format!("`{topic}` is not a valid topic name"));
-            }
-        }
+        .check(&mut errors);
+        check_topic(&mut errors, "kafka.checkpoint_topic", &k.checkpoint_topic);
         if k.raw_topic == k.checkpoint_topic {
             errors.global("kafka.checkpoint_topic", "must differ from kafka.raw_topic");
         }
         if k.transactional_id_prefix.is_empty() {
             errors.global("kafka.transactional_id_prefix", "must not be empty");
-        }
-        if !(1_000..=900_000).contains(&k.transaction_timeout_ms) {
-            errors.global(
-                "kafka.transaction_timeout_ms",
-                "must be between 1000 and 900000",
-            );
         }
         if k.message_timeout_ms == 0 || k.message_timeout_ms > k.transaction_timeout_ms {
             errors.global(
@@ -756,82 +493,11 @@ impl FileConfig {
         if k.topic_replication_factor < 1 {
             errors.global("kafka.topic_replication_factor", "must be at least 1");
         }
-        for reserved in [
-            "bootstrap.servers",
-            "transactional.id",
-            "enable.idempotence",
-            "isolation.level",
-        ] {
-            if k.librdkafka_options.contains_key(reserved) {
-                errors.global(
-                    &format!("kafka.librdkafka_options.{reserved}"),
-                    "is set by the producer and may not be overridden",
-                );
-            }
-        }
 
-        let registry_url = match parse_base_url(&self.schema_registry.url) {
-            Ok(u) => Some(u),
-            Err(m) => {
-                errors.global("schema_registry.url", m);
-                None
-            }
-        };
-        let basic_auth = match (
-            &self.schema_registry.username,
-            &self.schema_registry.password_env,
-        ) {
-            (Some(user), Some(var)) => match env(var) {
-                Some(p) => Some(RegistryAuth {
-                    username: user.clone(),
-                    password: Secret::new(p),
-                }),
-                None => {
-                    errors.global(
-                        "schema_registry.password_env",
-                        format!("environment variable `{var}` is not set"),
-                    );
-                    None
-                }
-            },
-            (None, None) => None,
-            _ => {
-                errors.global(
-                    "schema_registry.username",
-                    "username and password_env must be given together",
-                );
-                None
-            }
-        };
-
-        let listen_addr = if self.operations.listen_addr.is_empty() {
-            None
-        } else {
-            match self.operations.listen_addr.parse::<SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    errors.global(
-                        "operations.listen_addr",
-                        format!(
-                            "`{}` is not an address like 127.0.0.1:9464",
-                            self.operations.listen_addr
-                        ),
-                    );
-                    None
-                }
-            }
-        };
-        let log_format = match self.operations.log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                errors.global(
-                    "operations.log_format",
-                    format!("`{other}` is not `text` or `json`"),
-                );
-                LogFormat::Text
-            }
-        };
+        let registry = self.schema_registry.validate(&env, &mut errors);
+        let operations = self
+            .operations
+            .validate(Some(DEFAULT_LISTEN_ADDR), &mut errors);
 
         if self.tenants.is_empty() {
             errors.global("tenants", "at least one [[tenants]] entry is required");
@@ -860,37 +526,27 @@ impl FileConfig {
             }
         }
 
-        if !errors.list.is_empty() {
-            return Err(ConfigError::Invalid(errors.list));
-        }
-        let (Some(registry_url), k) = (registry_url, self.kafka) else {
-            return Err(ConfigError::Invalid(errors.list));
-        };
-        Ok(Config {
-            kafka: KafkaConfig {
-                bootstrap_servers: k.bootstrap_servers,
-                raw_topic: k.raw_topic,
-                checkpoint_topic: k.checkpoint_topic,
-                transactional_id_prefix: k.transactional_id_prefix,
-                transaction_timeout: Duration::from_millis(k.transaction_timeout_ms),
-                message_timeout: Duration::from_millis(k.message_timeout_ms),
-                compression_type: k.compression_type,
-                create_topics: k.create_topics,
-                topic_partitions: k.topic_partitions,
-                topic_replication_factor: k.topic_replication_factor,
-                librdkafka_options: k.librdkafka_options,
-            },
-            registry: RegistryConfig {
-                url: registry_url,
-                basic_auth,
-                request_timeout: Duration::from_millis(self.schema_registry.request_timeout_ms),
-            },
-            operations: OperationsConfig {
-                listen_addr,
-                log_format,
-                shutdown_deadline: Duration::from_millis(self.operations.shutdown_deadline_ms),
-            },
-            tenants,
+        let k = self.kafka;
+        errors.finish(|| {
+            Some(Config {
+                kafka: KafkaConfig {
+                    client: ClientSettings::new(k.bootstrap_servers, "pingone-producer")
+                        .with_options(k.librdkafka_options)
+                        .with_timeout(Duration::from_millis(k.request_timeout_ms)),
+                    raw_topic: k.raw_topic,
+                    checkpoint_topic: k.checkpoint_topic,
+                    transactional_id_prefix: k.transactional_id_prefix,
+                    transaction_timeout: Duration::from_millis(k.transaction_timeout_ms),
+                    message_timeout: Duration::from_millis(k.message_timeout_ms),
+                    compression_type: k.compression_type,
+                    create_topics: k.create_topics,
+                    topic_partitions: k.topic_partitions,
+                    topic_replication_factor: k.topic_replication_factor,
+                },
+                registry: registry?,
+                operations,
+                tenants,
+            })
         })
     }
 }
@@ -901,7 +557,7 @@ fn validate_tenant(
     env: &impl Fn(&str) -> Option<String>,
     errors: &mut Errors,
 ) -> Option<TenantConfig> {
-    let before = errors.list.len();
+    let before = errors.len();
     let environment_id = match Uuid::parse_str(&t.environment_id) {
         Ok(u) if t.environment_id.len() == 36 => Some(u),
         _ => {
@@ -1100,7 +756,7 @@ fn validate_tenant(
             "must be between 1 and 1000",
         );
     }
-    if errors.list.len() != before {
+    if errors.len() != before {
         return None;
     }
     let environment_id = environment_id?;
@@ -1256,7 +912,7 @@ client_secret_env = "ACME_SECRET"
             ],
         )
         .unwrap();
-        assert_eq!(c.kafka.bootstrap_servers, "10.0.0.1:9092");
+        assert_eq!(c.kafka.client.bootstrap_servers, "10.0.0.1:9092");
         assert_eq!(
             c.tenants[0].api_base_url.as_str(),
             "https://127.0.0.1:8443/v1"
@@ -1264,15 +920,5 @@ client_secret_env = "ACME_SECRET"
         assert_eq!(c.tenants[0].requests_per_second, 7);
         let err = validate(GOOD, &[("PRODUCER__TENANTS__NOPE__REGION", "eu")]).unwrap_err();
         assert!(err.to_string().contains("nope") || err.to_string().contains("NOPE"));
-    }
-
-    #[test]
-    fn redacts_secret_librdkafka_options() {
-        let mut o = BTreeMap::new();
-        o.insert("sasl.password".to_string(), "pw".to_string());
-        o.insert("security.protocol".to_string(), "SASL_SSL".to_string());
-        let r = redacted_options(&o);
-        assert_eq!(r["sasl.password"], "***");
-        assert_eq!(r["security.protocol"], "SASL_SSL");
     }
 }

@@ -3,7 +3,6 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file, environment overrides, validation into typed values.
-//! - [`secret`]: the redacting [`secret::Secret`] type (from `schemas`, shared with the transformer).
 //! - [`pingone`]: tokens, retrying rate-limited requests, tolerant HAL parsing.
 //! - [`kafka`]: schema registration, topics, the transactional writer, checkpoint reading.
 //! - [`checkpoint`]: the stream positions stored in the compacted checkpoint topic.
@@ -23,18 +22,16 @@ pub mod snapshot;
 pub mod stream;
 pub mod tenant;
 
-/// A string that never prints (shared with the transformer, in `schemas`).
-pub use schemas::secret;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use pipeline_io::ops::{ListenError, OpsServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Completed;
 use crate::config::Config;
-use crate::kafka::KafkaSinkError;
+use crate::kafka::SinkError;
 use crate::metrics::Metrics;
 use crate::pingone::{Client, PingOneError};
 use crate::snapshot::SnapshotStream;
@@ -45,16 +42,11 @@ use crate::tenant::{StreamKind, supervise};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The operations listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// The bind error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// Topics or the schema could not be set up.
     #[error(transparent)]
-    Setup(#[from] KafkaSinkError),
+    Setup(#[from] SinkError),
     /// A tenant's client could not be built.
     #[error("tenant `{tenant}`: {source}")]
     Client {
@@ -147,23 +139,13 @@ pub async fn run_with(
 ) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let ops_cancel = CancellationToken::new();
-    let mut ops_addr = None;
-    let mut ops_task = None;
-    if let Some(addr) = config.operations.listen_addr {
-        let state = ops::OpsState {
-            metrics: metrics.clone(),
-            ready: Arc::clone(&ready),
-        };
-        let (bound, handle) = ops::serve(addr, state, ops_cancel.clone())
-            .await
-            .map_err(|source| RunError::Listen { addr, source })?;
-        tracing::info!(addr = %bound, "operations listener on /metrics, /healthz, /readyz");
-        ops_addr = Some(bound);
-        ops_task = Some(handle);
-    }
+    let state = ops::OpsState {
+        metrics: metrics.clone(),
+        ready: Arc::clone(&ready),
+    };
+    let ops = OpsServer::start_if(config.operations.listen_addr, Arc::new(state)).await?;
     on_start(&Running {
-        ops_addr,
+        ops_addr: ops.as_ref().map(|o| o.addr),
         metrics: metrics.clone(),
     });
     let result = async {
@@ -185,9 +167,8 @@ pub async fn run_with(
         Ok(())
     }
     .await;
-    ops_cancel.cancel();
-    if let Some(t) = ops_task {
-        let _ = t.await;
+    if let Some(ops) = ops {
+        ops.stop().await;
     }
     result
 }

@@ -1,20 +1,14 @@
-//! The operations listener: `/metrics` (Prometheus text), `/healthz` (the process serves; the
-//! body lists tenant health) and `/readyz` (topics exist and the schema is registered).
+//! What the producer tells its operations endpoints (`pipeline_io::ops`): `/metrics` renders
+//! [`Metrics`], `/readyz` is 200 once topics exist and the raw schema is registered.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use tokio_util::sync::CancellationToken;
+use pipeline_io::ops::Observable;
 
 use crate::metrics::Metrics;
 
-/// State shared with the handlers.
+/// State shared with the operations endpoints.
 #[derive(Debug, Clone)]
 pub struct OpsState {
     /// Metrics to render.
@@ -23,51 +17,16 @@ pub struct OpsState {
     pub ready: Arc<AtomicBool>,
 }
 
-async fn metrics(State(s): State<OpsState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-}
-
-async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, "ok\n")
-}
-
-async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+impl Observable for OpsState {
+    fn metrics(&self) -> String {
+        self.metrics.render()
     }
-}
 
-/// Binds `addr` and serves until `cancel`; returns the bound address (port 0 picks one).
-///
-/// # Errors
-/// The bind error.
-pub async fn serve(
-    addr: SocketAddr,
-    state: OpsState,
-    cancel: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state);
-    let handle = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "operations listener failed");
+    fn readiness(&self) -> Result<String, String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok("ready\n".into())
+        } else {
+            Err("starting\n".into())
         }
-    });
-    Ok((bound, handle))
+    }
 }

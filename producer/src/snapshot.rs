@@ -19,8 +19,9 @@ use crate::checkpoint::{
 use crate::kafka::TxnWriter;
 use crate::pingone::page::{application_access_groups, item_id};
 use crate::pingone::{Page, PingOneError};
-use crate::stream::{StreamContext, StreamError, encode_query_value, format_ms, now_ms};
+use crate::stream::{StreamContext, StreamError};
 use schemas::raw::kind;
+use schemas::time::{format_ms, now_ms};
 
 /// Longest wait for more pages before the open transaction is committed.
 const BATCH_LINGER: Duration = Duration::from_millis(200);
@@ -444,14 +445,11 @@ fn phase_url(ctx: &StreamContext, position: &ScanPosition) -> Option<(String, &'
         )),
         Phase::Memberships => {
             let group = position.membership_group()?;
-            let filter = encode_query_value(&format!("memberOfGroups[id eq \"{group}\"]"));
-            Some((
-                format!(
-                    "{}?limit={limit}&filter={filter}",
-                    t.collection_url("users")
-                ),
-                "users",
-            ))
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("limit", &limit.to_string())
+                .append_pair("filter", &format!("memberOfGroups[id eq \"{group}\"]"))
+                .finish();
+            Some((format!("{}?{query}", t.collection_url("users")), "users"))
         }
         Phase::Done => None,
     }

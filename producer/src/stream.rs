@@ -1,7 +1,6 @@
 //! What a tenant's two streams (snapshot and activity) share: their context, their error type,
-//! opening a transactional session, and small helpers (time, URL encoding, raw events).
+//! opening a transactional session, and building raw events.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,15 +8,12 @@ use schemas::raw::RawEvent;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KafkaConfig, TenantConfig};
-use crate::kafka::{KafkaSinkError, TxnWriter, read_checkpoints};
+use crate::kafka::{SinkError, TxnWriter, read_checkpoint};
 use crate::metrics::Metrics;
 use crate::pingone::{Client, PingOneError};
 
 /// The producer's version, written into every raw event.
 pub const PRODUCER_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// How long reading a checkpoint back may take.
-const CHECKPOINT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything a tenant stream needs.
 #[derive(Debug, Clone)]
@@ -42,12 +38,12 @@ pub enum StreamError {
     /// PingOne failed (after retries).
     #[error(transparent)]
     PingOne(#[from] PingOneError),
-    /// Kafka or the registry failed.
-    #[error(transparent)]
-    Kafka(#[from] KafkaSinkError),
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// Kafka or the registry failed.
+    #[error(transparent)]
+    Kafka(#[from] SinkError),
     /// Shutdown was requested.
     #[error("cancelled by shutdown")]
     Cancelled,
@@ -95,14 +91,8 @@ impl StreamContext {
     ) -> Result<(TxnWriter, Option<Vec<u8>>), StreamError> {
         let writer =
             TxnWriter::new(&self.kafka, self.transactional_id(stream), self.schema_id).await?;
-        let kafka = Arc::clone(&self.kafka);
-        let keys = vec![key.clone()];
-        let mut found: HashMap<String, Vec<u8>> = tokio::task::spawn_blocking(move || {
-            read_checkpoints(&kafka, &keys, CHECKPOINT_READ_TIMEOUT)
-        })
-        .await
-        .map_err(|e| StreamError::Task(e.to_string()))??;
-        Ok((writer, found.remove(&key)))
+        let checkpoint = read_checkpoint(&self.kafka, &key).await?;
+        Ok((writer, checkpoint))
     }
 
     /// A raw event of this tenant.
@@ -136,73 +126,5 @@ impl StreamContext {
             () = self.cancel.cancelled() => Err(StreamError::Cancelled),
             () = tokio::time::sleep(d) => Ok(()),
         }
-    }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
-}
-
-/// RFC 3339 with milliseconds and `Z`, as PingOne filters expect: `2026-11-01T00:00:00.000Z`.
-pub fn format_ms(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
-/// Parses an RFC 3339 timestamp into milliseconds since the epoch.
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-pub fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_and_parses_timestamps() {
-        assert_eq!(format_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-18T11:06:40.123Z"),
-            Some(1_795_000_000_123)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-18T11:06:40Z"),
-            Some(1_795_000_000_000)
-        );
-        assert_eq!(parse_rfc3339_ms("yesterday"), None);
-    }
-
-    #[test]
-    fn encodes_filters() {
-        assert_eq!(
-            encode_query_value(r#"memberOfGroups[id eq "g-1"]"#),
-            "memberOfGroups%5Bid%20eq%20%22g-1%22%5D"
-        );
     }
 }

@@ -36,19 +36,15 @@ fn spawn(path: &std::path::Path, secret: &str, log: &std::path::Path) -> common:
 }
 
 fn ms_to_rfc3339(ms: i64) -> String {
-    producer::stream::format_ms(ms)
+    schemas::time::format_ms(ms)
 }
 
 async fn activity_position(kafka: &producer::config::KafkaConfig) -> Option<i64> {
-    let k = kafka.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        producer::kafka::read_checkpoints(&k, &[activity_key("crashy")], Duration::from_secs(30))
-    })
-    .await
-    .expect("join")
-    .expect("read checkpoints");
-    found.get(&activity_key("crashy")).map(|b| {
-        producer::checkpoint::decode::<ActivityCheckpoint>(b)
+    let found = producer::kafka::read_checkpoint(kafka, &activity_key("crashy"))
+        .await
+        .expect("read checkpoints");
+    found.map(|b| {
+        producer::checkpoint::decode::<ActivityCheckpoint>(&b)
             .expect("checkpoint")
             .window_end_ms
     })
@@ -120,12 +116,12 @@ activity_action_types = ["USER.ACCESS_ALLOWED"]"#
         .take(5)
         .collect();
 
-    let t0 = producer::stream::now_ms();
+    let t0 = schemas::time::now_ms();
     let mut rng = rand::rng();
     for round in 0..KILLS {
         let mut child = spawn(&path, t.client_secret.expose(), &log);
         // New sign-ons arrive while the producer runs.
-        let now = producer::stream::now_ms();
+        let now = schemas::time::now_ms();
         let specs: Vec<SignonSpec> = (0..5)
             .map(|i| SignonSpec {
                 user_id: users[(round * 5 + i) % users.len()].clone(),
@@ -141,7 +137,7 @@ activity_action_types = ["USER.ACCESS_ALLOWED"]"#
     }
 
     // Final run: let it catch up past the last appended sign-on, then stop it.
-    let last_append = producer::stream::now_ms();
+    let last_append = schemas::time::now_ms();
     let mut child = spawn(&path, t.client_secret.expose(), &log);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

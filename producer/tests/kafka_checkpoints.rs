@@ -4,15 +4,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use producer::config::KafkaConfig;
-use producer::kafka::{TxnWriter, ensure_topics, read_checkpoints};
+use producer::kafka::{TxnWriter, ensure_topics, read_checkpoint};
 
 fn kafka_config(prefix: &str) -> KafkaConfig {
     KafkaConfig {
-        bootstrap_servers: common::kafka_bootstrap(),
+        client: pipeline_io::kafka::ClientSettings::new(common::kafka_bootstrap(), "producer-test"),
         raw_topic: common::unique("raw"),
         checkpoint_topic: common::unique("ckpt"),
         transactional_id_prefix: prefix.into(),
@@ -22,7 +21,6 @@ fn kafka_config(prefix: &str) -> KafkaConfig {
         create_topics: true,
         topic_partitions: 2,
         topic_replication_factor: 1,
-        librdkafka_options: BTreeMap::new(),
     }
 }
 
@@ -49,22 +47,14 @@ async fn latest_committed_checkpoint_wins_and_aborted_ones_are_invisible() {
         .unwrap();
     w.abort().await;
 
-    let k = kafka.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        read_checkpoints(
-            &k,
-            &["a/snapshot".into(), "b/snapshot".into()],
-            Duration::from_secs(20),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
     assert_eq!(
-        found.get("a/snapshot").map(Vec::as_slice),
+        read_checkpoint(&kafka, "a/snapshot")
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"{\"n\":2}"[..])
     );
-    assert!(!found.contains_key("b/snapshot"));
+    assert_eq!(read_checkpoint(&kafka, "b/snapshot").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,15 +76,11 @@ async fn a_new_writer_fences_the_old_one_and_its_open_transaction_is_discarded()
     new.begin().unwrap();
     new.send_checkpoint("a/activity", b"new").await.unwrap();
     new.commit().await.unwrap();
-    let k = kafka.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        read_checkpoints(&k, &["a/activity".into()], Duration::from_secs(20))
-    })
-    .await
-    .unwrap()
-    .unwrap();
     assert_eq!(
-        found.get("a/activity").map(Vec::as_slice),
+        read_checkpoint(&kafka, "a/activity")
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"new"[..])
     );
 }

@@ -132,7 +132,7 @@ async fn a_rejected_stored_cursor_abandons_the_sync_and_starts_a_new_one() {
         .await
         .expect("schema");
     let old_sync = "11111111-2222-4333-8444-555555555555";
-    let started_at_ms = producer::stream::now_ms() - 1000;
+    let started_at_ms = schemas::time::now_ms() - 1000;
     let mut position = ScanPosition::start().advance(None).advance(None);
     assert_eq!(position.phase, Phase::Users);
     position.cursor = Some(format!(

@@ -1,16 +1,17 @@
-//! The pipeline's data contract: the Avro schemas under `schemas/avro/` and the Rust types that
-//! read and write them (see `schemas/README.md`).
+//! The pipeline's data contract: the Avro schemas under `schemas/avro/`, the Rust types that
+//! read and write them, and the topic names (see `schemas/README.md`). Pure: no I/O here; the
+//! clients that move these values (Kafka, the schema registry) are in `pipeline-io`.
 //!
 //! # Layout
 //! - [`raw`]: the raw event envelope the producer writes and the transformer reads.
 //! - [`wire`]: the Confluent wire format (magic byte, schema id, datum) used on every topic.
-//! - [`registry`]: the schema registry client that registers and resolves these schemas.
-//! - [`secret`]: a string that never prints (registry passwords, PingOne client secrets).
 //! - [`usage`]: the normalized usage-metadata records the transformer writes.
+//! - [`topics`]: the topic names of the contract.
+//! - [`time`]: RFC 3339 text to and from the contract's epoch milliseconds.
 
 pub mod raw;
-pub mod registry;
-pub mod secret;
+pub mod time;
+pub mod topics;
 pub mod usage;
 pub mod wire;
 

@@ -11,10 +11,9 @@ use std::sync::OnceLock;
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
-#[cfg(test)]
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::SchemaError;
 
@@ -28,7 +27,6 @@ pub const APP_USAGE_SCHEMA: &str = include_str!("../avro/app_usage.avsc");
 /// A parsed schema plus a writer for it, built once per process.
 struct Compiled {
     schema: &'static Schema,
-    #[cfg_attr(not(test), allow(dead_code))]
     writer: GenericDatumWriter<'static>,
 }
 
@@ -87,7 +85,7 @@ schema_fn!(
 );
 
 /// Usage metadata of one user (`avro/user_usage.avsc`); see the schema for each field's meaning.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[allow(missing_docs)]
 pub struct UserUsage {
     pub tenant_id: String,
@@ -125,7 +123,7 @@ pub struct UserUsage {
 }
 
 /// One application and who may use it (`avro/application.avsc`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[allow(missing_docs)]
 pub struct Application {
     pub tenant_id: String,
@@ -149,7 +147,7 @@ pub struct Application {
 }
 
 /// Accesses of one UTC day (`DailyAccessCount` in `avro/app_usage.avsc`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 pub struct DailyAccessCount {
     /// Days since the Unix epoch (UTC).
     pub day: i32,
@@ -158,7 +156,7 @@ pub struct DailyAccessCount {
 }
 
 /// How one user used one application (`avro/app_usage.avsc`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[allow(missing_docs)]
 pub struct AppUsage {
     pub tenant_id: String,
@@ -254,12 +252,10 @@ impl Enc {
     }
 }
 
-#[cfg(test)]
 fn s(v: &str) -> Value {
     Value::String(v.to_owned())
 }
 
-#[cfg(test)]
 fn opt_s(v: Option<&String>) -> Value {
     match v {
         Some(v) => Value::Union(1, Box::new(Value::String(v.clone()))),
@@ -267,7 +263,6 @@ fn opt_s(v: Option<&String>) -> Value {
     }
 }
 
-#[cfg(test)]
 fn opt_b(v: Option<bool>) -> Value {
     match v {
         Some(v) => Value::Union(1, Box::new(Value::Boolean(v))),
@@ -275,7 +270,6 @@ fn opt_b(v: Option<bool>) -> Value {
     }
 }
 
-#[cfg(test)]
 fn opt_ts(v: Option<i64>) -> Value {
     match v {
         Some(v) => Value::Union(1, Box::new(Value::TimestampMillis(v))),
@@ -283,7 +277,6 @@ fn opt_ts(v: Option<i64>) -> Value {
     }
 }
 
-#[cfg(test)]
 fn strings(v: &[String]) -> Value {
     Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
 }
@@ -338,8 +331,10 @@ impl UserUsage {
     }
 
     /// The same encoding through apache-avro's generic writer (tests compare the two).
-    #[cfg(test)]
-    fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
+    ///
+    /// # Errors
+    /// [`SchemaError`] when apache-avro rejects the value.
+    pub fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
         let record = Value::Record(vec![
             ("tenant_id".into(), s(&self.tenant_id)),
             ("environment_id".into(), s(&self.environment_id)),
@@ -384,6 +379,14 @@ impl UserUsage {
         Ok(user_usage_compiled()?.writer.write_value_to_vec(record)?)
     }
 
+    /// EXPERIMENT: the same encoding through apache-avro's schema-aware serde serializer.
+    ///
+    /// # Errors
+    /// [`SchemaError`] when apache-avro rejects the value.
+    pub fn to_avro_datum_serde(&self) -> Result<Vec<u8>, SchemaError> {
+        Ok(user_usage_compiled()?.writer.write_ser_to_vec(self)?)
+    }
+
     /// Decodes a datum written with `writer_schema` (any compatible version of the user usage
     /// schema).
     ///
@@ -421,8 +424,10 @@ impl Application {
     }
 
     /// The same encoding through apache-avro's generic writer (tests compare the two).
-    #[cfg(test)]
-    fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
+    ///
+    /// # Errors
+    /// [`SchemaError`] when apache-avro rejects the value.
+    pub fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
         let record = Value::Record(vec![
             ("tenant_id".into(), s(&self.tenant_id)),
             ("environment_id".into(), s(&self.environment_id)),
@@ -457,6 +462,14 @@ impl Application {
             ),
         ]);
         Ok(application_compiled()?.writer.write_value_to_vec(record)?)
+    }
+
+    /// EXPERIMENT: the same encoding through apache-avro's schema-aware serde serializer.
+    ///
+    /// # Errors
+    /// [`SchemaError`] when apache-avro rejects the value.
+    pub fn to_avro_datum_serde(&self) -> Result<Vec<u8>, SchemaError> {
+        Ok(application_compiled()?.writer.write_ser_to_vec(self)?)
     }
 
     /// Decodes a datum written with `writer_schema` (any compatible application schema).
@@ -502,8 +515,10 @@ impl AppUsage {
     }
 
     /// The same encoding through apache-avro's generic writer (tests compare the two).
-    #[cfg(test)]
-    fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
+    ///
+    /// # Errors
+    /// [`SchemaError`] when apache-avro rejects the value.
+    pub fn to_avro_datum_generic(&self) -> Result<Vec<u8>, SchemaError> {
         let days = self
             .daily_access_counts
             .iter()
@@ -545,6 +560,14 @@ impl AppUsage {
             ),
         ]);
         Ok(app_usage_compiled()?.writer.write_value_to_vec(record)?)
+    }
+
+    /// EXPERIMENT: the same encoding through apache-avro's schema-aware serde serializer.
+    ///
+    /// # Errors
+    /// [`SchemaError`] when apache-avro rejects the value.
+    pub fn to_avro_datum_serde(&self) -> Result<Vec<u8>, SchemaError> {
+        Ok(app_usage_compiled()?.writer.write_ser_to_vec(self)?)
     }
 
     /// Decodes a datum written with `writer_schema` (any compatible app usage schema).
@@ -601,6 +624,7 @@ mod tests {
         let u = user();
         let bytes = u.to_avro_datum().unwrap();
         assert_eq!(bytes, u.to_avro_datum_generic().unwrap());
+        assert_eq!(bytes, u.to_avro_datum_serde().unwrap());
         let bare = UserUsage {
             source_offset: -70_000,
             ..UserUsage::default()
@@ -635,6 +659,7 @@ mod tests {
         };
         let bytes = a.to_avro_datum().unwrap();
         assert_eq!(bytes, a.to_avro_datum_generic().unwrap());
+        assert_eq!(bytes, a.to_avro_datum_serde().unwrap());
         let back = Application::from_avro_datum(application_schema().unwrap(), &bytes).unwrap();
         assert_eq!(back, a);
     }
@@ -670,6 +695,7 @@ mod tests {
         };
         let bytes = u.to_avro_datum().unwrap();
         assert_eq!(bytes, u.to_avro_datum_generic().unwrap());
+        assert_eq!(bytes, u.to_avro_datum_serde().unwrap());
         let empty = AppUsage::default();
         assert_eq!(
             empty.to_avro_datum().unwrap(),

@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the per-record CPU work: decoding a raw event datum, normalizing a
 //! PingOne user into a usage record (JSON parse + mapping + state update), and Avro-encoding the
-//! result in the Confluent wire format; plus an access activity into an app usage record.
+//! result in the Confluent wire format; plus an access activity into an app usage record; and
+//! (group `user_datum`) the Avro datum of one user by each encoder of `schemas::usage`.
 //!
 //! Run: `cargo bench -p transformer --bench normalize`.
 
@@ -8,10 +9,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use schemas::raw::{RawEvent, kind, raw_event_schema};
+use schemas::topics::OutputTopics;
 use schemas::wire;
 use serde_json::json;
-use transformer::config::OutputTopics;
-use transformer::processor::{Mode, Processor, Source};
+use transformer::processor::{Mode, Output, Processor, Source};
 
 fn user_payload(i: usize) -> String {
     json!({
@@ -50,7 +51,7 @@ fn raw(kind: &str, entity: String, sync: Option<&str>, payload: String) -> RawEv
 
 fn benches(c: &mut Criterion) {
     let topics = OutputTopics::new("usage.");
-    let ids = transformer::pipeline::SchemaIds {
+    let ids = transformer::pipeline::outputs::SchemaIds {
         users: 1,
         applications: 2,
         app_usage: 3,
@@ -109,7 +110,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("encode_user_wire_format", |b| {
         b.iter(|| {
             for o in &sample {
-                black_box(transformer::pipeline::encode(o, &topics, ids).ok());
+                black_box(transformer::pipeline::outputs::encode(o, &topics, ids).ok());
             }
         });
     });
@@ -128,7 +129,7 @@ fn benches(c: &mut Criterion) {
             };
             let _ = processor.process(&e, source, Mode::Live, &mut out);
             for o in &out {
-                black_box(transformer::pipeline::encode(o, &topics, ids).ok());
+                black_box(transformer::pipeline::outputs::encode(o, &topics, ids).ok());
             }
         });
     });
@@ -156,9 +157,28 @@ fn benches(c: &mut Criterion) {
             };
             let _ = usage.process(&accesses[idx], source, Mode::Live, &mut out);
             for o in &out {
-                black_box(transformer::pipeline::encode(o, &topics, ids).ok());
+                black_box(transformer::pipeline::outputs::encode(o, &topics, ids).ok());
             }
         });
+    });
+    g.finish();
+
+    // The Avro datum of one typical user record, by each encoder of `schemas::usage`.
+    let Some(Output::User(user)) = sample.first() else {
+        panic!("the sample user produced no user record: {sample:?}");
+    };
+    let mut user = (**user).clone();
+    user.access_group_ids = vec!["group-admins".into(), "group-payroll".into()];
+    let mut g = c.benchmark_group("user_datum");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("hand_written", |b| {
+        b.iter(|| black_box(black_box(&user).to_avro_datum().ok()));
+    });
+    g.bench_function("generic_value", |b| {
+        b.iter(|| black_box(black_box(&user).to_avro_datum_generic().ok()));
+    });
+    g.bench_function("serde", |b| {
+        b.iter(|| black_box(black_box(&user).to_avro_datum_serde().ok()));
     });
     g.finish();
 }

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pipeline_io::kafka::TxnSession;
+use pipeline_io::registry::Registry;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -23,9 +25,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use schemas::raw::{RAW_EVENT_SCHEMA, RawEvent, kind};
 use serde_json::json;
 use transformer::config::Config;
-use transformer::kafka::Deliveries;
 use transformer::pipeline;
-use transformer::registry::Registry;
 
 /// The transformer binary's allocator, so that the pass-through (this program) allocates alike.
 #[global_allocator]
@@ -248,53 +248,55 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// The pass-through loop: same consumer and producer settings, same batching and transactions
 /// as the transformer; copies each raw record unchanged to `<prefix>passthrough.v1`.
 async fn passthrough(config: Config) -> Res<()> {
-    let out = format!("{}passthrough.v1", config.output_prefix);
-    let producer = pipeline::transactional_producer(&config, &config.transactional_id)?;
-    let consumer: StreamConsumer = pipeline::raw_consumer_config(&config).create()?;
+    let out = format!("{}passthrough.v1", config.kafka.output_prefix);
+    let raw_topic = config.kafka.raw_topic.as_str();
+    let mut session = TxnSession::open(
+        &config.kafka.client,
+        &pipeline::live::txn_settings(&config, &config.kafka.transactional_id),
+    )
+    .await?;
+    let consumer: StreamConsumer = pipeline::live::raw_consumer_config(&config).create()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&config.raw_topic, 0, Offset::Beginning)?;
+    tpl.add_partition_offset(raw_topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
-    let group = consumer.group_metadata().ok_or("no group metadata")?;
-    let timeout = Duration::from_millis(config.kafka_timeout_ms);
+    let group = std::sync::Arc::new(consumer.group_metadata().ok_or("no group metadata")?);
+    let p = &config.processing;
     loop {
         let mut batch = vec![consumer.recv().await?.detach()];
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(config.batch_max_wait_ms);
-        while batch.len() < config.batch_max_records {
+        let deadline = tokio::time::Instant::now() + p.batch_max_wait;
+        while batch.len() < p.batch_max_records {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Ok(m) => batch.push(m?.detach()),
                 Err(_) => break,
             }
         }
-        producer.begin_transaction()?;
         // The transformer's own transaction plumbing, so that both commit the same way.
-        let mut deliveries = Deliveries::default();
+        session.begin()?;
         let mut next = 0;
         for m in &batch {
-            let mut r: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&out).key(m.key().unwrap_or_default());
-            if let Some(v) = m.payload() {
-                r = r.payload(v);
-            }
-            deliveries.send(&producer, r).await?;
+            session
+                .send(&out, m.key().unwrap_or_default(), m.payload(), None)
+                .await?;
             next = m.offset() + 1;
         }
         let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(&config.raw_topic, 0, Offset::Offset(next))?;
-        producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
-        deliveries.commit(&producer, timeout).await?;
+        offsets.add_partition_offset(raw_topic, 0, Offset::Offset(next))?;
+        session
+            .send_offsets(offsets, std::sync::Arc::clone(&group))
+            .await?;
+        session.commit().await?;
     }
 }
 
 fn config_toml(c: &Config) -> String {
     format!(
-        "bootstrap_servers = \"{}\"\nschema_registry_url = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n",
-        c.bootstrap_servers,
-        c.schema_registry_url,
-        c.raw_topic,
-        c.output_prefix,
-        c.group_id,
-        c.transactional_id
+        "[kafka]\nbootstrap_servers = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n[schema_registry]\nurl = \"{}\"\n",
+        c.kafka.client.bootstrap_servers,
+        c.kafka.raw_topic,
+        c.kafka.output_prefix,
+        c.kafka.group_id,
+        c.kafka.transactional_id,
+        c.registry.url,
     )
 }
 
@@ -310,8 +312,8 @@ fn timed_child(
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
     let waited = wait_committed(
         bootstrap,
-        &config.group_id,
-        &config.raw_topic,
+        &config.kafka.group_id,
+        &config.kafka.raw_topic,
         end,
         started,
         Duration::from_secs(1_800),
@@ -326,8 +328,8 @@ fn timed_child(
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("passthrough") {
-        let text = std::fs::read_to_string(args.get(2).ok_or("config path")?)?;
-        let config: Config = toml::from_str(&text)?;
+        let path = std::path::PathBuf::from(args.get(2).ok_or("config path")?);
+        let config = transformer::config::load(Some(&path), &Default::default())?;
         return passthrough(config).await;
     }
     let binary = args
@@ -352,11 +354,11 @@ async fn main() -> Res<()> {
         let end = end_offsets(&bootstrap, &raw_topic)?;
         let mut runs = Vec::new();
         for which in ["passthrough", "transformer"] {
-            let mut config = Config::new(bootstrap.clone(), registry_url.clone());
-            config.raw_topic = raw_topic.clone();
-            config.output_prefix = format!("{}.", unique(&format!("bench-{which}")));
-            config.group_id = unique(&format!("bench-{which}"));
-            config.transactional_id = unique(&format!("bench-{which}"));
+            let mut config = Config::for_addresses(bootstrap.clone(), registry_url.clone())?
+                .with_output_prefix(&format!("{}.", unique(&format!("bench-{which}"))));
+            config.kafka.raw_topic = raw_topic.clone();
+            config.kafka.group_id = unique(&format!("bench-{which}"));
+            config.kafka.transactional_id = unique(&format!("bench-{which}"));
             let path = dir.join(format!("{which}.toml"));
             std::fs::write(&path, config_toml(&config))?;
             let mut cmd;
@@ -364,7 +366,7 @@ async fn main() -> Res<()> {
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                     .set("bootstrap.servers", &bootstrap)
                     .create()?;
-                let out = format!("{}passthrough.v1", config.output_prefix);
+                let out = format!("{}passthrough.v1", config.kafka.output_prefix);
                 admin
                     .create_topics(
                         &[NewTopic::new(&out, 1, TopicReplication::Fixed(1))],

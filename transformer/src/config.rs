@@ -1,315 +1,462 @@
-//! Typed, validated configuration of the transformer (a TOML file; see `transformer/README.md`).
+//! The transformer's configuration: a TOML file (optional: every field has a default but the
+//! broker and registry addresses), `TRANSFORMER__…` environment overrides, and validation into
+//! typed values that reports every problem at once. Same style and loading as the producer's
+//! (`pipeline_io::config`); the fields are documented in `transformer/README.md`.
 //!
-//! Every field has a default except the broker and registry addresses, which `main.rs` may
-//! also take from `KAFKA_BOOTSTRAP_SERVERS` / `SCHEMA_REGISTRY_URL`. Units are in field names.
+//! Where a value comes from, weakest first: the defaults; `KAFKA_BOOTSTRAP_SERVERS` and
+//! `SCHEMA_REGISTRY_URL` (what `deploy/local/up` exports); the file; `TRANSFORMER__SECTION__FIELD`
+//! variables (`TRANSFORMER__PROCESSING__BATCH_MAX_RECORDS=500`); the `--bootstrap-servers` and
+//! `--schema-registry-url` flags.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
+use pipeline_io::config::{
+    Errors, KafkaBasics, Layers, OperationsFile, OperationsSettings, RegistryFile,
+    RegistrySettings, check_topic,
+};
+use pipeline_io::kafka::ClientSettings;
+use schemas::topics::OutputTopics;
 use serde::Deserialize;
 
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for [`Config`].
-    #[error("parsing {path}: {source}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// What the parser said.
-        source: Box<toml::de::Error>,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+pub use pipeline_io::config::{ConfigError, FieldError, LogFormat};
+
+/// Prefix of environment variables that override file values.
+pub const ENV_PREFIX: &str = "TRANSFORMER__";
+
+/// The address the README suggests for `operations.listen_addr`, distinct from the producer's
+/// default 9464 so that both run on one host. Without the setting the transformer serves no
+/// operations endpoints.
+pub const SUGGESTED_LISTEN_ADDR: &str = "127.0.0.1:9465";
+
+const LAYERS: Layers<'static> = Layers {
+    env_prefix: ENV_PREFIX,
+    array_ids: &[],
+    free_form: &["librdkafka_options"],
+};
+
+/// The configuration file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Kafka connection, topics, group and transactions.
+    #[serde(default)]
+    pub kafka: KafkaFile,
+    /// Schema registry.
+    #[serde(default)]
+    pub schema_registry: RegistryFile,
+    /// Logs, metrics and shutdown.
+    #[serde(default)]
+    pub operations: OperationsFile,
+    /// Batching, state and restarts.
+    #[serde(default)]
+    pub processing: ProcessingFile,
 }
 
-pub use schemas::registry::RegistryAuth;
-pub use schemas::secret::Secret;
-
-/// The transformer's configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Kafka bootstrap servers, `host:port[,host:port]`.
-    #[serde(default)]
+/// `[kafka]`. A missing field takes its value from [`KafkaFile::default`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaFile {
+    /// Comma-separated `host:port` list (default: `KAFKA_BOOTSTRAP_SERVERS`).
     pub bootstrap_servers: String,
-    /// Base URL of the Confluent-compatible schema registry API (Apicurio:
-    /// `http://host:port/apis/ccompat/v7`).
-    #[serde(default)]
-    pub schema_registry_url: String,
-    /// Optional basic-auth credentials for the registry.
-    #[serde(default)]
-    pub schema_registry_auth: Option<RegistryAuth>,
     /// The raw topic written by the producer.
-    #[serde(default = "default_raw_topic")]
     pub raw_topic: String,
     /// Prefix of every output topic: `<prefix>users.v1`, `<prefix>applications.v1`,
     /// `<prefix>app_usage.v1`, `<prefix>deadletter.v1` and the internal
-    /// `<prefix>transformer-state.v1`. A replay may use another prefix.
-    #[serde(default = "default_output_prefix")]
+    /// `<prefix>transformer-state.v1`.
     pub output_prefix: String,
     /// Consumer group whose committed offsets (written inside each transaction) say where the
     /// raw topic is read from.
-    #[serde(default = "default_group_id")]
     pub group_id: String,
     /// Transactional id of the producer; a new instance with the same id fences the old one.
-    #[serde(default = "default_transactional_id")]
     pub transactional_id: String,
-    /// Most raw events per transaction.
-    #[serde(default = "default_batch_max_records")]
-    pub batch_max_records: usize,
-    /// Longest wait for more raw events before a non-empty batch is committed.
-    #[serde(default = "default_batch_max_wait_ms")]
-    pub batch_max_wait_ms: u64,
-    /// Kafka `transaction.timeout.ms`: how long the broker keeps an open transaction.
-    #[serde(default = "default_transaction_timeout_ms")]
+    /// `transaction.timeout.ms`: how long the broker keeps an open transaction.
     pub transaction_timeout_ms: u64,
     /// Bound on every blocking Kafka call (init, commit, abort, metadata, committed offsets).
-    #[serde(default = "default_kafka_timeout_ms")]
-    pub kafka_timeout_ms: u64,
-    /// Bound on each schema registry request.
-    #[serde(default = "default_registry_timeout_ms")]
-    pub registry_timeout_ms: u64,
-    /// Activity ids remembered per tenant to drop duplicates.
-    #[serde(default = "default_activity_dedup_capacity")]
-    pub activity_dedup_capacity: usize,
-    /// Create missing output topics (compacted) with this many partitions; 0 means as many as
-    /// the raw topic has.
-    #[serde(default)]
+    pub request_timeout_ms: u64,
+    /// Partitions of created output topics; 0 means as many as the raw topic has.
     pub output_partitions: i32,
     /// Replication factor of created output topics.
-    #[serde(default = "default_replication_factor")]
     pub output_replication_factor: i32,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served; none when absent.
-    #[serde(default)]
-    pub metrics_listen_addr: Option<SocketAddr>,
-    /// After a shutdown request, how long the current transaction may take to finish.
-    #[serde(default = "default_shutdown_deadline_ms")]
-    pub shutdown_deadline_ms: u64,
-    /// Longest pause before restarting after a transient failure (doubles from 500 ms).
-    #[serde(default = "default_restart_backoff_max_ms")]
-    pub restart_backoff_max_ms: u64,
-    /// Stop once every raw partition's end has been reached and committed (demos and batch
-    /// runs; `transformer run --until-caught-up` sets it).
-    #[serde(default)]
-    pub stop_at_end: bool,
-    /// Extra librdkafka settings for every client (escape hatch; our own settings win).
-    #[serde(default)]
+    /// Extra librdkafka settings for every client (security settings); values of keys naming a
+    /// password or secret are redacted in any output.
     pub librdkafka_options: BTreeMap<String, String>,
 }
 
-fn default_raw_topic() -> String {
-    "pingone.raw.v1".into()
-}
-fn default_output_prefix() -> String {
-    "usage.".into()
-}
-fn default_group_id() -> String {
-    "pingone-transformer".into()
-}
-fn default_transactional_id() -> String {
-    "pingone-transformer".into()
-}
-const fn default_batch_max_records() -> usize {
-    2_000
-}
-const fn default_batch_max_wait_ms() -> u64 {
-    100
-}
-const fn default_transaction_timeout_ms() -> u64 {
-    60_000
-}
-const fn default_kafka_timeout_ms() -> u64 {
-    30_000
-}
-const fn default_registry_timeout_ms() -> u64 {
-    10_000
-}
-const fn default_activity_dedup_capacity() -> usize {
-    100_000
-}
-const fn default_replication_factor() -> i32 {
-    1
-}
-const fn default_shutdown_deadline_ms() -> u64 {
-    15_000
-}
-const fn default_restart_backoff_max_ms() -> u64 {
-    30_000
-}
-
-/// The topic names derived from a prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputTopics {
-    /// User usage metadata (compacted).
-    pub users: String,
-    /// Applications (compacted).
-    pub applications: String,
-    /// Application usage per user (compacted).
-    pub app_usage: String,
-    /// Dead letters (not compacted).
-    pub dead_letter: String,
-    /// Internal checkpoint of syncs in progress (compacted).
-    pub state: String,
-}
-
-impl OutputTopics {
-    /// The names for `prefix`.
-    pub fn new(prefix: &str) -> Self {
+impl Default for KafkaFile {
+    fn default() -> Self {
         Self {
-            users: format!("{prefix}users.v1"),
-            applications: format!("{prefix}applications.v1"),
-            app_usage: format!("{prefix}app_usage.v1"),
-            dead_letter: format!("{prefix}deadletter.v1"),
-            state: format!("{prefix}transformer-state.v1"),
+            bootstrap_servers: String::new(),
+            raw_topic: schemas::topics::RAW_TOPIC.into(),
+            output_prefix: schemas::topics::OUTPUT_PREFIX.into(),
+            group_id: "pingone-transformer".into(),
+            transactional_id: "pingone-transformer".into(),
+            transaction_timeout_ms: 60_000,
+            request_timeout_ms: pipeline_io::config::default_kafka_request_timeout_ms(),
+            output_partitions: 0,
+            output_replication_factor: pipeline_io::config::default_replication_factor(),
+            librdkafka_options: BTreeMap::new(),
         }
     }
+}
+
+/// `[processing]`. A missing field takes its value from [`ProcessingFile::default`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingFile {
+    /// Most raw events per transaction.
+    pub batch_max_records: usize,
+    /// Longest wait for more raw events before a non-empty batch is committed.
+    pub batch_max_wait_ms: u64,
+    /// Activity ids remembered per tenant to drop duplicates.
+    pub activity_dedup_capacity: usize,
+    /// Longest pause before restarting after a transient failure (doubles from 500 ms).
+    pub restart_backoff_max_ms: u64,
+    /// Stop once every raw partition's end has been reached and committed (demos and batch
+    /// runs; `transformer run --until-caught-up` sets it).
+    pub stop_at_end: bool,
+}
+
+impl Default for ProcessingFile {
+    fn default() -> Self {
+        Self {
+            batch_max_records: 2_000,
+            batch_max_wait_ms: 100,
+            activity_dedup_capacity: 100_000,
+            restart_backoff_max_ms: 30_000,
+            stop_at_end: false,
+        }
+    }
+}
+
+/// The validated configuration the transformer runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Kafka settings.
+    pub kafka: KafkaConfig,
+    /// Schema registry settings.
+    pub registry: RegistrySettings,
+    /// Logs, metrics, shutdown.
+    pub operations: OperationsSettings,
+    /// Batching, state and restarts.
+    pub processing: ProcessingConfig,
+}
+
+/// Validated `[kafka]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Brokers, extra librdkafka options, the bound on blocking calls.
+    pub client: ClientSettings,
+    /// The raw topic.
+    pub raw_topic: String,
+    /// The prefix the output topics were derived from.
+    pub output_prefix: String,
+    /// The output topics.
+    pub topics: OutputTopics,
+    /// Consumer group of the raw topic.
+    pub group_id: String,
+    /// Transactional id.
+    pub transactional_id: String,
+    /// `transaction.timeout.ms`.
+    pub transaction_timeout: Duration,
+    /// Partitions of created output topics (0: as many as the raw topic).
+    pub output_partitions: i32,
+    /// Replication factor of created output topics.
+    pub output_replication_factor: i32,
+}
+
+/// Validated `[processing]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessingConfig {
+    /// Most raw events per transaction.
+    pub batch_max_records: usize,
+    /// Longest wait for more events before a non-empty batch is committed.
+    pub batch_max_wait: Duration,
+    /// Activity ids remembered per tenant.
+    pub activity_dedup_capacity: usize,
+    /// Longest pause before a restart.
+    pub restart_backoff_max: Duration,
+    /// Stop once the raw topic's end is committed.
+    pub stop_at_end: bool,
+}
+
+/// Values given on the command line, stronger than the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--bootstrap-servers`.
+    pub bootstrap_servers: Option<String>,
+    /// `--schema-registry-url`.
+    pub schema_registry_url: Option<String>,
+}
+
+/// Loads `path` (or the defaults without one) with the process environment and `flags`.
+///
+/// # Errors
+/// [`ConfigError`] naming the file, the override, or every invalid field.
+pub fn load(path: Option<&Path>, flags: &Flags) -> Result<Config, ConfigError> {
+    let vars = pipeline_io::config::process_env();
+    load_with_env(path, &vars, flags, |name| std::env::var(name).ok())
+}
+
+/// [`load`] with an explicit environment (for tests).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with_env(
+    path: Option<&Path>,
+    vars: &[(String, String)],
+    flags: &Flags,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut file: FileConfig = LAYERS.load(path, vars)?;
+    if file.kafka.bootstrap_servers.is_empty()
+        && let Some(b) = env("KAFKA_BOOTSTRAP_SERVERS")
+    {
+        file.kafka.bootstrap_servers = b;
+    }
+    if file.schema_registry.url.is_empty()
+        && let Some(u) = env("SCHEMA_REGISTRY_URL")
+    {
+        file.schema_registry.url = u;
+    }
+    if let Some(b) = &flags.bootstrap_servers {
+        file.kafka.bootstrap_servers.clone_from(b);
+    }
+    if let Some(u) = &flags.schema_registry_url {
+        file.schema_registry.url.clone_from(u);
+    }
+    file.validate(env)
+}
+
+/// Parses TOML text with `TRANSFORMER__…` overrides (for tests and `validate-config`).
+///
+/// # Errors
+/// [`ConfigError::Parse`] or [`ConfigError::Override`].
+pub fn parse_with_overrides(
+    text: &str,
+    vars: &[(String, String)],
+) -> Result<FileConfig, ConfigError> {
+    LAYERS.parse(None, text, vars)
 }
 
 impl Config {
-    /// A client of the configured schema registry (URL, credentials, request timeout).
+    /// Every default, with the given broker and registry (tests, tools).
     ///
     /// # Errors
-    /// [`RegistryError`](crate::registry::RegistryError) if the HTTP client cannot be built.
-    pub fn registry(&self) -> Result<crate::registry::Registry, crate::registry::RegistryError> {
-        crate::registry::Registry::new(
-            &self.schema_registry_url,
-            self.schema_registry_auth.clone(),
-            std::time::Duration::from_millis(self.registry_timeout_ms),
-        )
-    }
-
-    /// A configuration with every default and the given addresses.
-    pub fn new(
+    /// [`ConfigError::Invalid`] when an address is malformed.
+    pub fn for_addresses(
         bootstrap_servers: impl Into<String>,
         schema_registry_url: impl Into<String>,
-    ) -> Self {
-        let mut config: Config = match toml::from_str("") {
-            Ok(c) => c,
-            Err(_) => unreachable_default(),
-        };
-        config.bootstrap_servers = bootstrap_servers.into();
-        config.schema_registry_url = schema_registry_url.into();
-        config
+    ) -> Result<Self, ConfigError> {
+        let mut file = FileConfig::default();
+        file.kafka.bootstrap_servers = bootstrap_servers.into();
+        file.schema_registry.url = schema_registry_url.into();
+        file.validate(|_| None)
     }
 
-    /// Reads and validates a TOML file.
-    ///
-    /// # Errors
-    /// [`ConfigError`] for an unreadable file, bad TOML, unknown keys or invalid values.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })
-    }
-
-    /// The output topic names.
-    pub fn topics(&self) -> OutputTopics {
-        OutputTopics::new(&self.output_prefix)
-    }
-
-    /// Checks ranges and required values.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming the first problem.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.bootstrap_servers.trim().is_empty() {
-            return bad("bootstrap_servers is empty (or set KAFKA_BOOTSTRAP_SERVERS)");
-        }
-        if !(self.schema_registry_url.starts_with("http://")
-            || self.schema_registry_url.starts_with("https://"))
-        {
-            return bad("schema_registry_url must be an http(s) URL (or set SCHEMA_REGISTRY_URL)");
-        }
-        let topic_ok = |t: &str| {
-            !t.is_empty()
-                && t.len() <= 200
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        };
-        if !topic_ok(&self.raw_topic) {
-            return bad("raw_topic must be a valid Kafka topic name");
-        }
-        if !self.output_prefix.is_empty() && !topic_ok(&self.output_prefix) {
-            return bad("output_prefix may only use [a-zA-Z0-9._-]");
-        }
-        if self.topics().users == self.raw_topic {
-            return bad("output topics must differ from raw_topic");
-        }
-        if self.group_id.is_empty() || self.transactional_id.is_empty() {
-            return bad("group_id and transactional_id must not be empty");
-        }
-        if self.batch_max_records == 0 || self.batch_max_records > 100_000 {
-            return bad("batch_max_records must be within 1..=100000");
-        }
-        if self.batch_max_wait_ms == 0 || self.batch_max_wait_ms > 60_000 {
-            return bad("batch_max_wait_ms must be within 1..=60000");
-        }
-        if self.transaction_timeout_ms < 1_000 || self.transaction_timeout_ms > 900_000 {
-            return bad("transaction_timeout_ms must be within 1000..=900000");
-        }
-        if self.kafka_timeout_ms < 100 || self.registry_timeout_ms < 100 {
-            return bad("kafka_timeout_ms and registry_timeout_ms must be at least 100");
-        }
-        if self.output_partitions < 0 || self.output_replication_factor < 1 {
-            return bad("output_partitions must be >= 0 and output_replication_factor >= 1");
-        }
-        Ok(())
+    /// The same configuration writing under another output prefix.
+    #[must_use]
+    pub fn with_output_prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.kafka.output_prefix);
+        self.kafka.topics = OutputTopics::new(prefix);
+        self
     }
 }
 
-#[allow(clippy::panic)]
-fn unreachable_default() -> Config {
-    // Every field has a serde default, which a unit test checks.
-    panic!("empty configuration must deserialize")
+impl FileConfig {
+    /// Checks every value and reads secrets from the environment (`env` looks variables up).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing every problem.
+    pub fn validate(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let k = &self.kafka;
+        let mut errors = Errors::default();
+        let basics = KafkaBasics {
+            librdkafka_options: &k.librdkafka_options,
+            transaction_timeout_ms: k.transaction_timeout_ms,
+            request_timeout_ms: k.request_timeout_ms,
+            raw_topic: &k.raw_topic,
+            bootstrap_servers: &k.bootstrap_servers,
+        };
+        basics.check(&mut errors);
+        if !k.output_prefix.is_empty() {
+            check_topic(&mut errors, "kafka.output_prefix", &k.output_prefix);
+        }
+        let topics = OutputTopics::new(&k.output_prefix);
+        if [
+            &topics.users,
+            &topics.applications,
+            &topics.app_usage,
+            &topics.dead_letter,
+            &topics.state,
+        ]
+        .contains(&&k.raw_topic)
+        {
+            errors.global(
+                "kafka.output_prefix",
+                "output topics must differ from raw_topic",
+            );
+        }
+        if k.group_id.is_empty() {
+            errors.global("kafka.group_id", "must not be empty");
+        }
+        if k.transactional_id.is_empty() {
+            errors.global("kafka.transactional_id", "must not be empty");
+        }
+        if k.output_partitions < 0 {
+            errors.global(
+                "kafka.output_partitions",
+                "must be 0 (as the raw topic) or more",
+            );
+        }
+        if k.output_replication_factor < 1 {
+            errors.global("kafka.output_replication_factor", "must be at least 1");
+        }
+        let registry = self.schema_registry.validate(&env, &mut errors);
+        let operations = self.operations.validate(None, &mut errors);
+        let p = &self.processing;
+        if !(1..=100_000).contains(&p.batch_max_records) {
+            errors.global(
+                "processing.batch_max_records",
+                "must be between 1 and 100000",
+            );
+        }
+        if !(1..=60_000).contains(&p.batch_max_wait_ms) {
+            errors.global(
+                "processing.batch_max_wait_ms",
+                "must be between 1 and 60000",
+            );
+        }
+        if p.activity_dedup_capacity == 0 {
+            errors.global("processing.activity_dedup_capacity", "must be at least 1");
+        }
+        let (k, p) = (self.kafka, self.processing);
+        let timeout = Duration::from_millis(k.request_timeout_ms);
+        let client = ClientSettings::new(k.bootstrap_servers, "pingone-transformer")
+            .with_options(k.librdkafka_options)
+            .with_timeout(timeout);
+        errors.finish(|| {
+            Some(Config {
+                kafka: KafkaConfig {
+                    client,
+                    raw_topic: k.raw_topic,
+                    topics,
+                    output_prefix: k.output_prefix,
+                    group_id: k.group_id,
+                    transactional_id: k.transactional_id,
+                    transaction_timeout: Duration::from_millis(k.transaction_timeout_ms),
+                    output_partitions: k.output_partitions,
+                    output_replication_factor: k.output_replication_factor,
+                },
+                registry: registry?,
+                operations,
+                processing: ProcessingConfig {
+                    batch_max_records: p.batch_max_records,
+                    batch_max_wait: Duration::from_millis(p.batch_max_wait_ms),
+                    activity_dedup_capacity: p.activity_dedup_capacity,
+                    restart_backoff_max: Duration::from_millis(p.restart_backoff_max_ms.max(500)),
+                    stop_at_end: p.stop_at_end,
+                },
+            })
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "KAFKA_BOOTSTRAP_SERVERS" => Some("127.0.0.1:9092".into()),
+            "SCHEMA_REGISTRY_URL" => Some("http://127.0.0.1:8081/apis/ccompat/v7".into()),
+            "REGISTRY_PASSWORD" => Some("hunter2".into()),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn defaults_and_validation() {
-        let c = Config::new("127.0.0.1:9092", "http://127.0.0.1:8081/apis/ccompat/v7");
-        c.validate().unwrap();
-        assert_eq!(c.topics().users, "usage.users.v1");
-        assert_eq!(c.topics().app_usage, "usage.app_usage.v1");
-        let mut bad = c.clone();
-        bad.batch_max_records = 0;
-        assert!(bad.validate().is_err());
-        let mut bad = c.clone();
-        bad.schema_registry_url = "localhost:8081".into();
-        assert!(bad.validate().is_err());
-        let mut bad = c;
-        bad.output_prefix = "a b".into();
-        assert!(bad.validate().is_err());
+    fn defaults_come_with_the_well_known_variables() {
+        let c = load_with_env(None, &[], &Flags::default(), env).unwrap();
+        assert_eq!(c.kafka.client.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(c.kafka.topics.users, "usage.users.v1");
+        assert_eq!(c.kafka.topics.app_usage, "usage.app_usage.v1");
+        assert_eq!(c.kafka.raw_topic, "pingone.raw.v1");
+        assert_eq!(c.processing.batch_max_records, 2_000);
+        assert_eq!(c.operations.listen_addr, None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = "[kafka]\noutput_prefix = 'a b'\n[processing]\nbatch_max_records = 0\n\
+                    [schema_registry]\nurl = 'localhost:8081'\n";
+        let err = parse_with_overrides(text, &[])
+            .unwrap()
+            .validate(|_| None)
+            .unwrap_err()
+            .to_string();
+        for field in [
+            "kafka.bootstrap_servers",
+            "kafka.output_prefix",
+            "processing.batch_max_records",
+            "schema_registry.url",
+        ] {
+            assert!(err.contains(field), "{field} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn overrides_reach_every_field_and_flags_win() {
+        let c = load_with_env(
+            None,
+            &vars(&[
+                ("TRANSFORMER__PROCESSING__BATCH_MAX_RECORDS", "17"),
+                ("TRANSFORMER__KAFKA__OUTPUT_PREFIX", "replay."),
+                (
+                    "TRANSFORMER__KAFKA__LIBRDKAFKA_OPTIONS__security.protocol",
+                    "SSL",
+                ),
+                ("TRANSFORMER__OPERATIONS__LISTEN_ADDR", "127.0.0.1:0"),
+            ]),
+            &Flags {
+                bootstrap_servers: Some("flag:9092".into()),
+                schema_registry_url: None,
+            },
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.processing.batch_max_records, 17);
+        assert_eq!(c.kafka.topics.users, "replay.users.v1");
+        assert_eq!(
+            c.kafka.client.librdkafka_options["security.protocol"],
+            "SSL"
+        );
+        assert_eq!(c.kafka.client.bootstrap_servers, "flag:9092");
+        assert!(c.operations.listen_addr.is_some());
     }
 
     #[test]
     fn unknown_keys_are_rejected_and_secrets_hidden() {
-        let err = toml::from_str::<Config>("bootstrap_server = 'x'").unwrap_err();
+        let err = parse_with_overrides("[kafka]\nbootstrap_server = 'x'\n", &[]).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
-        let c: Config = toml::from_str(
-            "bootstrap_servers = 'k:9092'\nschema_registry_url = 'http://r'\n[schema_registry_auth]\nusername = 'u'\npassword = 'hunter2'\n",
+        let c = parse_with_overrides(
+            "[schema_registry]\nusername = 'u'\npassword_env = 'REGISTRY_PASSWORD'\n",
+            &[],
         )
         .unwrap();
+        let mut c = c;
+        c.kafka.bootstrap_servers = "k:9092".into();
+        c.schema_registry.url = "http://r".into();
+        let c = c.validate(env).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert_eq!(c.schema_registry_auth.unwrap().password.expose(), "hunter2");
+        let auth = c.registry.basic_auth.unwrap();
+        assert_eq!(auth.password.expose(), "hunter2");
     }
 }

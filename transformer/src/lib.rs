@@ -3,17 +3,20 @@
 //! license-optimization report. See `transformer/README.md`.
 //!
 //! # Layout
-//! - [`config`]: typed, validated configuration.
-//! - [`normalize`]: pure functions from PingOne JSON to record fields (table-tested).
+//! - [`config`]: the TOML file, `TRANSFORMER__…` overrides, validation into typed values.
+//! - [`normalize`]: pure functions from PingOne JSON to the usage records (table-tested).
 //! - [`processor`]: the state machine from raw events to output records (syncs, deletes, usage).
-//! - [`pipeline`]: the transactional consume-transform-produce loop and its start-up restore;
-//!   [`pipeline::run`] is the entry point `main.rs` and the tests call.
+//! - [`pipeline`]: the transactional consume-transform-produce loop, its start-up restore, and
+//!   the output topics both ways.
 //! - [`replay`]: re-normalizes past raw events into the outputs or topics with another prefix.
 //! - [`report`]: the `license-report` consumer.
-//! - [`registry`], [`kafka`], [`metrics`]: schema registry client, Kafka plumbing, operations.
+//! - [`metrics`]: what `/metrics` and `/readyz` say.
+//!
+//! [`run`] is the whole transformer (the binary's `run` command); tests that watch the metrics
+//! run [`pipeline::run`] with their own. Kafka and registry clients
+//! come from `pipeline_io`, shared with the producer.
 
 pub mod config;
-pub mod kafka;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
@@ -21,7 +24,38 @@ pub mod processor;
 pub mod replay;
 pub mod report;
 
+use std::sync::Arc;
+
 pub use config::Config;
-pub use pipeline::run;
-/// The schema registry client (shared with the producer, in `schemas`).
-pub use schemas::registry;
+use pipeline_io::ops::{ListenError, OpsServer};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::pipeline::PipelineError;
+
+/// Why the transformer could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The operations listener could not bind.
+    #[error("operations listener: {0}")]
+    Listen(#[from] ListenError),
+    /// The pipeline stopped on a fatal error.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// Runs the transformer until `shutdown` is cancelled (or, with `stop_at_end`, until the raw
+/// topic's end is committed): the operations listener where configured, then the pipeline,
+/// restarted after transient failures.
+///
+/// # Errors
+/// [`RunError`] when the listener cannot bind or the pipeline stops on a fatal error.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let ops = OpsServer::start_if(config.operations.listen_addr, metrics.clone()).await?;
+    let result = pipeline::run(config, shutdown, metrics).await;
+    if let Some(ops) = ops {
+        ops.stop().await;
+    }
+    Ok(result?)
+}

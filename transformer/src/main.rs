@@ -1,15 +1,12 @@
-//! The `transformer` binary: parses the command line and calls the library
-//! (`run`, `replay`, `license-report`).
+//! The `transformer` binary: parses the command line, loads the configuration, and calls the
+//! library with a shutdown signal. Same shape as the producer's `main.rs`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
-use transformer::config::Config;
-use transformer::metrics::{self, Metrics};
+use pipeline_io::cli::{LogFormatArg, invalid_config};
+use transformer::config::{self, Flags};
 use transformer::{replay, report};
 
 /// mimalloc instead of glibc's malloc: the transformer allocates per event (JSON values, Avro
@@ -17,21 +14,22 @@ use transformer::{replay, report};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Normalizes raw PingOne events into usage metadata, exactly once.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "Normalizes raw PingOne events into usage metadata, exactly once"
-)]
+#[command(version)]
 struct Cli {
     /// TOML configuration file (see transformer/README.md); defaults apply without it.
     #[arg(long, short, global = true, env = "TRANSFORMER_CONFIG")]
     config: Option<PathBuf>,
-    /// Kafka bootstrap servers (overrides the file).
-    #[arg(long, global = true, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    /// Kafka bootstrap servers (overrides the file and KAFKA_BOOTSTRAP_SERVERS).
+    #[arg(long, global = true)]
     bootstrap_servers: Option<String>,
-    /// Confluent-compatible schema registry URL (overrides the file).
-    #[arg(long, global = true, env = "SCHEMA_REGISTRY_URL")]
+    /// Confluent-compatible schema registry URL (overrides the file and SCHEMA_REGISTRY_URL).
+    #[arg(long, global = true)]
     schema_registry_url: Option<String>,
+    /// Log format; defaults to the config's `operations.log_format`.
+    #[arg(long, global = true, env = "TRANSFORMER_LOG_FORMAT")]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -51,96 +49,62 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Print the license-optimization report from the normalized topics.
     LicenseReport(report::ReportArgs),
+    /// Check the configuration (file, environment, flags) without connecting to anything.
+    ValidateConfig,
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = match &cli.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::new("", ""),
+fn main() -> ExitCode {
+    pipeline_io::cli::exit(real_main(Cli::parse()))
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let flags = Flags {
+        bootstrap_servers: cli.bootstrap_servers.clone(),
+        schema_registry_url: cli.schema_registry_url.clone(),
     };
-    if let Some(b) = &cli.bootstrap_servers {
-        config.bootstrap_servers.clone_from(b);
+    let mut config = match config::load(cli.config.as_deref(), &flags) {
+        Ok(c) => c,
+        Err(e) => return Ok(invalid_config(e)),
+    };
+    let command = cli.command.unwrap_or(Command::Run(RunArgs::default()));
+    if let Command::ValidateConfig = command {
+        let source = cli.config.as_ref().map_or_else(
+            || "defaults and environment".to_owned(),
+            |p| p.display().to_string(),
+        );
+        println!(
+            "{source}: valid; raw topic {} -> {}*, group {}, brokers {}",
+            config.kafka.raw_topic,
+            config.kafka.output_prefix,
+            config.kafka.group_id,
+            config.kafka.client.bootstrap_servers
+        );
+        return Ok(ExitCode::SUCCESS);
     }
-    if let Some(r) = &cli.schema_registry_url {
-        config.schema_registry_url.clone_from(r);
-    }
-    config.validate()?;
-    Ok(config)
-}
-
-async fn shutdown_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    token.cancel();
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    let mut config = load_config(&cli)?;
-    match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
-        Command::Run(run) => {
-            config.stop_at_end |= run.until_caught_up;
-            let shutdown = CancellationToken::new();
-            let metrics = Arc::new(Metrics::new());
-            if let Some(addr) = config.metrics_listen_addr {
-                let bound = metrics::serve(addr, metrics.clone(), shutdown.clone())
-                    .await
-                    .with_context(|| format!("serving metrics on {addr}"))?;
-                tracing::info!(%bound, "metrics and health endpoints listening");
-            }
-            let deadline = Duration::from_millis(config.shutdown_deadline_ms);
-            let mut task = tokio::spawn(transformer::pipeline::run_with_metrics(
-                config,
-                shutdown.clone(),
-                metrics,
-            ));
-            tokio::select! {
-                done = &mut task => return Ok(done.context("transformer task")??),
-                () = shutdown_signal(shutdown.clone()) => {}
-            }
-            tracing::info!(deadline_ms = deadline.as_millis() as u64, "shutting down");
-            match tokio::time::timeout(deadline, task).await {
-                Ok(done) => done.context("transformer task")??,
-                Err(_) => tracing::warn!(
-                    "shutdown deadline passed; the open transaction is aborted by the next start"
-                ),
-            }
-            Ok(())
+    let format = cli
+        .log_format
+        .map_or(config.operations.log_format, Into::into);
+    let deadline = config.operations.shutdown_deadline;
+    match command {
+        Command::Run(args) => {
+            config.processing.stop_at_end |= args.until_caught_up;
+            pipeline_io::cli::run(format, deadline, |shutdown| {
+                transformer::run(config, shutdown)
+            })??;
         }
         Command::Replay(args) => {
-            let summary = replay::replay(&config, &args).await?;
+            let summary = pipeline_io::cli::run(format, deadline, |_| async move {
+                replay::replay(&config, &args).await
+            })??;
             println!("{}", serde_json::to_string_pretty(&summary)?);
-            Ok(())
         }
         Command::LicenseReport(args) => {
-            let text = report::run(&config, &args).await?;
+            let text = pipeline_io::cli::run(format, deadline, |_| async move {
+                report::run(&config, &args).await
+            })??;
             print!("{text}");
-            Ok(())
         }
+        Command::ValidateConfig => {}
     }
+    Ok(ExitCode::SUCCESS)
 }

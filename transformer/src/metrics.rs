@@ -1,22 +1,16 @@
-//! Operations: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! Operations: the transformer's Prometheus metrics and what its `/metrics` and `/readyz`
+//! endpoints say (served by `pipeline_io::ops`).
 //!
 //! Labels stay bounded: topic names, partition numbers and [`crate::processor::Note`] labels,
 //! never tenant ids or error text.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
 
 type Labels = Vec<(String, String)>;
 
@@ -41,12 +35,6 @@ pub struct Metrics {
     /// Restarts after transient failures.
     pub restarts: Counter,
     ready: AtomicBool,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Metrics {
@@ -140,41 +128,22 @@ impl Metrics {
     }
 }
 
-async fn metrics_handler(State(m): State<Arc<Metrics>>) -> (StatusCode, String) {
-    (StatusCode::OK, m.render())
-}
+impl pipeline_io::ops::Observable for Metrics {
+    fn metrics(&self) -> String {
+        self.render()
+    }
 
-async fn ready_handler(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
-    if m.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    fn readiness(&self) -> Result<String, String> {
+        if self.is_ready() {
+            Ok("ready\n".into())
+        } else {
+            Err("not ready\n".into())
+        }
     }
 }
 
-/// Serves the endpoints on `addr` until `shutdown`; returns the bound address (port 0 works).
-///
-/// # Errors
-/// The bind error.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready_handler))
-        .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(%error, "metrics endpoint stopped");
-        }
-    });
-    Ok(bound)
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -1,5 +1,9 @@
-//! Pure normalization: PingOne JSON (the `payload` of a raw event) to the fields of the
-//! usage-metadata records. No I/O and no state, so every rule is covered by table tests.
+//! Pure normalization: PingOne JSON (the `payload` of a raw event) to the usage-metadata
+//! records of [`schemas::usage`]. No I/O and no state, so every rule is covered by table tests.
+//!
+//! [`user`] and [`application`] return the record itself with every field that comes from the
+//! JSON filled and the others (tenant, environment, sync id, access groups, counts, provenance)
+//! left at their defaults: the processor, which knows them, sets those.
 //!
 //! Rules for odd input, applied everywhere:
 //! - an absent key, a JSON `null` or a value of another type gives `None` (never an error),
@@ -11,6 +15,7 @@
 //!   version has never seen;
 //! - unknown keys are ignored (the raw topic keeps the JSON).
 
+use schemas::usage::{Application, UserUsage};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -126,40 +131,15 @@ fn check_entity(entity_id: Option<&str>, payload_id: &str) -> Result<(), Normali
     }
 }
 
-/// The user fields taken from one PingOne user object (everything of
-/// [`schemas::usage::UserUsage`] that comes from the JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[allow(missing_docs)]
-pub struct UserFields {
-    pub user_id: String,
-    pub username: Option<String>,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub can_authenticate: Option<bool>,
-    pub locality: Option<String>,
-    pub mfa_enabled: Option<bool>,
-    pub region: Option<String>,
-    pub status: Option<String>,
-    pub enabled: Option<bool>,
-    pub lifecycle_status: Option<String>,
-    pub user_type: Option<String>,
-    pub verify_status: Option<String>,
-    pub population_id: Option<String>,
-    pub identity_provider_type: Option<String>,
-    pub identity_provider_id: Option<String>,
-    pub last_sign_on_at: Option<i64>,
-    pub created_at: Option<i64>,
-    pub updated_at: Option<i64>,
-}
-
-/// Normalizes one element of `_embedded.users`.
+/// Normalizes one element of `_embedded.users`: a [`UserUsage`] with the fields taken from the
+/// JSON; the envelope, access group and provenance fields are left at their defaults.
 ///
 /// # Errors
 /// A missing or empty `id`, or an `entity_id` that names another user.
 pub fn user(
     obj: &Map<String, Value>,
     entity_id: Option<&str>,
-) -> Result<UserFields, NormalizeError> {
+) -> Result<UserUsage, NormalizeError> {
     let user_id = required_id(obj, "id")?;
     check_entity(entity_id, &user_id)?;
     let display_name = string_at(obj, "name.formatted")
@@ -172,7 +152,7 @@ pub fn user(
                 .collect();
             (!parts.is_empty()).then(|| parts.join(" "))
         });
-    Ok(UserFields {
+    Ok(UserUsage {
         user_id,
         username: string_at(obj, "username"),
         email: string_at(obj, "email"),
@@ -192,32 +172,23 @@ pub fn user(
         last_sign_on_at: time_at(obj, "lastSignOn.at"),
         created_at: time_at(obj, "createdAt"),
         updated_at: time_at(obj, "updatedAt"),
+        ..UserUsage::default()
     })
 }
 
-/// The application fields taken from one PingOne application object.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[allow(missing_docs)]
-pub struct ApplicationFields {
-    pub application_id: String,
-    pub name: Option<String>,
-    pub app_type: Option<String>,
-    pub protocol: Option<String>,
-    pub enabled: Option<bool>,
-    pub access_control_role_type: Option<String>,
-    /// `ANY_GROUP` / `ALL_GROUPS` (or an unseen value, kept); `None` when there is no group rule.
-    pub access_control_group_type: Option<String>,
-    pub access_control_group_ids: Vec<String>,
-}
-
-/// Normalizes one element of `_embedded.applications`.
+/// Normalizes one element of `_embedded.applications`: an [`Application`] with the fields taken
+/// from the JSON; the envelope, `authorized_user_count` and provenance fields are left at their
+/// defaults.
+///
+/// `access_control_group_type` is `ANY_GROUP` / `ALL_GROUPS` (or an unseen value, kept), and
+/// `None` when there is no group rule (also for a rule that lists no groups).
 ///
 /// # Errors
 /// A missing or empty `id`, or an `entity_id` that names another application.
 pub fn application(
     obj: &Map<String, Value>,
     entity_id: Option<&str>,
-) -> Result<ApplicationFields, NormalizeError> {
+) -> Result<Application, NormalizeError> {
     let application_id = required_id(obj, "id")?;
     check_entity(entity_id, &application_id)?;
     let group_ids: Vec<String> = at(obj, "accessControl.group.groups")
@@ -241,7 +212,7 @@ pub fn application(
             group_ids,
         )
     };
-    Ok(ApplicationFields {
+    Ok(Application {
         application_id,
         name: string_at(obj, "name"),
         app_type: string_at(obj, "type"),
@@ -250,6 +221,7 @@ pub fn application(
         access_control_role_type: string_at(obj, "accessControl.role.type"),
         access_control_group_type: group_type,
         access_control_group_ids: group_ids,
+        ..Application::default()
     })
 }
 
@@ -437,7 +409,7 @@ mod tests {
         let u = user(&obj(full_user()), Some("u-1")).unwrap();
         assert_eq!(
             u,
-            UserFields {
+            UserUsage {
                 user_id: "u-1".into(),
                 username: Some("ada".into()),
                 email: Some("ada@example.com".into()),
@@ -457,6 +429,7 @@ mod tests {
                 last_sign_on_at: Some(1_795_168_800_123),
                 created_at: Some(1_767_225_600_000),
                 updated_at: Some(1_795_165_200_000),
+                ..UserUsage::default()
             }
         );
     }
@@ -464,12 +437,12 @@ mod tests {
     /// One row per odd input: (what, JSON, check).
     #[test]
     fn user_table() {
-        type Check = fn(&UserFields) -> bool;
+        type Check = fn(&UserUsage) -> bool;
         let rows: Vec<(&str, Value, Check)> = vec![
             ("only id", json!({"id": "u"}), |u| {
-                *u == UserFields {
+                *u == UserUsage {
                     user_id: "u".into(),
-                    ..UserFields::default()
+                    ..UserUsage::default()
                 }
             }),
             (

@@ -26,7 +26,7 @@ use schemas::raw::{RawEvent, kind};
 use schemas::usage::{AppUsage, Application, DailyAccessCount, UserUsage};
 use serde::{Deserialize, Serialize};
 
-use crate::normalize::{self, Activity, ApplicationFields, NormalizeError};
+use crate::normalize::{self, Activity, NormalizeError};
 
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
@@ -69,19 +69,21 @@ impl Output {
     /// The record key: `<tenant>/<entity>` (app usage: `<tenant>/<application>/<user>`).
     pub fn key(&self) -> String {
         match self {
-            Output::User(u) => user_key(&u.tenant_id, &u.user_id),
-            Output::Application(a) => user_key(&a.tenant_id, &a.application_id),
-            Output::AppUsage(u) => usage_key(&u.tenant_id, &u.application_id, &u.user_id),
+            Output::User(u) => entity_key(&u.tenant_id, &u.user_id),
+            Output::Application(a) => entity_key(&a.tenant_id, &a.application_id),
+            Output::AppUsage(u) => app_usage_key(&u.tenant_id, &u.application_id, &u.user_id),
             Output::UserTombstone { key } | Output::ApplicationTombstone { key } => key.clone(),
         }
     }
 }
 
-fn user_key(tenant: &str, id: &str) -> String {
+/// The key of a user or an application record (or its tombstone): `<tenant>/<id>`.
+fn entity_key(tenant: &str, id: &str) -> String {
     format!("{tenant}/{id}")
 }
 
-fn usage_key(tenant: &str, app: &str, user: &str) -> String {
+/// The key of an app usage record: `<tenant>/<application>/<user>`.
+fn app_usage_key(tenant: &str, app: &str, user: &str) -> String {
     format!("{tenant}/{app}/{user}")
 }
 
@@ -149,22 +151,13 @@ pub struct InProgress {
 }
 
 #[derive(Debug)]
-struct PendingApp {
-    fields: ApplicationFields,
-    environment_id: String,
-    source_topic: String,
-    source_partition: i32,
-    source_offset: i64,
-    observed_at: i64,
-}
-
-#[derive(Debug)]
 struct SyncInProgress {
     sync_id: Arc<str>,
     start_offset: i64,
     /// Member of an access-control group -> sorted group ids.
     member_of: HashMap<String, Vec<String>>,
-    apps: BTreeMap<String, PendingApp>,
+    /// The applications seen, complete but for `authorized_user_count` (known at the end).
+    apps: BTreeMap<String, Application>,
 }
 
 #[derive(Debug, Default)]
@@ -439,26 +432,26 @@ impl Processor {
     ) -> Result<Note, NormalizeError> {
         let sync_id = Self::sync_id(event)?;
         let obj = normalize::parse_object(&event.payload)?;
-        let f = normalize::user(&obj, event.entity_id.as_deref())?;
+        let user = normalize::user(&obj, event.entity_id.as_deref())?;
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
         let sync = t.intern(sync_id);
         if t.users
-            .get(f.user_id.as_str())
+            .get(user.user_id.as_str())
             .is_some_and(|s| Arc::ptr_eq(s, &sync))
         {
             return Ok(Note::DuplicateUser);
         }
-        t.users.insert(f.user_id.as_str().into(), sync);
+        t.users.insert(user.user_id.as_str().into(), sync);
         let access_group_ids = t
             .in_progress
             .as_ref()
-            .and_then(|s| s.member_of.get(&f.user_id))
+            .and_then(|s| s.member_of.get(&user.user_id))
             .cloned()
             .unwrap_or_default();
         out.push(Output::User(Box::new(user_record(
             event,
-            f,
+            user,
             access_group_ids,
             sync_id,
             source,
@@ -473,21 +466,21 @@ impl Processor {
     ) -> Result<Note, NormalizeError> {
         let sync_id = Self::sync_id(event)?;
         let obj = normalize::parse_object(&event.payload)?;
-        let fields = normalize::application(&obj, event.entity_id.as_deref())?;
+        let app = normalize::application(&obj, event.entity_id.as_deref())?;
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
         if let Some(s) = t.in_progress.as_mut() {
-            s.apps.insert(
-                fields.application_id.clone(),
-                PendingApp {
-                    fields,
-                    environment_id: event.environment_id.clone(),
-                    source_topic: source.topic.to_owned(),
-                    source_partition: source.partition,
-                    source_offset: source.offset,
-                    observed_at: event.observed_at_ms,
-                },
-            );
+            let app = Application {
+                tenant_id: event.tenant_id.clone(),
+                environment_id: event.environment_id.clone(),
+                sync_id: Some(sync_id.to_owned()),
+                source_topic: source.topic.to_owned(),
+                source_partition: source.partition,
+                source_offset: source.offset,
+                observed_at: event.observed_at_ms,
+                ..app
+            };
+            s.apps.insert(app.application_id.clone(), app);
         }
         Ok(Note::Processed)
     }
@@ -502,7 +495,7 @@ impl Processor {
         let (group, user) = normalize::membership(event.entity_id.as_deref())?;
         let obj = normalize::parse_object(&event.payload)?;
         // The payload is the member user: it must be the user the entity id names.
-        let fields = normalize::user(&obj, Some(&user))?;
+        let member = normalize::user(&obj, Some(&user))?;
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
         let sync = t.intern(sync_id);
@@ -526,7 +519,7 @@ impl Processor {
         if already_written && added {
             let groups = groups.clone();
             out.push(Output::User(Box::new(user_record(
-                event, fields, groups, sync_id, source,
+                event, member, groups, sync_id, source,
             ))));
             return Ok(Note::UserRewritten);
         }
@@ -563,7 +556,7 @@ impl Processor {
         for id in gone {
             t.users.remove(&id);
             out.push(Output::UserTombstone {
-                key: user_key(&tenant_id, &id),
+                key: entity_key(&tenant_id, &id),
             });
         }
         let mut gone_apps: Vec<Box<str>> = t
@@ -576,42 +569,25 @@ impl Processor {
         for id in gone_apps {
             t.apps.remove(&id);
             out.push(Output::ApplicationTombstone {
-                key: user_key(&tenant_id, &id),
+                key: entity_key(&tenant_id, &id),
             });
         }
         let all_users = t.users.len();
-        for (id, app) in sync.apps {
-            let f = app.fields;
-            let count = match f.access_control_group_type.as_deref() {
+        for (id, mut app) in sync.apps {
+            let count = match app.access_control_group_type.as_deref() {
                 None => all_users,
                 Some(rule) => sync
                     .member_of
                     .iter()
                     .filter(|(user, groups)| {
                         t.users.contains_key(user.as_str())
-                            && normalize::may_use(Some(rule), &f.access_control_group_ids, groups)
+                            && normalize::may_use(Some(rule), &app.access_control_group_ids, groups)
                     })
                     .count(),
             };
+            app.authorized_user_count = i64::try_from(count).unwrap_or(i64::MAX);
             t.apps.insert(id.as_str().into(), sync.sync_id.clone());
-            out.push(Output::Application(Box::new(Application {
-                tenant_id: tenant_id.clone(),
-                environment_id: app.environment_id,
-                application_id: f.application_id,
-                name: f.name,
-                app_type: f.app_type,
-                protocol: f.protocol,
-                enabled: f.enabled,
-                access_control_role_type: f.access_control_role_type,
-                access_control_group_type: f.access_control_group_type,
-                access_control_group_ids: f.access_control_group_ids,
-                authorized_user_count: i64::try_from(count).unwrap_or(i64::MAX),
-                sync_id: Some(sync_id.to_owned()),
-                source_topic: app.source_topic,
-                source_partition: app.source_partition,
-                source_offset: app.source_offset,
-                observed_at: app.observed_at,
-            })));
+            out.push(Output::Application(Box::new(app)));
         }
         // Only this sync's id is referenced now.
         t.sync_ids.retain(|_, s| Arc::ptr_eq(s, &sync.sync_id));
@@ -678,7 +654,7 @@ impl Processor {
                     s.member_of.remove(&user_id);
                 }
                 out.push(Output::UserTombstone {
-                    key: user_key(&tenant_id, &user_id),
+                    key: entity_key(&tenant_id, &user_id),
                 });
             }
             Activity::ApplicationDeleted { application_id, .. } => {
@@ -687,7 +663,7 @@ impl Processor {
                     s.apps.remove(&application_id);
                 }
                 out.push(Output::ApplicationTombstone {
-                    key: user_key(&tenant_id, &application_id),
+                    key: entity_key(&tenant_id, &application_id),
                 });
             }
             Activity::Other { .. } => return Ok(Note::IgnoredActivity),
@@ -696,10 +672,11 @@ impl Processor {
     }
 }
 
-/// A user record from normalized fields plus envelope and provenance.
+/// A normalized user ([`normalize::user`]) completed with what only the processor knows: the
+/// envelope, the user's access groups in this sync, the sync id and the provenance.
 fn user_record(
     event: &RawEvent,
-    f: normalize::UserFields,
+    user: UserUsage,
     access_group_ids: Vec<String>,
     sync_id: &str,
     source: Source<'_>,
@@ -707,31 +684,13 @@ fn user_record(
     UserUsage {
         tenant_id: event.tenant_id.clone(),
         environment_id: event.environment_id.clone(),
-        user_id: f.user_id,
-        username: f.username,
-        email: f.email,
-        display_name: f.display_name,
-        can_authenticate: f.can_authenticate,
-        locality: f.locality,
-        mfa_enabled: f.mfa_enabled,
-        region: f.region,
-        status: f.status,
-        enabled: f.enabled,
-        lifecycle_status: f.lifecycle_status,
-        user_type: f.user_type,
-        verify_status: f.verify_status,
-        population_id: f.population_id,
-        identity_provider_type: f.identity_provider_type,
-        identity_provider_id: f.identity_provider_id,
-        last_sign_on_at: f.last_sign_on_at,
-        created_at: f.created_at,
-        updated_at: f.updated_at,
         access_group_ids,
         sync_id: Some(sync_id.to_owned()),
         source_topic: source.topic.to_owned(),
         source_partition: source.partition,
         source_offset: source.offset,
         observed_at: event.observed_at_ms,
+        ..user
     }
 }
 

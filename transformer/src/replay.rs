@@ -11,20 +11,24 @@
 //! half a batch; the running transformer's offsets are not touched.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
+use pipeline_io::kafka::{
+    ClientSettings, KafkaCallError, RangeReader, TxnSession, ctx, off_runtime,
+};
+use pipeline_io::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use schemas::raw::kind;
+use schemas::time::parse_rfc3339_ms;
+use schemas::topics::OutputTopics;
 use serde::Serialize;
 
-use crate::config::{Config, OutputTopics};
-use crate::kafka::{self, Deliveries, KafkaCallError, RangeReader, ctx};
-use crate::normalize::parse_time_ms;
-use crate::pipeline::{self, Decoded, PipelineError};
+use crate::config::Config;
+use crate::pipeline::PipelineError;
+use crate::pipeline::codec::{Decoded, dead_letter_headers, decode_raw};
+use crate::pipeline::live::txn_settings;
+use crate::pipeline::outputs::{self, Prepared, SchemaIds, encode};
 use crate::processor::{Mode, Processor, Source};
-use crate::registry::Registry;
 
 /// Command-line arguments of `transformer replay`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -81,28 +85,30 @@ impl From<KafkaCallError> for ReplayError {
     }
 }
 
-fn start_offsets(
+async fn start_offsets(
     args: &ReplayArgs,
-    consumer: &BaseConsumer,
+    settings: &ClientSettings,
     topic: &str,
     partitions: &[i32],
-    timeout: Duration,
 ) -> Result<HashMap<i32, (Offset, Option<i64>)>, ReplayError> {
     let mut starts: HashMap<i32, (Offset, Option<i64>)> = partitions
         .iter()
         .map(|p| (*p, (Offset::Beginning, None)))
         .collect();
     if let Some(t) = &args.from_time {
-        let ms = parse_time_ms(t)
+        let ms = parse_rfc3339_ms(t)
             .ok_or_else(|| ReplayError::Args(format!("--from-time `{t}` is not RFC 3339")))?;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             tpl.add_partition_offset(topic, *p, Offset::Offset(ms))
                 .map_err(ctx("building time lookup"))?;
         }
-        let found = consumer
-            .offsets_for_times(tpl, timeout)
-            .map_err(ctx("offsets_for_times"))?;
+        let (config, timeout) = (settings.client_config(), settings.timeout);
+        let found = off_runtime("offsets_for_times", move || {
+            let consumer: BaseConsumer = config.create()?;
+            consumer.offsets_for_times(tpl, timeout)
+        })
+        .await?;
         for e in found.elements() {
             let start = match e.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
@@ -148,44 +154,28 @@ fn start_offsets(
 /// # Errors
 /// Bad arguments, Kafka or registry failures.
 pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<ReplaySummary, ReplayError> {
-    config.validate().map_err(PipelineError::from)?;
-    let timeout = Duration::from_millis(config.kafka_timeout_ms);
-    let topics = OutputTopics::new(
-        args.output_prefix
-            .as_deref()
-            .unwrap_or(&config.output_prefix),
-    );
-    let pipeline::Prepared {
+    let topics = match &args.output_prefix {
+        Some(prefix) => OutputTopics::new(prefix),
+        None => config.kafka.topics.clone(),
+    };
+    let Prepared {
         registry,
-        meta,
-        raw_partitions: partitions,
+        raw_partitions,
         ids,
-    } = pipeline::prepare_outputs(config, &topics, false).await?;
-    let ranges = start_offsets(args, &meta, &config.raw_topic, &partitions, timeout)?;
-    let group = format!("{}-replay", config.group_id);
-    let mut reader = RangeReader::new(config, &group, &config.raw_topic, &ranges)?;
-
-    let producer: FutureProducer = kafka::base_config(config)
-        .set(
-            "transactional.id",
-            format!(
-                "{}-replay-{}",
-                config.transactional_id,
-                uuid::Uuid::new_v4()
-            ),
-        )
-        .set(
-            "transaction.timeout.ms",
-            config.transaction_timeout_ms.to_string(),
-        )
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()
-        .map_err(ctx("creating replay producer"))?;
-    producer
-        .init_transactions(timeout)
-        .map_err(ctx("init_transactions"))?;
-
+    } = outputs::prepare(config, &topics, false)
+        .await
+        .map_err(PipelineError::from)?;
+    let raw_topic = &config.kafka.raw_topic;
+    let client = &config.kafka.client;
+    let ranges = start_offsets(args, client, raw_topic, &raw_partitions).await?;
+    let group = format!("{}-replay", config.kafka.group_id);
+    let mut reader = RangeReader::open(client, &group, raw_topic, &ranges).await?;
+    let transactional_id = format!(
+        "{}-replay-{}",
+        config.kafka.transactional_id,
+        uuid::Uuid::new_v4()
+    );
+    let mut session = TxnSession::open(client, &txn_settings(config, &transactional_id)).await?;
     let result = replay_loop(
         config,
         args,
@@ -193,12 +183,12 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<ReplaySummary,
         ids,
         &registry,
         &mut reader,
-        &producer,
+        &mut session,
     )
     .await;
     if result.is_err() {
         // Do not leave an open transaction to block read_committed readers until it times out.
-        let _ = producer.abort_transaction(timeout);
+        session.abort().await;
     }
     result
 }
@@ -207,36 +197,33 @@ async fn replay_loop(
     config: &Config,
     args: &ReplayArgs,
     topics: &OutputTopics,
-    ids: pipeline::SchemaIds,
+    ids: SchemaIds,
     registry: &Registry,
     reader: &mut RangeReader,
-    producer: &FutureProducer,
+    session: &mut TxnSession,
 ) -> Result<ReplaySummary, ReplayError> {
-    let timeout = Duration::from_millis(config.kafka_timeout_ms);
-    let mut processor = Processor::new(config.activity_dedup_capacity);
+    let raw_topic = config.kafka.raw_topic.as_str();
+    let mut processor = Processor::new(config.processing.activity_dedup_capacity);
     let mut summary = ReplaySummary {
         users_topic: topics.users.clone(),
         ..ReplaySummary::default()
     };
     let mut outputs = Vec::new();
     let mut in_txn = 0_usize;
-    let mut deliveries = Deliveries::default();
     let mut seen_start = false;
     loop {
         let Some(m) = reader.next().await? else { break };
         summary.read += 1;
         if in_txn == 0 {
-            producer
-                .begin_transaction()
-                .map_err(ctx("begin_transaction"))?;
+            session.begin()?;
         }
         in_txn += 1;
         let source = Source {
-            topic: &config.raw_topic,
+            topic: raw_topic,
             partition: m.partition(),
             offset: m.offset(),
         };
-        let decoded = pipeline::decode_raw(registry, m.payload())
+        let decoded = decode_raw(registry, m.payload())
             .await
             .map_err(PipelineError::from)?;
         let failure = match decoded {
@@ -274,30 +261,26 @@ async fn replay_loop(
             }
         };
         if let Some((kind, error)) = failure {
-            let headers = pipeline::dead_letter_headers(
-                kind,
-                &error,
-                &config.raw_topic,
-                m.partition(),
-                m.offset(),
-            );
-            let r = pipeline::record(
-                &topics.dead_letter,
-                m.key().unwrap_or_default(),
-                m.payload(),
-                Some(headers),
-            );
-            deliveries.send(producer, r).await?;
+            let headers = dead_letter_headers(kind, &error, raw_topic, m.partition(), m.offset());
+            session
+                .send(
+                    &topics.dead_letter,
+                    m.key().unwrap_or_default(),
+                    m.payload(),
+                    Some(headers),
+                )
+                .await?;
             summary.dead_lettered += 1;
         }
         for o in outputs.drain(..) {
-            let e = pipeline::encode(&o, topics, ids).map_err(PipelineError::from)?;
-            let r = pipeline::record(e.topic, e.key.as_bytes(), e.value.as_deref(), None);
-            deliveries.send(producer, r).await?;
+            let e = encode(&o, topics, ids).map_err(PipelineError::from)?;
+            session
+                .send(e.topic, e.key.as_bytes(), e.value.as_deref(), None)
+                .await?;
             summary.produced += 1;
         }
-        if in_txn >= config.batch_max_records || summary.sync_completed {
-            deliveries.commit(producer, timeout).await?;
+        if in_txn >= config.processing.batch_max_records || summary.sync_completed {
+            session.commit().await?;
             in_txn = 0;
         }
         if summary.sync_completed {
@@ -305,7 +288,7 @@ async fn replay_loop(
         }
     }
     if in_txn > 0 {
-        deliveries.commit(producer, timeout).await?;
+        session.commit().await?;
     }
     tracing::info!(
         read = summary.read,

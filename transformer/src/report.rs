@@ -19,15 +19,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use rdkafka::Message;
-use schemas::usage::{AppUsage, Application, UserUsage};
-use schemas::wire;
+use pipeline_io::kafka::KafkaCallError;
+use pipeline_io::registry::RegistryError;
+use schemas::time::{now_ms, parse_rfc3339_ms};
+use schemas::topics::OutputTopics;
 use serde::Serialize;
 
-use crate::config::{Config, OutputTopics};
-use crate::kafka::{self, KafkaCallError};
-use crate::normalize::{may_use, parse_time_ms};
-use crate::registry::RegistryError;
+use crate::config::Config;
+use crate::normalize::may_use;
+use crate::pipeline::outputs::{OutputError, OutputKind, OutputRecord, read_output};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -91,6 +91,17 @@ pub enum ReportError {
     /// Registry failure.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+}
+
+impl From<OutputError> for ReportError {
+    fn from(e: OutputError) -> Self {
+        match e {
+            OutputError::Kafka(e) => Self::Kafka(e),
+            OutputError::Registry(e) | OutputError::SchemaLost { source: e, .. } => {
+                Self::Registry(e)
+            }
+        }
+    }
 }
 
 /// What the report keeps per user.
@@ -312,99 +323,67 @@ pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
 /// Reads the normalized topics into per-tenant data.
 ///
 /// # Errors
-/// Kafka or registry failures (transient); undecodable records are logged and ignored.
+/// Kafka or registry failures (transient); undecodable records are logged and passed over.
 pub async fn read_topics(
     config: &Config,
     topics: &OutputTopics,
     group_id: &str,
     tenant: Option<&str>,
 ) -> Result<BTreeMap<String, TenantData>, ReportError> {
-    let registry = config.registry()?;
+    let registry = config.registry.client()?;
     let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
-    for (which, topic) in [
-        (0, &topics.users),
-        (1, &topics.applications),
-        (2, &topics.app_usage),
-    ] {
-        let mut reader = kafka::whole_topic(config, group_id, topic)?;
-        while let Some(m) = reader.next().await? {
-            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                continue;
-            };
+    for kind in OutputKind::ALL {
+        let apply = |key: &str, record: Option<OutputRecord>| {
             let mut parts = key.splitn(3, '/');
             let (Some(t), Some(id)) = (parts.next(), parts.next()) else {
-                continue;
+                return;
             };
             if tenant.is_some_and(|want| want != t) {
-                continue;
+                return;
             }
             let data = tenants.entry(t.to_owned()).or_default();
-            let Some(value) = m.payload() else {
-                match which {
-                    0 => {
-                        data.users.remove(id);
-                    }
-                    1 => {
-                        data.apps.remove(id);
-                    }
-                    _ => {
-                        if let Some(user) = parts.next() {
-                            data.last_access.remove(&(id.to_owned(), user.to_owned()));
-                        }
+            match (kind, record) {
+                (OutputKind::Users, None) => {
+                    data.users.remove(id);
+                }
+                (OutputKind::Applications, None) => {
+                    data.apps.remove(id);
+                }
+                (OutputKind::AppUsage, None) => {
+                    if let Some(user) = parts.next() {
+                        data.last_access.remove(&(id.to_owned(), user.to_owned()));
                     }
                 }
-                continue;
-            };
-            let (schema_id, datum) = match wire::decode(value) {
-                Ok(x) => x,
-                Err(error) => {
-                    tracing::warn!(%topic, offset = m.offset(), %error, "record not in wire format ignored");
-                    continue;
+                (_, Some(OutputRecord::User(u))) => {
+                    let mut groups = u.access_group_ids;
+                    groups.sort();
+                    data.users.insert(
+                        u.user_id,
+                        UserFacts {
+                            can_authenticate: u.can_authenticate,
+                            mfa_enabled: u.mfa_enabled,
+                            access_group_ids: groups,
+                            last_sign_on_at: u.last_sign_on_at,
+                        },
+                    );
                 }
-            };
-            let schema = registry.schema_by_id(schema_id).await?;
-            let ignored = |error: schemas::SchemaError| {
-                tracing::warn!(%topic, offset = m.offset(), %error, "undecodable record ignored");
-            };
-            match which {
-                0 => match UserUsage::from_avro_datum(&schema, datum) {
-                    Ok(u) => {
-                        let mut groups = u.access_group_ids;
-                        groups.sort();
-                        data.users.insert(
-                            u.user_id,
-                            UserFacts {
-                                can_authenticate: u.can_authenticate,
-                                mfa_enabled: u.mfa_enabled,
-                                access_group_ids: groups,
-                                last_sign_on_at: u.last_sign_on_at,
-                            },
-                        );
-                    }
-                    Err(e) => ignored(e),
-                },
-                1 => match Application::from_avro_datum(&schema, datum) {
-                    Ok(a) => {
-                        data.apps.insert(
-                            a.application_id,
-                            AppFacts {
-                                name: a.name,
-                                group_type: a.access_control_group_type,
-                                group_ids: a.access_control_group_ids,
-                            },
-                        );
-                    }
-                    Err(e) => ignored(e),
-                },
-                _ => match AppUsage::from_avro_datum(&schema, datum) {
-                    Ok(u) => {
-                        data.last_access
-                            .insert((u.application_id, u.user_id), u.last_access_at);
-                    }
-                    Err(e) => ignored(e),
-                },
+                (_, Some(OutputRecord::Application(a))) => {
+                    data.apps.insert(
+                        a.application_id,
+                        AppFacts {
+                            name: a.name,
+                            group_type: a.access_control_group_type,
+                            group_ids: a.access_control_group_ids,
+                        },
+                    );
+                }
+                (_, Some(OutputRecord::AppUsage(u))) => {
+                    data.last_access
+                        .insert((u.application_id, u.user_id), u.last_access_at);
+                }
             }
-        }
+        };
+        read_output(config, &registry, group_id, topics, kind, apply).await?;
     }
     Ok(tenants)
 }
@@ -420,18 +399,14 @@ pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportErr
         ));
     }
     let as_of = match &args.as_of {
-        Some(t) => parse_time_ms(t)
+        Some(t) => parse_rfc3339_ms(t)
             .ok_or_else(|| ReportError::Args(format!("--as-of `{t}` is not RFC 3339")))?,
-        None => {
-            let now = time::OffsetDateTime::now_utc();
-            i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-        }
+        None => now_ms(),
     };
-    let topics = OutputTopics::new(
-        args.input_prefix
-            .as_deref()
-            .unwrap_or(&config.output_prefix),
-    );
+    let topics = match &args.input_prefix {
+        Some(prefix) => OutputTopics::new(prefix),
+        None => config.kafka.topics.clone(),
+    };
     let tenants = read_topics(config, &topics, &args.group_id, args.tenant.as_deref()).await?;
     let rows = compute(&tenants, &args.active_days, as_of);
     Ok(render(&rows, &args.active_days, args.format))

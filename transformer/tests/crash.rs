@@ -49,9 +49,9 @@ impl Lcg {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_never_duplicates_or_loses_output() {
     let mut s = setup("crash", 2).await;
-    s.config.batch_max_records = 100;
-    s.config.batch_max_wait_ms = 20;
-    let topics = s.config.topics();
+    s.config.processing.batch_max_records = 100;
+    s.config.processing.batch_max_wait = Duration::from_millis(20);
+    let topics = s.config.kafka.topics.clone();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -101,30 +101,44 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
     std::fs::write(
         &config_path,
         format!(
-            "bootstrap_servers = \"{}\"\nschema_registry_url = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\nbatch_max_records = 100\nbatch_max_wait_ms = 20\ntransaction_timeout_ms = 20000\nkafka_timeout_ms = 20000\nshutdown_deadline_ms = 20000\n",
-            s.config.bootstrap_servers, s.config.schema_registry_url, s.raw_topic, s.config.output_prefix, s.config.group_id, s.config.transactional_id
+            "[kafka]\nbootstrap_servers = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\ntransaction_timeout_ms = 20000\nrequest_timeout_ms = 20000\n[schema_registry]\nurl = \"{}\"\n[operations]\nshutdown_deadline_ms = 20000\n[processing]\nbatch_max_records = 100\nbatch_max_wait_ms = 20\n",
+            s.config.kafka.client.bootstrap_servers, s.raw_topic, s.config.kafka.output_prefix, s.config.kafka.group_id, s.config.kafka.transactional_id, s.config.registry.url
         ),
     )
     .unwrap();
 
-    let mut progress = Vec::new();
-    for _ in 0..KILLS {
-        let mut child = spawn(&config_path, &log);
-        tokio::time::sleep(Duration::from_millis(1_500 + rng.next(3_000))).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let so_far = consume_all(&topics.users)
+    let expected_users: usize = 2 * USERS.iter().map(ExactSizeIterator::len).sum::<usize>();
+    let expected_tombstones = 2 * (USERS[0].len() - USERS[2].len());
+    let committed = || async {
+        consume_all(&topics.users)
             .await
             .map(|r| r.len())
-            .unwrap_or(0);
+            .unwrap_or(0)
+    };
+    let mut progress = Vec::new();
+    for _ in 0..KILLS {
+        let before = committed().await;
+        let mut child = spawn(&config_path, &log);
+        // Each kill lands while output is being written, however long start-up takes on a busy
+        // machine: once this instance has committed something (or all is done), at a random
+        // moment within the next 0.8 s.
+        let started = std::time::Instant::now();
+        while before < expected_users + expected_tombstones
+            && committed().await <= before
+            && started.elapsed() < Duration::from_secs(90)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.next(800))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let so_far = committed().await;
         eprintln!("killed with {so_far} user records committed");
         progress.push(so_far);
     }
 
     // Let it finish, then stop it gracefully with SIGTERM.
     let mut child = spawn(&config_path, &log);
-    let expected_users: usize = 2 * USERS.iter().map(ExactSizeIterator::len).sum::<usize>();
-    let expected_tombstones = 2 * (USERS[0].len() - USERS[2].len());
     let users = wait_for(&topics.users, Duration::from_secs(240), |r| {
         r.len() >= expected_users + expected_tombstones
     })

@@ -72,17 +72,14 @@ fn header(r: &ConsumedRecord, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncs_deletes_poison_replay_and_report() {
     let s = setup("pipeline", 2).await;
-    let topics = s.config.topics();
+    let topics = s.config.kafka.topics.clone();
     let reg = registry(&s.config);
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
-    let health = transformer::metrics::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        metrics.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let ops = pipeline_io::ops::OpsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone())
+        .await
+        .unwrap();
+    let health = ops.addr;
     let http = reqwest::Client::new();
     let get = |path: &str| {
         let http = http.clone();
@@ -98,7 +95,7 @@ async fn syncs_deletes_poison_replay_and_report() {
         503,
         "not ready before the loop runs"
     );
-    let task = tokio::spawn(transformer::pipeline::run_with_metrics(
+    let task = tokio::spawn(transformer::pipeline::run(
         s.config.clone(),
         shutdown.clone(),
         metrics.clone(),
@@ -209,8 +206,8 @@ async fn syncs_deletes_poison_replay_and_report() {
         .iter()
         .map(|r| json!({"key": key(r), "value_hex": hex(r.value.as_deref().unwrap())}))
         .collect();
-    let mut decoded = fastavro_decode(&s.config.schema_registry_url, &dump, false);
-    let builtin = fastavro_decode(&s.config.schema_registry_url, &dump, true);
+    let mut decoded = fastavro_decode(s.config.registry.url.as_str(), &dump, false);
+    let builtin = fastavro_decode(s.config.registry.url.as_str(), &dump, true);
     assert_eq!(decoded.len(), 15);
     assert_eq!(builtin.len(), 15);
     assert!(builtin.iter().all(|d| d["decoder"] == "builtin"));
@@ -239,7 +236,7 @@ async fn syncs_deletes_poison_replay_and_report() {
 
     // Output subjects are registered with BACKWARD_TRANSITIVE.
     let client =
-        test_harness::registry::RegistryClient::new(&s.config.schema_registry_url).unwrap();
+        test_harness::registry::RegistryClient::new(s.config.registry.url.as_str()).unwrap();
     for topic in [&topics.users, &topics.applications, &topics.app_usage] {
         let level = client
             .subject_compatibility(&format!("{topic}-value"))
@@ -407,7 +404,7 @@ async fn syncs_deletes_poison_replay_and_report() {
     .await
     .unwrap();
     assert!(summary.sync_completed);
-    let replay_topics = transformer::config::OutputTopics::new(&prefix);
+    let replay_topics = schemas::topics::OutputTopics::new(&prefix);
     let replayed = consume_all(&replay_topics.users).await.unwrap();
     let original = consume_all(&topics.users).await.unwrap();
     let mut want = BTreeMap::new();
@@ -457,7 +454,7 @@ async fn syncs_deletes_poison_replay_and_report() {
         }
         m
     };
-    let all_topics = transformer::config::OutputTopics::new(&prefix_all);
+    let all_topics = schemas::topics::OutputTopics::new(&prefix_all);
     let live = latest(&consume_all(&topics.users).await.unwrap());
     let again = latest(&consume_all(&all_topics.users).await.unwrap());
     assert_eq!(again.len(), live.len());
@@ -489,7 +486,7 @@ async fn syncs_deletes_poison_replay_and_report() {
     .await
     .unwrap();
     assert_eq!(summary.dead_lettered, 0);
-    let time_users = consume_all(&transformer::config::OutputTopics::new(&prefix_time).users)
+    let time_users = consume_all(&schemas::topics::OutputTopics::new(&prefix_time).users)
         .await
         .unwrap();
     let mut keys: Vec<String> = time_users.iter().map(key).collect();
@@ -529,7 +526,7 @@ async fn syncs_deletes_poison_replay_and_report() {
 async fn output_record_with_a_lost_schema_stops_the_restore() {
     const LOST_ID: u32 = 2_000_000_000;
     let s = setup("lost-schema", 1).await;
-    let topics = s.config.topics();
+    let topics = s.config.kafka.topics.clone();
     create_topic(&topics.users, &TopicOptions::new(1).compacted())
         .await
         .unwrap();
@@ -542,7 +539,7 @@ async fn output_record_with_a_lost_schema_stops_the_restore() {
     let shutdown = CancellationToken::new();
     let outcome = tokio::time::timeout(
         WAIT,
-        transformer::pipeline::run(s.config.clone(), shutdown.clone()),
+        transformer::pipeline::run(s.config.clone(), shutdown.clone(), Arc::new(Metrics::new())),
     )
     .await;
     shutdown.cancel();
@@ -561,7 +558,7 @@ async fn output_record_with_a_lost_schema_stops_the_restore() {
     }
 }
 
-async fn decode_user_bytes(reg: &transformer::registry::Registry, value: &[u8]) -> UserUsage {
+async fn decode_user_bytes(reg: &pipeline_io::registry::Registry, value: &[u8]) -> UserUsage {
     let (id, datum) = wire::decode(value).unwrap();
     UserUsage::from_avro_datum(&reg.schema_by_id(id).await.unwrap(), datum).unwrap()
 }

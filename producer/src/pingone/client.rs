@@ -9,16 +9,16 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
 use super::PingOneError;
+use super::http::{retry_after, without_url};
 use super::page::{ApiErrorBody, Page};
-use super::token::{Token, TokenAttempt, TokenCache, without_url};
+use super::token::{Token, TokenAttempt, TokenCache};
 use crate::config::TenantConfig;
 use crate::metrics::Metrics;
 
@@ -46,19 +46,6 @@ impl std::fmt::Debug for Inner {
             .field("tenant", &self.tenant)
             .finish_non_exhaustive()
     }
-}
-
-/// Parses `Retry-After`: delta-seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// The wait before retry number `attempt` (0-based): `Retry-After` if given, else exponential
@@ -353,30 +340,6 @@ mod tests {
     use super::*;
 
     const BASE_BACKOFF: Duration = Duration::from_secs(1);
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let future = SystemTime::now() + Duration::from_secs(120);
-        h.insert(
-            RETRY_AFTER,
-            httpdate::fmt_http_date(future).parse().unwrap(),
-        );
-        let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

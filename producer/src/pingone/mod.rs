@@ -1,11 +1,15 @@
 //! The PingOne client: tokens ([`token`]), requests with retries and rate limiting
-//! ([`client`]), and tolerant parsing of HAL pages ([`page`]).
+//! ([`client`]), the HTTP helpers both share ([`http`]), and tolerant parsing of HAL pages and
+//! error bodies ([`page`]). Dependencies run one way: `client` → `token` → `http`, and both of
+//! the first two → `page` and this module's [`PingOneError`].
 //!
-//! Everything here follows `/work/shared/pingone-api.md`: `client_secret_post` tokens,
-//! `next` links followed verbatim, retries on 408/429/5xx honouring `Retry-After`, errors
-//! reported with PingOne's `code` and `id`.
+//! Everything here follows PingOne's documented API conventions (Ping's Platform API docs and
+//! the OpenAPI specs in Ping's Go SDKs): `client_secret_post` tokens without `scope`, `next`
+//! links followed verbatim, retries on 408/429/5xx honouring `Retry-After`, errors reported
+//! with PingOne's `code` and `id`.
 
 pub mod client;
+pub mod http;
 pub mod page;
 pub mod token;
 

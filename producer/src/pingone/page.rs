@@ -150,6 +150,13 @@ pub struct OAuthErrorBody {
     pub error_description: Option<String>,
 }
 
+impl OAuthErrorBody {
+    /// Parses a token endpoint error body; anything unparsable gives an empty body.
+    pub fn parse(body: &[u8]) -> Self {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::PingOneError;
+use super::http::{retry_after, without_url};
 use super::page::OAuthErrorBody;
-use crate::secret::Secret;
+use pipeline_io::secret::Secret;
 
 /// A bearer token and when to stop using it.
 #[derive(Debug, Clone)]
@@ -121,7 +122,7 @@ impl TokenCache {
             }
         };
         let status = response.status().as_u16();
-        let retry_after = super::client::retry_after(response.headers());
+        let retry_after = retry_after(response.headers());
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -172,25 +173,4 @@ impl TokenCache {
             })
         }
     }
-}
-
-impl OAuthErrorBody {
-    fn parse(body: &[u8]) -> Self {
-        serde_json::from_slice(body).unwrap_or_default()
-    }
-}
-
-/// A reqwest error's text without its URL (URLs are not secret, but keep messages short).
-pub fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<url>");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -106,18 +106,19 @@ activity_safety_lag_s = 2
 }
 
 fn transformer_config(raw_topic: &str) -> transformer::Config {
-    let mut c = transformer::Config::new(
+    let mut c = transformer::Config::for_addresses(
         test_harness::kafka_bootstrap(),
         test_harness::schema_registry_url(),
-    );
-    c.raw_topic = raw_topic.to_owned();
-    c.output_prefix = format!("{}.", test_harness::unique_name("e2e-usage"));
-    c.group_id = test_harness::unique_name("e2e-transformer");
-    c.transactional_id = test_harness::unique_name("e2e-transformer-txn");
-    c.stop_at_end = true;
-    c.batch_max_wait_ms = 50;
-    c.kafka_timeout_ms = 20_000;
-    c.transaction_timeout_ms = 30_000;
+    )
+    .expect("test addresses are valid")
+    .with_output_prefix(&format!("{}.", test_harness::unique_name("e2e-usage")));
+    c.kafka.raw_topic = raw_topic.to_owned();
+    c.kafka.group_id = test_harness::unique_name("e2e-transformer");
+    c.kafka.transactional_id = test_harness::unique_name("e2e-transformer-txn");
+    c.processing.stop_at_end = true;
+    c.processing.batch_max_wait = Duration::from_millis(50);
+    c.kafka.client.timeout = Duration::from_secs(20);
+    c.kafka.transaction_timeout = Duration::from_secs(30);
     c
 }
 
@@ -213,7 +214,7 @@ async fn poll_activity(env: &Env) -> (i64, i64) {
 async fn transform(env: &Env) {
     tokio::time::timeout(
         STEP_LIMIT,
-        transformer::pipeline::run(env.transformer.clone(), CancellationToken::new()),
+        transformer::run(env.transformer.clone(), CancellationToken::new()),
     )
     .await
     .expect("transformer catches up within the limit")
@@ -237,7 +238,7 @@ fn fastavro(env: &Env, records: &[&ConsumedRecord]) -> Vec<(String, Value)> {
         .collect();
     let mut child = std::process::Command::new("python3")
         .arg(&env.fastavro)
-        .arg(&env.transformer.schema_registry_url)
+        .arg(env.transformer.registry.url.as_str())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -553,7 +554,7 @@ async fn check_raw_activities(env: &Env, window: (i64, i64)) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulator_to_license_report() {
     let env = setup().await;
-    let topics = env.transformer.topics();
+    let topics = env.transformer.kafka.topics.clone();
     let admin = env.sim.admin(&env.env_id);
 
     // Phase 1: one sync, 14 days of activity, the transformer until caught up.

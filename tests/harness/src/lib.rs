@@ -11,6 +11,7 @@
 //! - [`kafka`]: client settings with bounded timeouts, topic creation, and [`kafka::consume_all`]
 //!   which reads a topic with `read_committed` up to its end.
 //! - [`registry`]: small calls on the registry's Confluent-compatible API.
+//! - [`ops`]: probing a binary's `/healthz` and `/readyz`, and a broker that never answers.
 //!
 //! Every client setting here bounds its timeouts, so a stopped broker makes tests fail with an
 //! error instead of hanging.
@@ -18,6 +19,7 @@
 #[cfg(feature = "docker")]
 mod docker;
 pub mod kafka;
+pub mod ops;
 pub mod registry;
 
 use std::sync::OnceLock;

@@ -57,12 +57,8 @@ pub fn fmt_ms(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
 }
 
-/// Parses an RFC 3339 timestamp into epoch milliseconds.
-#[must_use]
-pub fn parse_ms(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-}
+/// Parses an RFC 3339 timestamp into epoch milliseconds (the contract's one parser).
+pub use schemas::time::parse_rfc3339_ms as parse_ms;
 
 fn uuid_from_hash(h1: u64, h2: u64) -> Uuid {
     Uuid::from_u64_pair((h1 & !0xf000) | 0x4000, (h2 & !(0b11 << 62)) | (0b10 << 62))

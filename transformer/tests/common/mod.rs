@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use pipeline_io::registry::Registry;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use schemas::raw::{RAW_EVENT_SCHEMA, RawEvent, kind};
 use schemas::usage::{AppUsage, Application, UserUsage};
@@ -21,7 +22,6 @@ use test_harness::kafka::{
 };
 use test_harness::registry::{Registration, RegistryClient};
 use transformer::config::Config;
-use transformer::registry::Registry;
 
 /// An application of a sync: id and optional group rule (type, group ids).
 pub type AppSpec<'a> = (&'a str, Option<(&'a str, &'a [&'a str])>);
@@ -51,17 +51,19 @@ pub async fn setup(name: &str, partitions: i32) -> Setup {
         Registration::Registered { id } => id,
         other => panic!("raw schema not registered: {other:?}"),
     };
-    let mut config = Config::new(
+    let prefix = format!("{}.", test_harness::unique_name(&format!("out-{name}")));
+    let mut config = Config::for_addresses(
         test_harness::kafka_bootstrap(),
         test_harness::schema_registry_url(),
-    );
-    config.raw_topic = raw_topic.clone();
-    config.output_prefix = format!("{}.", test_harness::unique_name(&format!("out-{name}")));
-    config.group_id = test_harness::unique_name("transformer-group");
-    config.transactional_id = test_harness::unique_name("transformer-txn");
-    config.batch_max_wait_ms = 50;
-    config.kafka_timeout_ms = 20_000;
-    config.transaction_timeout_ms = 20_000;
+    )
+    .expect("test addresses are valid")
+    .with_output_prefix(&prefix);
+    config.kafka.raw_topic = raw_topic.clone();
+    config.kafka.group_id = test_harness::unique_name("transformer-group");
+    config.kafka.transactional_id = test_harness::unique_name("transformer-txn");
+    config.processing.batch_max_wait = Duration::from_millis(50);
+    config.kafka.client.timeout = Duration::from_secs(20);
+    config.kafka.transaction_timeout = Duration::from_secs(20);
     Setup {
         raw_topic,
         schema_id,
@@ -285,5 +287,5 @@ pub async fn decode_usage(reg: &Registry, r: &ConsumedRecord) -> AppUsage {
 }
 
 pub fn registry(config: &Config) -> Registry {
-    Registry::new(&config.schema_registry_url, None, Duration::from_secs(10)).unwrap()
+    config.registry.client().unwrap()
 }

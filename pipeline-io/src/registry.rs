@@ -4,11 +4,13 @@
 //! transformer registers its outputs and resolves the writer schemas of what it reads.
 //!
 //! Errors separate "this id does not exist" (the message is poison: dead letter) from "the
-//! registry cannot be asked right now" (transient: the caller retries).
+//! registry cannot be asked right now" (transient: the caller retries). Unknown ids are
+//! remembered for [`UNKNOWN_ID_TTL`], so a burst of poison records naming one id costs one
+//! request, not one per record.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use serde_json::json;
@@ -78,7 +80,12 @@ pub struct Registry {
     http: reqwest::Client,
     auth: Option<RegistryAuth>,
     cache: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
+    /// Ids the registry said it does not know, and when it said so.
+    unknown: Arc<Mutex<HashMap<u32, Instant>>>,
 }
+
+/// How long an id the registry does not know is answered from memory.
+pub const UNKNOWN_ID_TTL: Duration = Duration::from_secs(60);
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -105,6 +112,7 @@ impl Registry {
             http,
             auth,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            unknown: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -119,6 +127,20 @@ impl Registry {
         self.cache.lock().ok().and_then(|c| c.get(&id).cloned())
     }
 
+    fn known_unknown(&self, id: u32) -> bool {
+        let Ok(mut unknown) = self.unknown.lock() else {
+            return false;
+        };
+        match unknown.get(&id) {
+            Some(at) if at.elapsed() < UNKNOWN_ID_TTL => true,
+            Some(_) => {
+                unknown.remove(&id);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// The writer schema with this id (from the cache after the first call).
     ///
     /// # Errors
@@ -127,6 +149,9 @@ impl Registry {
     pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         if let Some(s) = self.cached(id) {
             return Ok(s);
+        }
+        if self.known_unknown(id) {
+            return Err(RegistryError::UnknownId { id });
         }
         let url = format!("{}/schemas/ids/{id}", self.base);
         let unavailable = |reason: String| RegistryError::Unavailable {
@@ -137,15 +162,21 @@ impl Registry {
             .authed(self.http.get(&url))
             .send()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(error_chain(&e)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
+            if let Ok(mut unknown) = self.unknown.lock() {
+                unknown.insert(id, Instant::now());
+            }
             return Err(RegistryError::UnknownId { id });
         }
         if !status.is_success() {
             return Err(unavailable(format!("status {status}")));
         }
-        let body: serde_json::Value = resp.json().await.map_err(|e| unavailable(e.to_string()))?;
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| unavailable(error_chain(&e)))?;
         let text = body.get("schema").and_then(|s| s.as_str()).ok_or_else(|| {
             RegistryError::BadSchema {
                 id,
@@ -184,9 +215,12 @@ impl Registry {
             .json(&json!({"schema": schema, "schemaType": "AVRO"}))
             .send()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(error_chain(&e)))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| unavailable(error_chain(&e)))?;
         if status == reqwest::StatusCode::CONFLICT
             || status == reqwest::StatusCode::UNPROCESSABLE_ENTITY
         {
@@ -225,8 +259,24 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Unavailable {
                 url: url.clone(),
-                reason: e.to_string(),
+                reason: error_chain(&e),
             })?;
         Ok(resp.status())
     }
+}
+
+/// An error and its causes, `: `-separated: reqwest's own message ("error sending request for
+/// url") hides why (connection refused, DNS, timeout), which its sources tell.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -1,0 +1,84 @@
+//! What every binary's `main.rs` shares, so that each stays thin and both have one shape:
+//! parse the command line, load the configuration, then [`run`] the library's future on a
+//! runtime with logging and the shutdown signal, and turn the outcome into an exit status
+//! ([`exit`], [`invalid_config`]).
+
+use std::fmt;
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LogFormat;
+use crate::shutdown::{ShutdownError, on_signals, run_until_shutdown};
+
+/// `--log-format`, overriding the configuration's `operations.log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Text => Self::Text,
+            LogFormatArg::Json => Self::Json,
+        }
+    }
+}
+
+/// Why [`run`] could not give the work's own result.
+#[derive(Debug, thiserror::Error)]
+pub enum MainError {
+    /// The async runtime could not start.
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The work did not stop in time after a signal, or panicked.
+    #[error(transparent)]
+    Shutdown(#[from] ShutdownError),
+}
+
+/// Installs logging in `format`, starts a multi-threaded runtime, wires SIGINT and SIGTERM to a
+/// cancellation token, and runs `work(token)` to its end; after a signal, at most `deadline`
+/// longer.
+///
+/// # Errors
+/// [`MainError`]; the work's own outcome is the `Ok` value.
+pub fn run<T, Fut>(
+    format: LogFormat,
+    deadline: Duration,
+    work: impl FnOnce(CancellationToken) -> Fut,
+) -> Result<T, MainError>
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    crate::logging::init(format);
+    let runtime = tokio::runtime::Runtime::new().map_err(MainError::Runtime)?;
+    runtime.block_on(async move {
+        let shutdown = on_signals();
+        let future = work(shutdown.clone());
+        Ok(run_until_shutdown(future, shutdown, deadline).await?)
+    })
+}
+
+/// The exit status of `main`: the code given, or 1 after printing the error with its causes.
+pub fn exit(result: Result<ExitCode, impl fmt::Display>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints a configuration error (every problem it lists) and gives exit status 2.
+pub fn invalid_config(error: impl fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,209 @@
+//! Kafka, as every binary uses it: one error type ([`KafkaCallError`]), the settings every client
+//! shares ([`ClientSettings`]), and [`off_runtime`], which runs librdkafka's blocking calls on
+//! tokio's blocking pool.
+//!
+//! # Why off the runtime
+//! `init_transactions`, `commit_transaction`, `abort_transaction`,
+//! `send_offsets_to_transaction`, `fetch_metadata`, `fetch_watermarks`, `committed_offsets` and
+//! `offsets_for_times` block their thread until the broker answers or the timeout passes (up to
+//! the configured Kafka timeout). Called from an async task they hold a runtime worker for that
+//! long; with one worker (a container limited to one CPU) nothing else runs, so `/healthz`
+//! stopped answering for the whole of a broker outage. Every such call here goes through
+//! [`off_runtime`].
+//!
+//! # Layout
+//! - [`topics`]: partition lists and topic creation.
+//! - [`reader`]: [`RangeReader`], which reads partitions `read_committed` up to an end and stops.
+//! - [`txn`]: [`TxnSession`], one transactional producer: send with back-pressure, wait for the
+//!   deliveries, commit or abort.
+
+pub mod reader;
+pub mod topics;
+pub mod txn;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+
+pub use reader::{RangeReader, ReaderContext};
+pub use topics::{TopicSpec, ensure_topics, partitions};
+pub use txn::{TxnSession, TxnSettings};
+
+use crate::config::redacted_options;
+
+/// A Kafka call that failed, with what we were doing.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka: {context}: {source}")]
+pub struct KafkaCallError {
+    /// What was being done (names the topic, partition or transactional id).
+    pub context: String,
+    /// librdkafka's error.
+    #[source]
+    pub source: KafkaError,
+}
+
+impl KafkaCallError {
+    /// Whether librdkafka says this producer was fenced by a newer instance with the same
+    /// transactional id (or a newer group generation): retrying with this client cannot help.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self.source.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+        )
+    }
+}
+
+/// Wraps a [`KafkaError`] with context: `.map_err(ctx("creating the admin client"))`.
+pub fn ctx(context: impl Into<String>) -> impl FnOnce(KafkaError) -> KafkaCallError {
+    let context = context.into();
+    move |source| KafkaCallError { context, source }
+}
+
+/// Runs a blocking librdkafka call on tokio's blocking pool, so that it never holds a runtime
+/// worker (see the module docs). `context` names the call in the error.
+///
+/// # Errors
+/// The call's error, or [`KafkaError::Canceled`] if the blocking task could not finish.
+pub async fn off_runtime<T, F>(context: impl Into<String>, call: F) -> Result<T, KafkaCallError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> KafkaResult<T> + Send + 'static,
+{
+    let context = context.into();
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result.map_err(ctx(context)),
+        Err(_) => Err(KafkaCallError {
+            context,
+            source: KafkaError::Canceled,
+        }),
+    }
+}
+
+/// What every Kafka client of a process shares: where the brokers are, the operator's extra
+/// librdkafka options (security settings), a bound on blocking calls, and a client id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// `host:port[,host:port]`.
+    pub bootstrap_servers: String,
+    /// Extra librdkafka options, applied first so that our own settings win.
+    pub librdkafka_options: BTreeMap<String, String>,
+    /// Bound on every blocking call (metadata, watermarks, transactions) and socket operation.
+    pub timeout: Duration,
+    /// `client.id`, shown in broker logs and quotas.
+    pub client_id: String,
+}
+
+impl fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field(
+                "librdkafka_options",
+                &redacted_options(&self.librdkafka_options),
+            )
+            .field("timeout", &self.timeout)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+impl ClientSettings {
+    /// Settings for `bootstrap_servers` with no extra options, a 30 s timeout and `client_id`.
+    pub fn new(bootstrap_servers: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            librdkafka_options: BTreeMap::new(),
+            timeout: Duration::from_secs(30),
+            client_id: client_id.into(),
+        }
+    }
+
+    /// The same settings with the operator's extra librdkafka options.
+    #[must_use]
+    pub fn with_options(mut self, options: BTreeMap<String, String>) -> Self {
+        self.librdkafka_options = options;
+        self
+    }
+
+    /// The same settings with another bound on blocking calls.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The base client configuration: the operator's options, then bootstrap servers, client id
+    /// and the socket timeout.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        for (k, v) in &self.librdkafka_options {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.client_id)
+            .set("socket.timeout.ms", self.timeout.as_millis().to_string());
+        c
+    }
+
+    /// Consumer settings for reading committed data without committing anything: the readers
+    /// of [`reader`] and the restore and report readers.
+    pub fn reader_config(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            // Readers wait for the end of a topic: do not let the broker hold empty fetches long.
+            .set("fetch.wait.max.ms", "20");
+        c
+    }
+}
+
+/// Whether an error only says that a consumer reached the end of a partition: how readers
+/// stop, not something to log as an error.
+pub fn is_partition_eof(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_come_first_and_ours_win() {
+        let mut s = ClientSettings::new("k:9092", "test");
+        s.librdkafka_options
+            .insert("bootstrap.servers".into(), "elsewhere:1".into());
+        s.librdkafka_options
+            .insert("sasl.password".into(), "hunter2".into());
+        let c = s.client_config();
+        assert_eq!(c.get("bootstrap.servers"), Some("k:9092"));
+        assert_eq!(c.get("sasl.password"), Some("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn blocking_calls_leave_the_runtime_free() {
+        // The blocking call waits for a message that only a task on the same single-threaded
+        // runtime sends: it gets it only if the call does not hold the runtime's one thread.
+        let (tx, rx) = std::sync::mpsc::channel::<u8>();
+        let call = off_runtime("waiting for the runtime", move || {
+            rx.recv_timeout(Duration::from_secs(10))
+                .map_err(|_| KafkaError::Canceled)
+        });
+        let sender = async move {
+            tokio::task::yield_now().await;
+            tx.send(7).unwrap();
+        };
+        let (received, ()) = tokio::join!(call, sender);
+        assert_eq!(received.unwrap(), 7);
+    }
+}

@@ -1,0 +1,202 @@
+//! Reading a topic `read_committed` up to an end, then stopping: how the producer reads its
+//! checkpoints back, how the transformer restores its state and replays raw events, and how the
+//! license report reads the normalized topics.
+//!
+//! The end of a partition is reached at an end-of-partition event, or when a message at or after
+//! the end offset arrives (under `read_committed` the last offsets may be transaction markers,
+//! which are never delivered). Every wait is bounded by the settings' timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::{ClientSettings, KafkaCallError, ctx, is_partition_eof, off_runtime, partitions};
+
+/// Client context of the readers: end-of-partition is how they stop, not an error to log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_eof(&error) {
+            tracing::error!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
+/// Reads partitions of one topic from a start offset up to an end, then stops.
+pub struct RangeReader {
+    consumer: Arc<StreamConsumer<ReaderContext>>,
+    topic: String,
+    /// Partitions still being read, with their end offset (exclusive).
+    end: HashMap<i32, i64>,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for RangeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeReader")
+            .field("topic", &self.topic)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RangeReader {
+    /// Starts reading `ranges` (`partition -> (start, end exclusive)`) of `topic`; an end of
+    /// `None` is the partition's end when reading starts. `group_id` is only a name: nothing is
+    /// committed.
+    ///
+    /// # Errors
+    /// Client creation, watermark or assignment errors.
+    pub async fn open(
+        settings: &ClientSettings,
+        group_id: &str,
+        topic: &str,
+        ranges: &HashMap<i32, (Offset, Option<i64>)>,
+    ) -> Result<Self, KafkaCallError> {
+        let consumer: Arc<StreamConsumer<ReaderContext>> = Arc::new(
+            settings
+                .reader_config(group_id)
+                .create_with_context(ReaderContext)
+                .map_err(ctx(format!("creating a reader of {topic}")))?,
+        );
+        let timeout = settings.timeout;
+        let wanted: Vec<(i32, Offset, Option<i64>)> = ranges
+            .iter()
+            .map(|(&p, &(start, stop))| (p, start, stop))
+            .collect();
+        let (c, name) = (Arc::clone(&consumer), topic.to_owned());
+        let (assignment, end) = off_runtime(format!("watermarks of {topic}"), move || {
+            let mut tpl = TopicPartitionList::new();
+            let mut end = HashMap::new();
+            for (p, start, stop) in wanted {
+                let (low, high) = c.fetch_watermarks(&name, p, timeout)?;
+                let stop = stop.unwrap_or(high).min(high);
+                let first = match start {
+                    Offset::Offset(o) => o.max(low),
+                    _ => low,
+                };
+                if first < stop {
+                    tpl.add_partition_offset(&name, p, Offset::Offset(first))?;
+                    end.insert(p, stop);
+                }
+            }
+            Ok((tpl, end))
+        })
+        .await?;
+        consumer
+            .assign(&assignment)
+            .map_err(ctx(format!("assigning {topic}")))?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            end,
+            timeout,
+        })
+    }
+
+    /// Reads every partition of `topic` from the beginning to its end when reading starts.
+    ///
+    /// # Errors
+    /// As [`RangeReader::open`]; a missing topic is an error.
+    pub async fn whole_topic(
+        settings: &ClientSettings,
+        group_id: &str,
+        topic: &str,
+    ) -> Result<Self, KafkaCallError> {
+        let ranges = partitions(settings, topic)
+            .await?
+            .into_iter()
+            .map(|p| (p, (Offset::Beginning, None)))
+            .collect();
+        Self::open(settings, group_id, topic, &ranges).await
+    }
+
+    /// The topic being read.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The next message in range, or `None` when every partition reached its end.
+    ///
+    /// # Errors
+    /// Consumer errors, or a timeout when nothing arrives for the configured time.
+    pub async fn next(&mut self) -> Result<Option<OwnedMessage>, KafkaCallError> {
+        loop {
+            if self.end.is_empty() {
+                return Ok(None);
+            }
+            let received = tokio::time::timeout(self.timeout, self.consumer.recv()).await;
+            let msg = match received {
+                Err(_) => {
+                    return Err(KafkaCallError {
+                        context: format!("reading {} timed out before its end", self.topic),
+                        source: KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut),
+                    });
+                }
+                Ok(Err(KafkaError::PartitionEOF(p))) => {
+                    self.finish(p)?;
+                    continue;
+                }
+                Ok(Err(e)) => return Err(ctx(format!("reading {}", self.topic))(e)),
+                Ok(Ok(m)) => m,
+            };
+            let p = msg.partition();
+            let Some(&stop) = self.end.get(&p) else {
+                continue;
+            };
+            if msg.offset() >= stop {
+                self.finish(p)?;
+                continue;
+            }
+            let owned = msg.detach();
+            if owned.offset() + 1 >= stop {
+                self.finish(p)?;
+            }
+            return Ok(Some(owned));
+        }
+    }
+
+    fn finish(&mut self, partition: i32) -> Result<(), KafkaCallError> {
+        if self.end.remove(&partition).is_some() {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.topic, partition);
+            self.consumer
+                .pause(&tpl)
+                .map_err(ctx(format!("pausing {}/{partition}", self.topic)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole topic and keeps the latest value of each key (`None` for a tombstone removes
+/// the key): what a compacted topic means. `wanted` filters keys before their values are copied.
+///
+/// # Errors
+/// As [`RangeReader::whole_topic`] and [`RangeReader::next`].
+pub async fn latest_by_key(
+    settings: &ClientSettings,
+    group_id: &str,
+    topic: &str,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Result<HashMap<Vec<u8>, Vec<u8>>, KafkaCallError> {
+    let mut reader = RangeReader::whole_topic(settings, group_id, topic).await?;
+    let mut latest = HashMap::new();
+    while let Some(m) = reader.next().await? {
+        let Some(key) = m.key().filter(|k| wanted(k)) else {
+            continue;
+        };
+        match m.payload() {
+            Some(v) => latest.insert(key.to_vec(), v.to_vec()),
+            None => latest.remove(key),
+        };
+    }
+    Ok(latest)
+}

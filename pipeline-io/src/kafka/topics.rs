@@ -1,0 +1,145 @@
+//! Topic metadata and creation: the partitions of a topic, and creating the topics a binary
+//! writes when they are missing (an existing topic is left as it is).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::{ClientSettings, KafkaCallError, ctx, off_runtime};
+
+/// A topic to create if missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic's name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication_factor: i32,
+    /// Topic configs (`cleanup.policy`, `max.message.bytes`, …).
+    pub configs: Vec<(&'static str, String)>,
+}
+
+impl TopicSpec {
+    /// A topic with the broker's default configs.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Adds a topic config.
+    #[must_use]
+    pub fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.configs.push((key, value.into()));
+        self
+    }
+
+    /// Log compaction: the latest record per key is kept.
+    #[must_use]
+    pub fn compacted(self) -> Self {
+        self.with("cleanup.policy", "compact")
+    }
+}
+
+/// Creates the topics of `specs` that do not exist yet.
+///
+/// # Errors
+/// Admin errors other than "already exists", naming the topic.
+pub async fn ensure_topics(
+    settings: &ClientSettings,
+    specs: &[TopicSpec],
+) -> Result<(), KafkaCallError> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client_config()
+        .create()
+        .map_err(ctx("creating the admin client"))?;
+    let new: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|s| {
+            s.configs.iter().fold(
+                NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(s.replication_factor),
+                ),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(settings.timeout));
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let results = admin
+        .create_topics(new.iter(), &options)
+        .await
+        .map_err(ctx(format!("creating topics {}", names.join(", "))))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(%topic, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaCallError {
+                    context: format!("creating topic {topic}"),
+                    source: KafkaError::AdminOp(code),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The partition ids of `topic`.
+///
+/// # Errors
+/// Metadata errors, or `UnknownTopicOrPartition` when the topic does not exist.
+pub async fn partitions(
+    settings: &ClientSettings,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaCallError> {
+    let config = settings.client_config();
+    let timeout = settings.timeout;
+    let name = topic.to_owned();
+    let parts = off_runtime(format!("metadata of {topic}"), move || {
+        let consumer: BaseConsumer = config.create()?;
+        let metadata = consumer.fetch_metadata(Some(&name), timeout)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == name && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect::<Vec<i32>>())
+    })
+    .await?;
+    if parts.is_empty() {
+        return Err(KafkaCallError {
+            context: format!("topic {topic} does not exist"),
+            source: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+        });
+    }
+    Ok(parts)
+}
+
+/// The low and high watermarks of one partition.
+///
+/// # Errors
+/// The metadata call's error.
+pub async fn watermarks(
+    settings: &ClientSettings,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), KafkaCallError> {
+    let config = settings.client_config();
+    let timeout: Duration = settings.timeout;
+    let name = topic.to_owned();
+    off_runtime(format!("watermarks of {topic}/{partition}"), move || {
+        let consumer: BaseConsumer = config.create()?;
+        consumer.fetch_watermarks(&name, partition, timeout)
+    })
+    .await
+}

@@ -1,0 +1,265 @@
+//! One transactional producer and its open transaction, the way every writer of the pipeline
+//! uses it: the producer's tenant streams, the transformer's loop and its replay.
+//!
+//! [`TxnSession::open`] creates the producer and runs `init_transactions`, which fences an older
+//! instance with the same transactional id and settles what it left open. Then, per
+//! transaction: [`TxnSession::begin`]; [`TxnSession::send`] for each record, waiting while
+//! librdkafka's local queue is full; optionally [`TxnSession::send_offsets`] (consumed offsets
+//! of a consume-transform-produce loop); [`TxnSession::commit`], which first waits for every
+//! delivery report, then commits. On any failure the transaction is aborted, so nothing of it
+//! becomes visible to `read_committed` readers.
+//!
+//! Waiting for the delivery reports before `commit_transaction` matters for speed: rdkafka's
+//! commit flushes, and its flush loop sleeps 100 ms whenever a report is still outstanding.
+//! Every blocking call runs off the async runtime ([`super::off_runtime`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use super::{ClientSettings, KafkaCallError, ctx, off_runtime};
+
+/// Settings of a transactional producer, besides the shared [`ClientSettings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnSettings {
+    /// `transactional.id`: one per writer; a new instance with the same id fences the old one.
+    pub transactional_id: String,
+    /// `transaction.timeout.ms`: how long the broker keeps an open transaction.
+    pub transaction_timeout: Duration,
+    /// `message.timeout.ms`: how long a record may wait for delivery (at most the transaction
+    /// timeout).
+    pub message_timeout: Duration,
+    /// `compression.type`.
+    pub compression_type: String,
+    /// `linger.ms`.
+    pub linger: Duration,
+}
+
+impl TxnSettings {
+    /// Defaults for `transactional_id`: 60 s transactions and deliveries, lz4, 5 ms linger.
+    pub fn new(transactional_id: impl Into<String>) -> Self {
+        Self {
+            transactional_id: transactional_id.into(),
+            transaction_timeout: Duration::from_secs(60),
+            message_timeout: Duration::from_secs(60),
+            compression_type: "lz4".into(),
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
+/// A transactional producer and the deliveries of its open transaction.
+pub struct TxnSession {
+    producer: FutureProducer,
+    transactional_id: String,
+    pending: Vec<DeliveryFuture>,
+    open: bool,
+    /// Bound on init, commit, abort and offset sending (the client timeout).
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TxnSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnSession")
+            .field("transactional_id", &self.transactional_id)
+            .field("open", &self.open)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TxnSession {
+    /// Creates the producer and runs `init_transactions`.
+    ///
+    /// # Errors
+    /// When the client cannot be created, or the broker cannot be reached or refuses within the
+    /// client timeout.
+    pub async fn open(client: &ClientSettings, txn: &TxnSettings) -> Result<Self, KafkaCallError> {
+        let id = &txn.transactional_id;
+        let producer: FutureProducer = client
+            .client_config()
+            .set("transactional.id", id)
+            .set("enable.idempotence", "true")
+            .set("compression.type", &txn.compression_type)
+            .set(
+                "transaction.timeout.ms",
+                txn.transaction_timeout.as_millis().to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                txn.message_timeout
+                    .min(txn.transaction_timeout)
+                    .as_millis()
+                    .to_string(),
+            )
+            .set("linger.ms", txn.linger.as_millis().to_string())
+            // A transaction's first AddPartitionsToTxn meets CONCURRENT_TRANSACTIONS while the
+            // previous commit's markers are written; the default 100 ms retry backoff would add
+            // that much to every transaction.
+            .set("retry.backoff.ms", "10")
+            .set("retry.backoff.max.ms", "200")
+            .create()
+            .map_err(ctx(format!("creating transactional producer {id}")))?;
+        let timeout = client.timeout;
+        let p = producer.clone();
+        off_runtime(format!("init_transactions for {id}"), move || {
+            p.init_transactions(timeout)
+        })
+        .await?;
+        Ok(Self {
+            producer,
+            transactional_id: id.clone(),
+            pending: Vec::new(),
+            open: false,
+            timeout,
+        })
+    }
+
+    /// The transactional id.
+    pub fn transactional_id(&self) -> &str {
+        &self.transactional_id
+    }
+
+    /// Whether a transaction is open.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Begins a transaction (a local call: it does not wait for the broker).
+    ///
+    /// # Errors
+    /// When the producer is in an error state (fenced, or a previous transaction failed).
+    pub fn begin(&mut self) -> Result<(), KafkaCallError> {
+        self.producer.begin_transaction().map_err(ctx(format!(
+            "begin_transaction for {}",
+            self.transactional_id
+        )))?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Enqueues a record in the open transaction, waiting while librdkafka's local queue is
+    /// full. A record without a value is a tombstone.
+    ///
+    /// # Errors
+    /// Any other production error, naming the topic.
+    pub async fn send(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaCallError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    self.pending.push(delivery);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => return Err(ctx(format!("producing to {topic}"))(e)),
+            }
+        }
+    }
+
+    /// Adds consumed offsets to the open transaction (`send_offsets_to_transaction`), so they
+    /// are committed with the records (exactly-once consume-transform-produce).
+    ///
+    /// # Errors
+    /// The call's error.
+    pub async fn send_offsets(
+        &mut self,
+        offsets: TopicPartitionList,
+        group: Arc<ConsumerGroupMetadata>,
+    ) -> Result<(), KafkaCallError> {
+        let p = self.producer.clone();
+        let timeout = self.timeout;
+        off_runtime("send_offsets_to_transaction", move || {
+            p.send_offsets_to_transaction(&offsets, &group, timeout)
+        })
+        .await
+    }
+
+    /// Waits for every record sent so far to be delivered, then commits. On failure the
+    /// transaction is aborted (when the client still can) and the error returned.
+    ///
+    /// # Errors
+    /// The first failed delivery, or the commit's error.
+    pub async fn commit(&mut self) -> Result<(), KafkaCallError> {
+        let pending = std::mem::take(&mut self.pending);
+        let records = pending.len();
+        let started = std::time::Instant::now();
+        for delivery in join_all(pending).await {
+            let failed = match delivery {
+                Ok(Ok(_)) => None,
+                Ok(Err((e, _))) => Some(e),
+                Err(_) => Some(KafkaError::Canceled),
+            };
+            if let Some(e) = failed {
+                self.abort().await;
+                return Err(ctx(format!(
+                    "delivering a record of {}",
+                    self.transactional_id
+                ))(e));
+            }
+        }
+        let delivered_ms = started.elapsed().as_millis() as u64;
+        let p = self.producer.clone();
+        let timeout = self.timeout;
+        let result = off_runtime(
+            format!("commit_transaction for {}", self.transactional_id),
+            move || p.commit_transaction(timeout),
+        )
+        .await;
+        tracing::debug!(
+            transactional_id = %self.transactional_id, records, delivered_ms,
+            commit_ms = started.elapsed().as_millis() as u64, "transaction commit returned"
+        );
+        match result {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Aborts the open transaction, if any. Best effort: a fenced or failed producer leaves it
+    /// to the broker's transaction timeout or to the next `init_transactions`.
+    pub async fn abort(&mut self) {
+        self.pending.clear();
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let p = self.producer.clone();
+        let timeout = self.timeout;
+        match off_runtime("abort_transaction", move || p.abort_transaction(timeout)).await {
+            Ok(()) => {
+                tracing::info!(transactional_id = %self.transactional_id, "transaction aborted")
+            }
+            Err(error) => {
+                tracing::warn!(transactional_id = %self.transactional_id, %error, "abort failed")
+            }
+        }
+    }
+}

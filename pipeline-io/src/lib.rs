@@ -1,0 +1,25 @@
+//! The pipeline's I/O layer, shared by every binary (the producer, the transformer with its
+//! replay and report): how we talk to Kafka and to the schema registry, how configuration files
+//! are loaded, and how a process serves its operations endpoints and stops. It sits between the
+//! pure contract crate `schemas` (types and Avro schemas, no I/O) and the binaries' libraries.
+//!
+//! # Layout
+//! - [`kafka`]: one error type for failed Kafka calls, the base client settings, topic creation,
+//!   a `read_committed` reader that stops at a topic's end, and the transactional session
+//!   ([`kafka::TxnSession`]). Every blocking librdkafka call runs off the async runtime.
+//! - [`registry`]: the Confluent-compatible schema registry client (Apicurio's ccompat API).
+//! - [`secret`]: [`secret::Secret`], a string that never prints.
+//! - [`config`]: TOML files with `<BINARY>__…` environment overrides, every error collected,
+//!   secrets redacted, and the `[schema_registry]` and `[operations]` sections both binaries share.
+//! - [`ops`]: the `/metrics`, `/healthz`, `/readyz` listener; [`shutdown`]: SIGINT/SIGTERM to a
+//!   cancellation token; [`logging`]: the tracing subscriber; [`cli`]: what each `main.rs`
+//!   shares (runtime, signals, exit status).
+
+pub mod cli;
+pub mod config;
+pub mod kafka;
+pub mod logging;
+pub mod ops;
+pub mod registry;
+pub mod secret;
+pub mod shutdown;

@@ -1,0 +1,47 @@
+//! The contract's topic names, defined once: the raw topic the producer writes, and the
+//! normalized topics the transformer writes under a prefix (`usage.` by default; a replay may
+//! write under another).
+
+/// The raw event topic (producer → transformer).
+pub const RAW_TOPIC: &str = "pingone.raw.v1";
+
+/// The producer's compacted checkpoint topic.
+pub const PRODUCER_CHECKPOINT_TOPIC: &str = "pingone.producer.checkpoints.v1";
+
+/// The default prefix of the normalized topics.
+pub const OUTPUT_PREFIX: &str = "usage.";
+
+/// The normalized topic names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTopics {
+    /// User usage metadata (compacted), `<prefix>users.v1`.
+    pub users: String,
+    /// Applications (compacted), `<prefix>applications.v1`.
+    pub applications: String,
+    /// Application usage per user (compacted), `<prefix>app_usage.v1`.
+    pub app_usage: String,
+    /// Raw events that could not be normalized (not compacted), `<prefix>deadletter.v1`.
+    pub dead_letter: String,
+    /// The transformer's internal checkpoints of syncs in progress (compacted),
+    /// `<prefix>transformer-state.v1`.
+    pub state: String,
+}
+
+impl OutputTopics {
+    /// The names for `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            users: format!("{prefix}users.v1"),
+            applications: format!("{prefix}applications.v1"),
+            app_usage: format!("{prefix}app_usage.v1"),
+            dead_letter: format!("{prefix}deadletter.v1"),
+            state: format!("{prefix}transformer-state.v1"),
+        }
+    }
+}
+
+impl Default for OutputTopics {
+    fn default() -> Self {
+        Self::new(OUTPUT_PREFIX)
+    }
+}

@@ -1,0 +1,127 @@
+//! The exactly-once pipeline: raw topic -> [`Processor`](crate::processor::Processor) ->
+//! output topics, restarted after transient failures.
+//!
+//! # Layout
+//! - [`live`]: the consume-transform-produce loop, one transaction per batch.
+//! - [`restore`]: the start-up restore of state from the output and state topics.
+//! - [`outputs`]: the output topics both ways: setup, encoding, and reading them back as
+//!   typed records ([`outputs::OutputKind`]), shared with the license report.
+//! - [`codec`]: decoding raw values, and the headers of dead letters.
+//!
+//! # Dead letters
+//! A raw event whose value is not in the wire format, names an unknown schema id, is not a raw
+//! event datum, or fails normalization is written verbatim (same key and value) to the
+//! dead-letter topic, with headers `error`, `error_kind`, `source_topic`, `source_partition`,
+//! `source_offset`, inside the same transaction. Registry outages are not poison: they restart.
+
+pub mod codec;
+pub mod live;
+pub mod outputs;
+pub mod restore;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipeline_io::kafka::KafkaCallError;
+use pipeline_io::registry::RegistryError;
+use schemas::SchemaError;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::metrics::Metrics;
+
+/// Why the pipeline stopped or restarts.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A record on one of our own output topics names a schema the registry no longer serves,
+    /// so the state cannot be restored (fatal: restarting cannot bring the schema back).
+    #[error(
+        "cannot restore state from {topic} partition {partition} offset {offset}: {source}; \
+         the registry has lost schemas this transformer registered (was its storage reset?)"
+    )]
+    OutputSchemaLost {
+        /// The output topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// What the registry said.
+        source: RegistryError,
+    },
+    /// A Kafka call failed (transient).
+    #[error(transparent)]
+    Kafka(#[from] KafkaCallError),
+    /// An output record did not encode (a bug).
+    #[error("encoding output: {0}")]
+    Encode(#[from] SchemaError),
+    /// The registry failed (transient unless it refused our schemas).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<outputs::OutputError> for PipelineError {
+    fn from(e: outputs::OutputError) -> Self {
+        match e {
+            outputs::OutputError::Kafka(e) => Self::Kafka(e),
+            outputs::OutputError::Registry(e) => Self::Registry(e),
+            outputs::OutputError::SchemaLost {
+                topic,
+                partition,
+                offset,
+                source,
+            } => Self::OutputSchemaLost {
+                topic,
+                partition,
+                offset,
+                source,
+            },
+        }
+    }
+}
+
+impl PipelineError {
+    /// Whether a restart may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Encode(_) | Self::OutputSchemaLost { .. } => false,
+            Self::Registry(e) => !matches!(e, RegistryError::Refused { .. }),
+            Self::Kafka(_) => true,
+        }
+    }
+}
+
+/// Runs the transformer until `shutdown`, restarting after transient failures with backoff
+/// (500 ms, doubling up to `restart_backoff_max_ms`). `metrics` are served by the caller.
+///
+/// # Errors
+/// Fatal errors only (schemas refused by the registry, output schemas lost, a bug).
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Result<(), PipelineError> {
+    let mut backoff = Duration::from_millis(500);
+    let max = config.processing.restart_backoff_max;
+    loop {
+        let result = live::run_once(&config, &shutdown, &metrics).await;
+        metrics.set_ready(false);
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !shutdown.is_cancelled() => {
+                metrics.restarts.inc();
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "transformer restarting after failure");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(max);
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "transformer stopped during shutdown");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The normalized output topics, both ways: setting them up (topics created, schemas
+//! registered), encoding a [`Output`] for its topic, and reading a topic back into typed
+//! records ([`read_output`]), which the start-up restore and the license report share.
+
+use pipeline_io::kafka::{KafkaCallError, RangeReader, TopicSpec, ensure_topics, partitions};
+use pipeline_io::registry::{Registry, RegistryError};
+use rdkafka::Message;
+use schemas::topics::OutputTopics;
+use schemas::usage::{AppUsage, Application, UserUsage};
+use schemas::{SchemaError, wire};
+
+use crate::config::Config;
+use crate::processor::Output;
+
+/// The three normalized topics, each with its record type and schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputKind {
+    /// `<prefix>users.v1`: [`UserUsage`].
+    Users,
+    /// `<prefix>applications.v1`: [`Application`].
+    Applications,
+    /// `<prefix>app_usage.v1`: [`AppUsage`].
+    AppUsage,
+}
+
+impl OutputKind {
+    /// Every kind, in the order state is restored and the report reads.
+    pub const ALL: [Self; 3] = [Self::Users, Self::Applications, Self::AppUsage];
+
+    /// This kind's topic among `topics`.
+    pub fn topic(self, topics: &OutputTopics) -> &str {
+        match self {
+            Self::Users => &topics.users,
+            Self::Applications => &topics.applications,
+            Self::AppUsage => &topics.app_usage,
+        }
+    }
+
+    /// The Avro schema of this kind's records.
+    pub fn schema(self) -> &'static str {
+        match self {
+            Self::Users => schemas::usage::USER_USAGE_SCHEMA,
+            Self::Applications => schemas::usage::APPLICATION_SCHEMA,
+            Self::AppUsage => schemas::usage::APP_USAGE_SCHEMA,
+        }
+    }
+
+    /// Decodes a datum written with `writer` into this kind's record.
+    ///
+    /// # Errors
+    /// When the datum does not decode as this kind's record.
+    pub fn decode(
+        self,
+        writer: &apache_avro::Schema,
+        datum: &[u8],
+    ) -> Result<OutputRecord, SchemaError> {
+        Ok(match self {
+            Self::Users => OutputRecord::User(UserUsage::from_avro_datum(writer, datum)?),
+            Self::Applications => {
+                OutputRecord::Application(Application::from_avro_datum(writer, datum)?)
+            }
+            Self::AppUsage => OutputRecord::AppUsage(AppUsage::from_avro_datum(writer, datum)?),
+        })
+    }
+}
+
+/// A record read back from an output topic. Short-lived (one per record read, handed to the
+/// caller at once), so the size difference between the variants costs nothing worth a box.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum OutputRecord {
+    /// From the users topic.
+    User(UserUsage),
+    /// From the applications topic.
+    Application(Application),
+    /// From the app usage topic.
+    AppUsage(AppUsage),
+}
+
+/// Schema ids of the output subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaIds {
+    /// `<users topic>-value`.
+    pub users: u32,
+    /// `<applications topic>-value`.
+    pub applications: u32,
+    /// `<app usage topic>-value`.
+    pub app_usage: u32,
+}
+
+/// Registers the three output schemas for `topics` (idempotent, concurrently).
+///
+/// # Errors
+/// Registry errors; `Refused` when a schema is incompatible with what is registered.
+pub async fn register_outputs(
+    registry: &Registry,
+    topics: &OutputTopics,
+) -> Result<SchemaIds, RegistryError> {
+    let register = |kind: OutputKind| async move {
+        let subject = format!("{}-value", kind.topic(topics));
+        registry.register(&subject, kind.schema()).await
+    };
+    let (users, applications, app_usage) = tokio::try_join!(
+        register(OutputKind::Users),
+        register(OutputKind::Applications),
+        register(OutputKind::AppUsage),
+    )?;
+    Ok(SchemaIds {
+        users,
+        applications,
+        app_usage,
+    })
+}
+
+/// Why the outputs could not be set up or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A Kafka call failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaCallError),
+    /// A record on an output topic names a schema the registry does not serve.
+    #[error(
+        "{topic} partition {partition} offset {offset}: {source}; the registry has lost schemas \
+         this transformer registered (was its storage reset?)"
+    )]
+    SchemaLost {
+        /// The output topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// What the registry said.
+        source: RegistryError,
+    },
+    /// The registry failed or refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What [`prepare`] sets up before the raw topic is read.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The registry client (writer schemas of the raw events).
+    pub registry: Registry,
+    /// The raw topic's partitions.
+    pub raw_partitions: Vec<i32>,
+    /// Schema ids of the output subjects.
+    pub ids: SchemaIds,
+}
+
+/// Creates the output topics `topics` if missing (compacted, as many partitions as the raw
+/// topic unless configured; the state topic only when `with_state`) and registers the output
+/// schemas. The live loop and a replay both start here.
+///
+/// # Errors
+/// Kafka or registry failures.
+pub async fn prepare(
+    config: &Config,
+    topics: &OutputTopics,
+    with_state: bool,
+) -> Result<Prepared, OutputError> {
+    let k = &config.kafka;
+    let registry = config.registry.client()?;
+    let raw_partitions = partitions(&k.client, &k.raw_topic).await?;
+    let n = if k.output_partitions > 0 {
+        k.output_partitions
+    } else {
+        i32::try_from(raw_partitions.len()).unwrap_or(1)
+    };
+    let spec = |name: &str| TopicSpec::new(name, n, k.output_replication_factor);
+    let mut wanted = vec![
+        spec(&topics.users).compacted(),
+        spec(&topics.applications).compacted(),
+        spec(&topics.app_usage).compacted(),
+        spec(&topics.dead_letter),
+    ];
+    if with_state {
+        wanted.push(spec(&topics.state).compacted());
+    }
+    ensure_topics(&k.client, &wanted).await?;
+    let ids = register_outputs(&registry, topics).await?;
+    Ok(Prepared {
+        registry,
+        raw_partitions,
+        ids,
+    })
+}
+
+/// An output ready to produce.
+#[derive(Debug)]
+pub struct Encoded<'a> {
+    /// Destination topic.
+    pub topic: &'a str,
+    /// Record key.
+    pub key: String,
+    /// Confluent-framed value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Encodes an [`Output`] for `topics` with `ids`.
+///
+/// # Errors
+/// [`SchemaError`] if the record does not match its schema (a bug).
+pub fn encode<'a>(
+    o: &Output,
+    topics: &'a OutputTopics,
+    ids: SchemaIds,
+) -> Result<Encoded<'a>, SchemaError> {
+    let key = o.key();
+    let (kind, value) = match o {
+        Output::User(u) => (
+            OutputKind::Users,
+            Some(wire::encode(ids.users, &u.to_avro_datum()?)),
+        ),
+        Output::UserTombstone { .. } => (OutputKind::Users, None),
+        Output::Application(a) => (
+            OutputKind::Applications,
+            Some(wire::encode(ids.applications, &a.to_avro_datum()?)),
+        ),
+        Output::ApplicationTombstone { .. } => (OutputKind::Applications, None),
+        Output::AppUsage(u) => (
+            OutputKind::AppUsage,
+            Some(wire::encode(ids.app_usage, &u.to_avro_datum()?)),
+        ),
+    };
+    Ok(Encoded {
+        topic: kind.topic(topics),
+        key,
+        value,
+    })
+}
+
+/// Reads the output topic of `kind` to its end (`read_committed`) and calls `each` with every
+/// record's utf-8 key and its decoded value (`None`: a tombstone). Records without a utf-8 key,
+/// not in the wire format or not decodable as `kind` are logged and passed over. Returns how
+/// many records were given to `each`.
+///
+/// # Errors
+/// [`OutputError::SchemaLost`] for a record whose schema id the registry does not know; Kafka
+/// or transient registry errors.
+pub async fn read_output(
+    config: &Config,
+    registry: &Registry,
+    group_id: &str,
+    topics: &OutputTopics,
+    kind: OutputKind,
+    mut each: impl FnMut(&str, Option<OutputRecord>),
+) -> Result<u64, OutputError> {
+    let topic = kind.topic(topics);
+    let mut reader = RangeReader::whole_topic(&config.kafka.client, group_id, topic).await?;
+    let mut read = 0_u64;
+    while let Some(m) = reader.next().await? {
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            tracing::warn!(%topic, offset = m.offset(), "output record without a utf-8 key passed over");
+            continue;
+        };
+        let Some(value) = m.payload() else {
+            read += 1;
+            each(key, None);
+            continue;
+        };
+        let (id, datum) = match wire::decode(value) {
+            Ok(x) => x,
+            Err(error) => {
+                tracing::warn!(%topic, offset = m.offset(), %error, "output record not in wire format passed over");
+                continue;
+            }
+        };
+        let schema = match registry.schema_by_id(id).await {
+            Ok(s) => s,
+            Err(source) if source.is_poison() => {
+                return Err(OutputError::SchemaLost {
+                    topic: topic.to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    source,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match kind.decode(&schema, datum) {
+            Ok(record) => {
+                read += 1;
+                each(key, Some(record));
+            }
+            Err(error) => {
+                tracing::warn!(%topic, offset = m.offset(), %error, "undecodable output record passed over");
+            }
+        }
+    }
+    Ok(read)
+}
