@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::pipeline::PipelineError;
-use crate::pipeline::codec::{Decoded, dead_letter_headers, decode_raw};
+use crate::pipeline::codec::{Decoded, decode_raw, send_dead_letter};
 use crate::pipeline::live::txn_settings;
 use crate::pipeline::outputs::{self, Prepared, SchemaIds, encode};
 use crate::processor::{Mode, Processor, Source};
@@ -261,15 +261,7 @@ async fn replay_loop(
             }
         };
         if let Some((kind, error)) = failure {
-            let headers = dead_letter_headers(kind, &error, raw_topic, m.partition(), m.offset());
-            session
-                .send(
-                    &topics.dead_letter,
-                    m.key().unwrap_or_default(),
-                    m.payload(),
-                    Some(headers),
-                )
-                .await?;
+            send_dead_letter(session, &topics.dead_letter, raw_topic, &m, (kind, &error)).await?;
             summary.dead_lettered += 1;
         }
         for o in outputs.drain(..) {

@@ -2,8 +2,10 @@
 //! the registry, Avro) into a [`RawEvent`], or saying why it is poison; and the headers of a
 //! dead letter, which carries a poison raw record verbatim to the dead-letter topic.
 
+use pipeline_io::kafka::{KafkaCallError, TxnSession};
 use pipeline_io::registry::{Registry, RegistryError};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::Message;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use schemas::raw::RawEvent;
 use schemas::wire;
 
@@ -73,4 +75,27 @@ pub fn dead_letter_headers(
             value: Some(value),
         })
     })
+}
+
+/// Sends the raw record `m` verbatim (same key and value) to `dead_letter_topic` in the open
+/// transaction, with [`dead_letter_headers`] saying why.
+///
+/// # Errors
+/// The send's error.
+pub async fn send_dead_letter(
+    session: &mut TxnSession,
+    dead_letter_topic: &str,
+    raw_topic: &str,
+    m: &OwnedMessage,
+    (kind, error): (&str, &str),
+) -> Result<(), KafkaCallError> {
+    let headers = dead_letter_headers(kind, error, raw_topic, m.partition(), m.offset());
+    session
+        .send(
+            dead_letter_topic,
+            m.key().unwrap_or_default(),
+            m.payload(),
+            Some(headers),
+        )
+        .await
 }

@@ -25,7 +25,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use super::codec::{Decoded, dead_letter_headers, decode_raw};
+use super::codec::{Decoded, decode_raw, send_dead_letter};
 use super::outputs::{Prepared, SchemaIds, encode, prepare};
 use super::restore::{Checkpoint, restore_in_progress, restore_outputs};
 use crate::config::Config;
@@ -334,14 +334,7 @@ impl Batcher<'_> {
             };
             if let Some((kind, error)) = failure {
                 tracing::warn!(topic = %raw_topic, partition = p, offset = o, kind, %error, "raw event dead-lettered");
-                let headers = dead_letter_headers(kind, &error, raw_topic, p, o);
-                session
-                    .send(
-                        &topics.dead_letter,
-                        m.key().unwrap_or_default(),
-                        m.payload(),
-                        Some(headers),
-                    )
+                send_dead_letter(session, &topics.dead_letter, raw_topic, m, (kind, &error))
                     .await?;
                 count(Family::Produced, &topics.dead_letter);
                 count(Family::DeadLettered, kind);
