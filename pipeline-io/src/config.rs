@@ -305,12 +305,14 @@ pub fn check_topic(errors: &mut Errors, field: &str, topic: &str) {
 }
 
 /// The librdkafka options every binary sets itself; `[kafka].librdkafka_options` may not.
-pub const RESERVED_OPTIONS: [&str; 5] = [
+pub const RESERVED_OPTIONS: [&str; 6] = [
     "bootstrap.servers",
     "transactional.id",
     "enable.idempotence",
     "isolation.level",
     "group.id",
+    // Matches the topics' `max.message.bytes` (`schemas::topics::MAX_MESSAGE_BYTES`).
+    "message.max.bytes",
 ];
 
 /// Default `[kafka].request_timeout_ms` of every binary: the bound on blocking Kafka calls.

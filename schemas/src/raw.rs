@@ -58,6 +58,26 @@ pub mod kind {
     pub const GROUP_MEMBERSHIP: &str = "group_membership";
     /// An audit activity (one element of `_embedded.activities`).
     pub const ACTIVITY: &str = "activity";
+    /// Stands in for an entity or activity too big for one raw record
+    /// ([`crate::topics::MAX_RECORD_BYTES`]): `entity_id` and `sync_id` are those of the
+    /// original; the payload is an [`super::Oversized`].
+    pub const OVERSIZED: &str = "oversized";
+}
+
+/// The payload of an `oversized` marker: what the original was, and how to recognise it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Oversized {
+    /// The `kind` the original would have had (`user`, `group`, `application`,
+    /// `group_membership` or `activity`).
+    pub kind: String,
+    /// The PingOne id of the original (as in its `entity_id`).
+    pub entity_id: String,
+    /// Bytes of the original PingOne JSON.
+    pub size: u64,
+    /// SHA-256 of the original PingOne JSON, lowercase hex.
+    pub sha256: String,
+    /// The record limit it exceeded ([`crate::topics::MAX_RECORD_BYTES`] when written).
+    pub limit: u64,
 }
 
 /// One raw observation of PingOne, as written on the raw topic.

@@ -8,6 +8,16 @@ pub const RAW_TOPIC: &str = "pingone.raw.v1";
 /// The producer's compacted checkpoint topic.
 pub const PRODUCER_CHECKPOINT_TOPIC: &str = "pingone.producer.checkpoints.v1";
 
+/// `max.message.bytes` of every topic the pipeline creates, and `message.max.bytes` of every
+/// Kafka client it runs: 1 MiB. One number everywhere, so that a record one client may write
+/// another can always copy (the dead-letter topic holds a raw record verbatim).
+pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
+
+/// The most a writer puts in one record (key + value + header keys and values): the rest of
+/// [`MAX_MESSAGE_BYTES`] is room for the batch and record framing. A raw entity over it becomes
+/// an `oversized` marker; a dead letter over it is truncated.
+pub const MAX_RECORD_BYTES: usize = MAX_MESSAGE_BYTES - 16 * 1024;
+
 /// The default prefix of the normalized topics.
 pub const OUTPUT_PREFIX: &str = "usage.";
 

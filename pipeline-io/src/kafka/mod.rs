@@ -135,8 +135,9 @@ impl ClientSettings {
         self
     }
 
-    /// The base client configuration: the operator's options, then bootstrap servers, client id
-    /// and the socket timeout.
+    /// The base client configuration: the operator's options, then bootstrap servers, client
+    /// id, the socket timeout and `message.max.bytes` ([`schemas::topics::MAX_MESSAGE_BYTES`],
+    /// the `max.message.bytes` of every topic the pipeline creates).
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         for (k, v) in &self.librdkafka_options {
@@ -144,7 +145,11 @@ impl ClientSettings {
         }
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", &self.client_id)
-            .set("socket.timeout.ms", self.timeout.as_millis().to_string());
+            .set("socket.timeout.ms", self.timeout.as_millis().to_string())
+            .set(
+                "message.max.bytes",
+                schemas::topics::MAX_MESSAGE_BYTES.to_string(),
+            );
         c
     }
 

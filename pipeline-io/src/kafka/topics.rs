@@ -24,13 +24,17 @@ pub struct TopicSpec {
 }
 
 impl TopicSpec {
-    /// A topic with the broker's default configs.
+    /// A topic with `max.message.bytes` = [`schemas::topics::MAX_MESSAGE_BYTES`] (the
+    /// `message.max.bytes` of every client) and the broker's defaults otherwise.
     pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
         Self {
             name: name.into(),
             partitions,
             replication_factor,
-            configs: Vec::new(),
+            configs: vec![(
+                "max.message.bytes",
+                schemas::topics::MAX_MESSAGE_BYTES.to_string(),
+            )],
         }
     }
 
