@@ -32,4 +32,16 @@ pub enum SchemaError {
     /// A value is not in the Confluent wire format.
     #[error("wire format: {0}")]
     Wire(&'static str),
+    /// Bytes left over after a complete datum: the value is not one datum of its schema.
+    #[error("{0} bytes after the avro datum")]
+    TrailingBytes(usize),
+}
+
+/// Fails with [`SchemaError::TrailingBytes`] unless a datum read consumed all of `rest`.
+pub(crate) fn expect_end(rest: &[u8]) -> Result<(), SchemaError> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError::TrailingBytes(rest.len()))
+    }
 }

@@ -141,12 +141,14 @@ impl RawEvent {
     ///
     /// # Errors
     /// [`SchemaError::Avro`] for bytes that are not a datum of `writer_schema`, and
-    /// [`SchemaError::Field`] when a field is missing or of the wrong type.
+    /// [`SchemaError::Field`] when a field is missing or of the wrong type,
+    /// [`SchemaError::TrailingBytes`] when bytes follow the datum.
     pub fn from_avro_datum(writer_schema: &Schema, mut bytes: &[u8]) -> Result<Self, SchemaError> {
         let reader = GenericDatumReader::builder(writer_schema)
             .reader_schema(raw_event_schema())
             .build()?;
         let value = reader.read_value(&mut bytes)?;
+        crate::expect_end(bytes)?;
         Self::from_value(value)
     }
 
@@ -248,5 +250,28 @@ mod tests {
         let bytes = sample().to_avro_datum().unwrap();
         let err = RawEvent::from_avro_datum(raw_event_schema(), &bytes[..bytes.len() / 2]);
         assert!(err.is_err());
+    }
+
+    /// A datum with garbage after it is not one datum of the schema (it used to be accepted).
+    #[test]
+    fn rejects_trailing_bytes() {
+        let mut bytes = sample().to_avro_datum().unwrap();
+        bytes.extend_from_slice(b"garbage");
+        let err = RawEvent::from_avro_datum(raw_event_schema(), &bytes).unwrap_err();
+        assert!(matches!(err, SchemaError::TrailingBytes(7)), "{err}");
+        assert_eq!(err.to_string(), "7 bytes after the avro datum");
+    }
+
+    #[test]
+    fn oversized_payloads_round_trip_as_documented() {
+        let o: Oversized = serde_json::from_str(
+            r#"{"kind":"user","entity_id":"u-1","size":1153433,"sha256":"ab","limit":1032192}"#,
+        )
+        .unwrap();
+        assert_eq!((o.kind.as_str(), o.size), (kind::USER, 1_153_433));
+        assert_eq!(
+            serde_json::from_str::<Oversized>(&serde_json::to_string(&o).unwrap()).unwrap(),
+            o
+        );
     }
 }

@@ -260,6 +260,7 @@ fn decode<T: for<'de> Deserialize<'de>>(
         .reader_schema(reader_schema)
         .build()?;
     let value = reader.read_value(&mut bytes)?;
+    crate::expect_end(bytes)?;
     Ok(apache_avro::from_value(&value)?)
 }
 

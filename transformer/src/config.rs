@@ -25,10 +25,9 @@ pub use pipeline_io::config::{ConfigError, FieldError, LogFormat};
 /// Prefix of environment variables that override file values.
 pub const ENV_PREFIX: &str = "TRANSFORMER__";
 
-/// The address the README suggests for `operations.listen_addr`, distinct from the producer's
-/// default 9464 so that both run on one host. Without the setting the transformer serves no
-/// operations endpoints.
-pub const SUGGESTED_LISTEN_ADDR: &str = "127.0.0.1:9465";
+/// The default `operations.listen_addr`, distinct from the producer's default 9464 so that both
+/// run on one host; an empty `listen_addr` turns the endpoints off.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:9465";
 
 const LAYERS: Layers<'static> = Layers {
     env_prefix: ENV_PREFIX,
@@ -116,6 +115,10 @@ pub struct ProcessingFile {
     /// Stop once every raw partition's end has been reached and committed (demos and batch
     /// runs; `transformer run --until-caught-up` sets it).
     pub stop_at_end: bool,
+    /// The share (0 to 1) of a tenant's live users, or of its applications, that one sync may
+    /// delete; a sync that would delete more deletes none of them and is dead-lettered
+    /// (`deletions_held`). 1 turns the guard off.
+    pub max_delete_share: f64,
 }
 
 impl Default for ProcessingFile {
@@ -126,12 +129,13 @@ impl Default for ProcessingFile {
             activity_dedup_capacity: 100_000,
             restart_backoff_max_ms: 30_000,
             stop_at_end: false,
+            max_delete_share: crate::processor::DEFAULT_MAX_DELETE_SHARE,
         }
     }
 }
 
 /// The validated configuration the transformer runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Kafka settings.
     pub kafka: KafkaConfig,
@@ -167,7 +171,7 @@ pub struct KafkaConfig {
 }
 
 /// Validated `[processing]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessingConfig {
     /// Most raw events per transaction.
     pub batch_max_records: usize,
@@ -179,6 +183,8 @@ pub struct ProcessingConfig {
     pub restart_backoff_max: Duration,
     /// Stop once the raw topic's end is committed.
     pub stop_at_end: bool,
+    /// Largest share of a tenant's users or applications one sync may delete.
+    pub max_delete_share: f64,
 }
 
 /// Values given on the command line, stronger than the file and the environment.
@@ -314,7 +320,9 @@ impl FileConfig {
             errors.global("kafka.output_replication_factor", "must be at least 1");
         }
         let registry = self.schema_registry.validate(&env, &mut errors);
-        let operations = self.operations.validate(None, &mut errors);
+        let operations = self
+            .operations
+            .validate(Some(DEFAULT_LISTEN_ADDR), &mut errors);
         let p = &self.processing;
         if !(1..=100_000).contains(&p.batch_max_records) {
             errors.global(
@@ -330,6 +338,12 @@ impl FileConfig {
         }
         if p.activity_dedup_capacity == 0 {
             errors.global("processing.activity_dedup_capacity", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&p.max_delete_share) {
+            errors.global(
+                "processing.max_delete_share",
+                "must be between 0 and 1 (1 turns the guard off)",
+            );
         }
         let (k, p) = (self.kafka, self.processing);
         let timeout = Duration::from_millis(k.request_timeout_ms);
@@ -357,6 +371,7 @@ impl FileConfig {
                     activity_dedup_capacity: p.activity_dedup_capacity,
                     restart_backoff_max: Duration::from_millis(p.restart_backoff_max_ms.max(500)),
                     stop_at_end: p.stop_at_end,
+                    max_delete_share: p.max_delete_share,
                 },
             })
         })
@@ -390,7 +405,11 @@ mod tests {
         assert_eq!(c.kafka.topics.app_usage, "usage.app_usage.v1");
         assert_eq!(c.kafka.raw_topic, "pingone.raw.v1");
         assert_eq!(c.processing.batch_max_records, 2_000);
-        assert_eq!(c.operations.listen_addr, None);
+        assert_eq!(
+            c.operations.listen_addr,
+            Some(DEFAULT_LISTEN_ADDR.parse().unwrap())
+        );
+        assert!((c.processing.max_delete_share - 0.5).abs() < f64::EPSILON);
     }
 
     #[test]

@@ -36,8 +36,8 @@ use crate::pipeline::PipelineError;
 /// Why the transformer could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The operations listener could not bind.
-    #[error("operations listener: {0}")]
+    /// The operations listener could not bind (its message names the address).
+    #[error(transparent)]
     Listen(#[from] ListenError),
     /// The pipeline stopped on a fatal error.
     #[error(transparent)]

@@ -22,8 +22,11 @@ pub struct Metrics {
     pub consumed: Counter,
     /// Records written, by topic.
     pub produced: Family<Labels, Counter>,
-    /// Raw events sent to the dead-letter topic, by reason kind.
+    /// Raw events sent to the dead-letter topic, by reason kind (`oversized` counts the
+    /// producer's markers for entities over the record limit).
     pub dead_lettered: Family<Labels, Counter>,
+    /// Dead letters cut to the record limit, by reason kind.
+    pub dead_letters_truncated: Family<Labels, Counter>,
     /// Outcomes of processed events that wrote nothing special (see `Note`).
     pub notes: Family<Labels, Counter>,
     /// Consumer lag of the raw topic, by partition (from librdkafka statistics).
@@ -44,6 +47,7 @@ impl Metrics {
         let consumed = Counter::default();
         let produced = Family::<Labels, Counter>::default();
         let dead_lettered = Family::<Labels, Counter>::default();
+        let dead_letters_truncated = Family::<Labels, Counter>::default();
         let notes = Family::<Labels, Counter>::default();
         let consumer_lag = Family::<Labels, Gauge>::default();
         let transactions_committed = Counter::default();
@@ -63,6 +67,11 @@ impl Metrics {
             "dead_lettered_records",
             "Raw events sent to the dead-letter topic",
             dead_lettered.clone(),
+        );
+        registry.register(
+            "dead_letters_truncated",
+            "Dead letters cut to the record limit (headers give the original size and SHA-256)",
+            dead_letters_truncated.clone(),
         );
         registry.register(
             "event_outcomes",
@@ -94,6 +103,7 @@ impl Metrics {
             consumed,
             produced,
             dead_lettered,
+            dead_letters_truncated,
             notes,
             consumer_lag,
             transactions_committed,

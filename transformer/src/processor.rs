@@ -14,6 +14,17 @@
 //!   90 day buckets each;
 //! - the ids of the last `activity_dedup_capacity` activities, to drop duplicates.
 //!
+//! # Deletions only from evidence
+//! A complete sync deletes (tombstones) the users and applications it no longer has, but only
+//! when this processor saw the sync whole: from its `sync_started` to its `sync_completed`, with
+//! the counts in `sync_completed` equal to the events of each kind it saw. A sync seen in part
+//! (a history cut by retention, a replay from a mid-sync offset, an orphan `sync_completed`)
+//! deletes nothing; its `sync_completed` goes to the dead-letter topic saying why
+//! ([`Output::DeadLetter`]). A whole sync that would delete more than `max_delete_share` of the
+//! tenant's live users (or applications) is held back the same way, as `rsync --max-delete`
+//! does. An entity that failed normalization, or stood for by an `oversized` marker, still
+//! counts as seen: it is never deleted for being unreadable.
+//!
 //! None of it is stored on local disk: [`Processor::restore_user`], [`Processor::restore_application`]
 //! and [`Processor::restore_app_usage`] rebuild it from the compacted output topics, and
 //! [`Mode::Restore`] re-reads the raw events of the syncs that were in progress at the last
@@ -63,6 +74,15 @@ pub enum Output {
     },
     /// An app usage record for the app usage topic.
     AppUsage(Box<AppUsage>),
+    /// The raw event itself goes to the dead-letter topic with this reason, besides whatever
+    /// else it produced: evidence the processor would not act on (an `oversized` marker, a sync
+    /// seen in part, deletions held back).
+    DeadLetter {
+        /// The dead letter's `error_kind`.
+        kind: &'static str,
+        /// The dead letter's `error`.
+        error: String,
+    },
 }
 
 impl Output {
@@ -73,6 +93,7 @@ impl Output {
             Output::Application(a) => entity_key(&a.tenant_id, &a.application_id),
             Output::AppUsage(u) => app_usage_key(&u.tenant_id, &u.application_id, &u.user_id),
             Output::UserTombstone { key } | Output::ApplicationTombstone { key } => key.clone(),
+            Output::DeadLetter { .. } => String::new(),
         }
     }
 }
@@ -105,8 +126,17 @@ pub enum Note {
     IgnoredActivity,
     /// A `sync_started` replaced a sync that never completed.
     SyncAbandoned,
-    /// A `sync_completed` for a sync that is not the one in progress: no deletes derived.
+    /// A `sync_completed` for a sync that is not the one in progress: no deletes derived, the
+    /// marker dead-lettered.
     SyncMismatch,
+    /// A `sync_completed` for a sync not seen whole (no `sync_started`, or counts that differ
+    /// from what was seen): no deletes derived, the marker dead-lettered.
+    SyncUnverified,
+    /// A whole sync would have deleted more than `max_delete_share` of the tenant's users or
+    /// applications: those deletions were held back, the marker dead-lettered.
+    DeletionsHeld,
+    /// An `oversized` marker: its entity counts as seen, the marker is dead-lettered.
+    Oversized,
     /// [`Mode::Restore`] skipped the event (its effects are already in the output topics).
     NotRestored,
 }
@@ -123,6 +153,9 @@ impl Note {
             Note::IgnoredActivity => "ignored_activity",
             Note::SyncAbandoned => "sync_abandoned",
             Note::SyncMismatch => "sync_mismatch",
+            Note::SyncUnverified => "sync_unverified",
+            Note::DeletionsHeld => "deletions_held",
+            Note::Oversized => "oversized",
             Note::NotRestored => "not_restored",
         }
     }
@@ -150,10 +183,48 @@ pub struct InProgress {
     pub start_offset: i64,
 }
 
+/// Events of each kind in one sync, as `sync_completed.counts` gives them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+struct Counts {
+    user: u64,
+    group: u64,
+    group_membership: u64,
+    application: u64,
+}
+
+impl Counts {
+    fn add(&mut self, kind: &str) {
+        match kind {
+            kind::USER => self.user += 1,
+            kind::GROUP => self.group += 1,
+            kind::GROUP_MEMBERSHIP => self.group_membership += 1,
+            kind::APPLICATION => self.application += 1,
+            _ => {}
+        }
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "user {}, group {}, group_membership {}, application {}",
+            self.user, self.group, self.group_membership, self.application
+        )
+    }
+}
+
 #[derive(Debug)]
 struct SyncInProgress {
     sync_id: Arc<str>,
     start_offset: i64,
+    /// Whether its `sync_started` was seen (not started implicitly by a later event).
+    from_start: bool,
+    /// The events of each kind seen since then.
+    seen: Counts,
+    /// Applications that count as seen without a record: oversized or unreadable.
+    kept_apps: HashSet<String>,
     /// Member of an access-control group -> sorted group ids.
     member_of: HashMap<String, Vec<String>>,
     /// The applications seen, complete but for `authorized_user_count` (known at the end).
@@ -210,22 +281,37 @@ impl TenantState {
     }
 }
 
+/// The default of [`Processor::with_max_delete_share`]: a whole sync may delete at most half of
+/// a tenant's live users (and, separately, applications).
+pub const DEFAULT_MAX_DELETE_SHARE: f64 = 0.5;
+
 /// The transformer's state and rules; see the module documentation.
 #[derive(Debug)]
 pub struct Processor {
     tenants: HashMap<String, TenantState>,
     activity_dedup_capacity: usize,
+    max_delete_share: f64,
     restore_plan: HashMap<String, InProgress>,
 }
 
 impl Processor {
-    /// An empty processor remembering up to `activity_dedup_capacity` activity ids per tenant.
+    /// An empty processor remembering up to `activity_dedup_capacity` activity ids per tenant,
+    /// holding back deletions over [`DEFAULT_MAX_DELETE_SHARE`].
     pub fn new(activity_dedup_capacity: usize) -> Self {
         Self {
             tenants: HashMap::new(),
             activity_dedup_capacity,
+            max_delete_share: DEFAULT_MAX_DELETE_SHARE,
             restore_plan: HashMap::new(),
         }
+    }
+
+    /// The share (0 to 1) of a tenant's live users, or of its applications, that one sync may
+    /// delete; a sync that would delete more deletes none of them (1 turns the guard off).
+    #[must_use]
+    pub fn with_max_delete_share(mut self, share: f64) -> Self {
+        self.max_delete_share = share;
+        self
     }
 
     fn tenant(&mut self, tenant_id: &str) -> &mut TenantState {
@@ -319,7 +405,8 @@ impl Processor {
 
     /// Applies one raw event; appends what to write to `out`.
     ///
-    /// On error nothing was changed and nothing appended: the caller dead-letters the event.
+    /// On error nothing was appended and the only change is that the event counts as seen by
+    /// its sync (see the module documentation): the caller dead-letters the event.
     ///
     /// # Errors
     /// [`NormalizeError`] when the event cannot be normalized (in [`Mode::Live`]).
@@ -336,23 +423,108 @@ impl Processor {
         if event.tenant_id.is_empty() || event.tenant_id.contains('/') {
             return Err(NormalizeError::BadTenant(event.tenant_id.clone()));
         }
-        match event.kind.as_str() {
+        if let Some(observed) = self.observe(event, source, out) {
+            return observed;
+        }
+        let result = match event.kind.as_str() {
             kind::SYNC_STARTED => self.sync_started(event, source),
             kind::SYNC_COMPLETED => self.sync_completed(event, out),
             kind::USER => self.user(event, source, out),
             kind::APPLICATION => self.application(event, source),
             kind::GROUP_MEMBERSHIP => self.group_membership(event, source, out),
-            kind::GROUP => {
-                // Groups matter only through memberships and application rules, but a group
-                // without an id is still malformed input.
-                let obj = normalize::parse_object(&event.payload)?;
-                match obj.get("id").and_then(|v| v.as_str()) {
-                    Some(id) if !id.is_empty() => Ok(Note::Processed),
-                    _ => Err(NormalizeError::MissingField("id")),
-                }
-            }
+            kind::GROUP => Self::group(event),
             kind::ACTIVITY => self.activity(event, source, out),
             _ => Ok(Note::UnknownKind),
+        };
+        if result.is_err() {
+            self.keep_unreadable(event, event.kind.as_str(), event.entity_id.as_deref());
+        }
+        result
+    }
+
+    /// Counts a sync's entity event (an `oversized` marker under its original kind) in the
+    /// sync in progress, starting the sync if needed. An `oversized` marker needs nothing else:
+    /// its entity is kept as seen, the marker dead-lettered, and its outcome returned; `None`
+    /// for every other event.
+    fn observe(
+        &mut self,
+        event: &RawEvent,
+        source: Source<'_>,
+        out: &mut Vec<Output>,
+    ) -> Option<Result<Note, NormalizeError>> {
+        let oversized = if event.kind == kind::OVERSIZED {
+            match serde_json::from_str::<schemas::raw::Oversized>(&event.payload) {
+                Ok(o) => Some(o),
+                Err(e) => return Some(Err(NormalizeError::InvalidJson(e.to_string()))),
+            }
+        } else {
+            None
+        };
+        let counted = oversized.as_ref().map_or(event.kind.as_str(), |o| &o.kind);
+        let in_sync = matches!(
+            counted,
+            kind::USER | kind::GROUP | kind::GROUP_MEMBERSHIP | kind::APPLICATION
+        );
+        match Self::sync_id(event) {
+            Ok(sync_id) if in_sync => {
+                self.ensure_sync(&event.tenant_id, sync_id, source);
+                if let Some(s) = self.tenant(&event.tenant_id).in_progress.as_mut() {
+                    s.seen.add(counted);
+                }
+            }
+            // A sync's entity without a sync id: its handler (or, for a marker, here) says so.
+            Err(e) if in_sync && oversized.is_some() => return Some(Err(e)),
+            _ => {}
+        }
+        let o = oversized?;
+        self.keep_unreadable(event, &o.kind, Some(&o.entity_id));
+        out.push(Output::DeadLetter {
+            kind: "oversized",
+            error: format!(
+                "{} {} of {} bytes (sha256 {}) is over the record limit of {} bytes",
+                o.kind, o.entity_id, o.size, o.sha256, o.limit
+            ),
+        });
+        Some(Ok(Note::Oversized))
+    }
+
+    /// An entity of the sync in progress that could not be read (failed normalization, or an
+    /// `oversized` marker): a user or application that is live stays live, as seen by this
+    /// sync, so that it is never deleted for being unreadable. Marks a marker's user live.
+    fn keep_unreadable(&mut self, event: &RawEvent, kind: &str, entity_id: Option<&str>) {
+        let (Some(id), Some(sync_id)) = (entity_id, event.sync_id.as_deref()) else {
+            return;
+        };
+        let marker = event.kind == kind::OVERSIZED;
+        let t = self.tenant(&event.tenant_id);
+        if t.in_progress
+            .as_ref()
+            .is_none_or(|s| &*s.sync_id != sync_id)
+        {
+            return;
+        }
+        let sync = t.intern(sync_id);
+        match kind {
+            kind::USER if marker || t.users.contains_key(id) => {
+                t.users.insert(id.into(), sync);
+            }
+            kind::APPLICATION if marker || t.apps.contains_key(id) => {
+                if let Some(s) = t.in_progress.as_mut() {
+                    s.kept_apps.insert(id.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Groups matter only through memberships and application rules, but a group without an id
+    /// is still malformed input.
+    fn group(event: &RawEvent) -> Result<Note, NormalizeError> {
+        Self::sync_id(event)?;
+        let obj = normalize::parse_object(&event.payload)?;
+        match obj.get("id").and_then(|v| v.as_str()) {
+            Some(id) if !id.is_empty() => Ok(Note::Processed),
+            _ => Err(NormalizeError::MissingField("id")),
         }
     }
 
@@ -363,14 +535,31 @@ impl Processor {
         if source.offset < plan.start_offset || event.sync_id.as_deref() != Some(&plan.sync_id) {
             return Note::NotRestored;
         }
+        if event.kind == kind::SYNC_COMPLETED {
+            return Note::NotRestored;
+        }
+        // The same steps as in `process`, outputs dropped (they are in the output topics):
+        // counts, the sync's applications and memberships, and which entities it has seen.
+        let mut dropped = Vec::new();
+        if let Some(observed) = self.observe(event, source, &mut dropped) {
+            return observed.unwrap_or(Note::NotRestored);
+        }
         let result = match event.kind.as_str() {
             kind::SYNC_STARTED => self.sync_started(event, source),
             kind::APPLICATION => self.application(event, source),
-            kind::GROUP_MEMBERSHIP => self.group_membership(event, source, &mut Vec::new()),
+            kind::GROUP_MEMBERSHIP => self.group_membership(event, source, &mut dropped),
+            kind::USER => self.user(event, source, &mut dropped),
+            kind::GROUP => Self::group(event),
             _ => Ok(Note::NotRestored),
         };
-        // Events that failed were dead-lettered when first processed.
-        result.unwrap_or(Note::NotRestored)
+        match result {
+            Ok(_) => Note::NotRestored,
+            Err(_) => {
+                // Dead-lettered when first processed; still seen by its sync.
+                self.keep_unreadable(event, event.kind.as_str(), event.entity_id.as_deref());
+                Note::NotRestored
+            }
+        }
     }
 
     fn sync_id(event: &RawEvent) -> Result<&str, NormalizeError> {
@@ -381,7 +570,8 @@ impl Processor {
     }
 
     /// Makes sure `sync_id` is the tenant's sync in progress; starts it (abandoning another) if
-    /// not. Returns whether another sync was abandoned.
+    /// not, as seen from this event on, not from its start. Returns whether another sync was
+    /// abandoned.
     fn ensure_sync(&mut self, tenant_id: &str, sync_id: &str, source: Source<'_>) -> bool {
         let t = self.tenant(tenant_id);
         t.partition = Some(source.partition);
@@ -396,6 +586,9 @@ impl Processor {
         t.in_progress = Some(SyncInProgress {
             sync_id,
             start_offset: source.offset,
+            from_start: false,
+            seen: Counts::default(),
+            kept_apps: HashSet::new(),
             member_of: HashMap::new(),
             apps: BTreeMap::new(),
         });
@@ -418,10 +611,15 @@ impl Processor {
             // The same sync started again (a producer retry): begin afresh.
             t.in_progress = None;
         }
-        if self.ensure_sync(&event.tenant_id, sync_id, source) {
-            return Ok(Note::SyncAbandoned);
+        let abandoned = self.ensure_sync(&event.tenant_id, sync_id, source);
+        if let Some(s) = self.tenant(&event.tenant_id).in_progress.as_mut() {
+            s.from_start = true;
         }
-        Ok(Note::Processed)
+        Ok(if abandoned {
+            Note::SyncAbandoned
+        } else {
+            Note::Processed
+        })
     }
 
     fn user(
@@ -531,20 +729,47 @@ impl Processor {
         event: &RawEvent,
         out: &mut Vec<Output>,
     ) -> Result<Note, NormalizeError> {
+        #[derive(Deserialize)]
+        struct Marker {
+            counts: Option<Counts>,
+        }
         let sync_id = Self::sync_id(event)?;
         normalize::parse_object(&event.payload)?;
+        let announced = serde_json::from_str::<Marker>(&event.payload)
+            .ok()
+            .and_then(|m| m.counts);
+        let max_share = self.max_delete_share;
         let tenant_id = event.tenant_id.clone();
         let t = self.tenant(&tenant_id);
-        let matches = t
-            .in_progress
-            .as_ref()
-            .is_some_and(|s| &*s.sync_id == sync_id);
-        if !matches {
-            return Ok(Note::SyncMismatch);
-        }
-        let Some(sync) = t.in_progress.take() else {
+        let in_progress = t.in_progress.as_ref().map(|s| s.sync_id.clone());
+        let Some(sync) = t.in_progress.take_if(|s| &*s.sync_id == sync_id) else {
+            out.push(Output::DeadLetter {
+                kind: "sync_mismatch",
+                error: format!(
+                    "sync_completed of sync {sync_id}, but the sync in progress is {}: no deletions derived",
+                    in_progress.as_deref().unwrap_or("none")
+                ),
+            });
             return Ok(Note::SyncMismatch);
         };
+        let mut note = Note::Processed;
+        let whole = sync.from_start && announced == Some(sync.seen);
+        if !whole {
+            let why = if sync.from_start {
+                match announced {
+                    Some(a) => format!("it announced {a} but {} were seen", sync.seen),
+                    None => "its sync_completed has no counts".to_owned(),
+                }
+            } else {
+                "its sync_started was not seen (history cut, or read from a mid-sync offset)"
+                    .to_owned()
+            };
+            out.push(Output::DeadLetter {
+                kind: "sync_unverified",
+                error: format!("sync {sync_id} was not seen whole: {why}; no deletions derived"),
+            });
+            note = Note::SyncUnverified;
+        }
         // Users of earlier syncs that this complete sync did not see are gone.
         let mut gone: Vec<Box<str>> = t
             .users
@@ -552,6 +777,34 @@ impl Processor {
             .filter(|(_, s)| !Arc::ptr_eq(s, &sync.sync_id))
             .map(|(k, _)| k.clone())
             .collect();
+        let mut gone_apps: Vec<Box<str>> = t
+            .apps
+            .keys()
+            .filter(|k| !sync.apps.contains_key(&***k) && !sync.kept_apps.contains(&***k))
+            .cloned()
+            .collect();
+        if whole {
+            for (what, gone, live) in [
+                ("users", &mut gone, t.users.len()),
+                ("applications", &mut gone_apps, t.apps.len()),
+            ] {
+                if exceeds(gone.len(), live, max_share) {
+                    out.push(Output::DeadLetter {
+                        kind: "deletions_held",
+                        error: format!(
+                            "sync {sync_id} would delete {} of {live} {what}, more than \
+                             processing.max_delete_share ({max_share}): held back",
+                            gone.len()
+                        ),
+                    });
+                    gone.clear();
+                    note = Note::DeletionsHeld;
+                }
+            }
+        } else {
+            gone.clear();
+            gone_apps.clear();
+        }
         gone.sort();
         for id in gone {
             t.users.remove(&id);
@@ -559,18 +812,17 @@ impl Processor {
                 key: entity_key(&tenant_id, &id),
             });
         }
-        let mut gone_apps: Vec<Box<str>> = t
-            .apps
-            .keys()
-            .filter(|k| !sync.apps.contains_key(&***k))
-            .cloned()
-            .collect();
         gone_apps.sort();
         for id in gone_apps {
             t.apps.remove(&id);
             out.push(Output::ApplicationTombstone {
                 key: entity_key(&tenant_id, &id),
             });
+        }
+        for id in &sync.kept_apps {
+            if let Some(s) = t.apps.get_mut(id.as_str()) {
+                *s = sync.sync_id.clone();
+            }
         }
         let all_users = t.users.len();
         for (id, mut app) in sync.apps {
@@ -589,9 +841,9 @@ impl Processor {
             t.apps.insert(id.as_str().into(), sync.sync_id.clone());
             out.push(Output::Application(Box::new(app)));
         }
-        // Only this sync's id is referenced now.
-        t.sync_ids.retain(|_, s| Arc::ptr_eq(s, &sync.sync_id));
-        Ok(Note::Processed)
+        // Only the ids still referenced are kept interned.
+        t.sync_ids.retain(|_, s| Arc::strong_count(s) > 1);
+        Ok(note)
     }
 
     fn activity(
@@ -692,6 +944,13 @@ fn user_record(
         observed_at: event.observed_at_ms,
         ..user
     }
+}
+
+/// Whether deleting `gone` of `live` entities is more than `share` of them.
+fn exceeds(gone: usize, live: usize, share: f64) -> bool {
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let over = gone as f64 > share * live as f64;
+    gone > 0 && over
 }
 
 /// The UTC day (days since the Unix epoch) of a time in milliseconds.

@@ -25,9 +25,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::pipeline::PipelineError;
-use crate::pipeline::codec::{Decoded, decode_raw, send_dead_letter};
+use crate::pipeline::codec::{Decoded, Sent, decode_raw, send_results};
 use crate::pipeline::live::txn_settings;
-use crate::pipeline::outputs::{self, Prepared, SchemaIds, encode};
+use crate::pipeline::outputs::{self, Prepared, SchemaIds};
 use crate::processor::{Mode, Processor, Source};
 
 /// Command-line arguments of `transformer replay`.
@@ -203,7 +203,8 @@ async fn replay_loop(
     session: &mut TxnSession,
 ) -> Result<ReplaySummary, ReplayError> {
     let raw_topic = config.kafka.raw_topic.as_str();
-    let mut processor = Processor::new(config.processing.activity_dedup_capacity);
+    let mut processor = Processor::new(config.processing.activity_dedup_capacity)
+        .with_max_delete_share(config.processing.max_delete_share);
     let mut summary = ReplaySummary {
         users_topic: topics.users.clone(),
         ..ReplaySummary::default()
@@ -223,7 +224,7 @@ async fn replay_loop(
             partition: m.partition(),
             offset: m.offset(),
         };
-        let decoded = decode_raw(registry, m.payload())
+        let decoded = decode_raw(registry, m.key(), m.payload())
             .await
             .map_err(PipelineError::from)?;
         let failure = match decoded {
@@ -260,17 +261,20 @@ async fn replay_loop(
                 }
             }
         };
-        if let Some((kind, error)) = failure {
-            send_dead_letter(session, &topics.dead_letter, raw_topic, &m, (kind, &error)).await?;
-            summary.dead_lettered += 1;
-        }
-        for o in outputs.drain(..) {
-            let e = encode(&o, topics, ids).map_err(PipelineError::from)?;
-            session
-                .send(e.topic, e.key.as_bytes(), e.value.as_deref(), None)
-                .await?;
-            summary.produced += 1;
-        }
+        let failure = failure.as_ref().map(|(k, e)| (*k, e.as_str()));
+        send_results(
+            session,
+            (topics, ids),
+            raw_topic,
+            &m,
+            failure,
+            &mut outputs,
+            |sent| match sent {
+                Sent::Output(_) => summary.produced += 1,
+                Sent::DeadLetter { .. } => summary.dead_lettered += 1,
+            },
+        )
+        .await?;
         if in_txn >= config.processing.batch_max_records || summary.sync_completed {
             session.commit().await?;
             in_txn = 0;

@@ -140,10 +140,6 @@ async fn syncs_deletes_poison_replay_and_report() {
             &access_json(id, app, user, at),
         ));
     }
-    let mut records: Vec<(String, Vec<u8>)> = events
-        .iter()
-        .map(|e| (e.tenant_id.clone(), framed(s.schema_id, e)))
-        .collect();
     let valid = framed(s.schema_id, &events[1]);
     let mut bad_json = event("acme", kind::USER, Some("u-x"), Some("s1"), &json!({}));
     bad_json.payload = "{\"id\": \"u-x\", ".into();
@@ -154,6 +150,38 @@ async fn syncs_deletes_poison_replay_and_report() {
         Some("s1"),
         &json!({"username": "nobody"}),
     );
+    // Users that fail normalization with raw records of the size that once wedged the
+    // partition (999,950 bytes), and of the largest size a writer may produce, whose dead
+    // letter (with its headers) must be cut to fit.
+    let huge = |target: usize| {
+        let mut e = event("acme", kind::USER, Some("u-huge"), Some("s1"), &json!({}));
+        let bare = framed(s.schema_id, &e).len();
+        // Payload `{"padding":"xxx…"}` (no `id`); +2 covers the Avro length prefix growth.
+        e.payload = format!("{{\"padding\":\"{}\"}}", "x".repeat(target - bare - 16 - 2));
+        let bytes = framed(s.schema_id, &e);
+        assert!(
+            (target - 4..=target).contains(&bytes.len()),
+            "{}",
+            bytes.len()
+        );
+        bytes
+    };
+    let at_limit = schemas::topics::MAX_RECORD_BYTES - "acme".len();
+    let mut trailing = valid.clone();
+    trailing.extend_from_slice(b"trailing garbage");
+    // The acme sync's counts include its two unreadable users and the two huge ones, as the
+    // producer counts every event it writes.
+    for e in &mut events {
+        if e.kind == kind::SYNC_COMPLETED && e.tenant_id == "acme" {
+            let mut marker: Value = serde_json::from_str(&e.payload).unwrap();
+            marker["counts"]["user"] = json!(12 + 4);
+            e.payload = marker.to_string();
+        }
+    }
+    let mut records: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.tenant_id.clone(), framed(s.schema_id, e)))
+        .collect();
     let poison: Vec<(&str, Vec<u8>)> = vec![
         ("wire", b"{\"not\": \"avro\"}".to_vec()),
         (
@@ -163,11 +191,16 @@ async fn syncs_deletes_poison_replay_and_report() {
         ("normalize", framed(s.schema_id, &bad_json)),
         ("normalize", framed(s.schema_id, &missing_id)),
         ("avro", valid[..valid.len() / 2].to_vec()),
+        ("avro", trailing),
+        ("normalize", huge(999_950)),
+        ("normalize", huge(at_limit)),
     ];
     // Poison sits in the middle of acme's sync (after the applications).
     for (i, (_, bytes)) in poison.iter().enumerate() {
         records.insert(5 + i, ("acme".into(), bytes.clone()));
     }
+    // A valid acme event keyed for another tenant (it would be ordered with globex's events).
+    records.insert(5, ("globex".into(), valid.clone()));
     produce(&s.raw_topic, &records).await;
 
     // Users: every user once, with the seven fields equal to the input.
@@ -259,9 +292,10 @@ async fn syncs_deletes_poison_replay_and_report() {
 
     // Dead letters: original bytes, error and source position in headers.
     let raw = consume_all(&s.raw_topic).await.unwrap();
-    let dead = wait_for(&topics.dead_letter, WAIT, |r| r.len() >= 5).await;
-    assert_eq!(dead.len(), 5);
+    let dead = wait_for(&topics.dead_letter, WAIT, |r| r.len() >= 9).await;
+    assert_eq!(dead.len(), 9);
     let mut kinds: Vec<String> = Vec::new();
+    let mut truncated = 0;
     for d in &dead {
         let partition: i32 = header(d, "source_partition").parse().unwrap();
         let offset: i64 = header(d, "source_offset").parse().unwrap();
@@ -271,18 +305,58 @@ async fn syncs_deletes_poison_replay_and_report() {
             .iter()
             .find(|r| r.partition == partition && r.offset == offset)
             .unwrap();
-        assert_eq!(
-            d.value, source.value,
-            "dead letter keeps the original bytes"
-        );
         assert_eq!(d.key, source.key);
+        let (value, original) = (
+            d.value.as_deref().unwrap(),
+            source.value.as_deref().unwrap(),
+        );
+        if d.header("truncated").is_some() {
+            // Cut to the record limit: a prefix, with the original's size and hash.
+            truncated += 1;
+            assert!(value.len() < original.len() && original.starts_with(value));
+            let headers: usize = d
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum();
+            let all = d.key.as_ref().unwrap().len() + value.len() + headers;
+            assert!(all <= schemas::topics::MAX_RECORD_BYTES, "{all}");
+            assert_eq!(header(d, "original_size"), (original.len() + 4).to_string());
+            assert_eq!(
+                header(d, "original_sha256"),
+                transformer::pipeline::codec::sha256_hex(original)
+            );
+        } else {
+            assert_eq!(value, original, "dead letter keeps the original bytes");
+        }
         kinds.push(header(d, "error_kind"));
     }
+    assert_eq!(truncated, 1, "only the record at the limit is cut");
     kinds.sort();
     assert_eq!(
         kinds,
-        vec!["avro", "normalize", "normalize", "schema", "wire"]
+        vec![
+            "avro",
+            "avro",
+            "key",
+            "normalize",
+            "normalize",
+            "normalize",
+            "normalize",
+            "schema",
+            "wire"
+        ]
     );
+    let mismatch = dead
+        .iter()
+        .find(|d| header(d, "error_kind") == "key")
+        .unwrap();
+    assert!(header(mismatch, "error").contains("`globex`"));
+    let garbage = dead
+        .iter()
+        .find(|d| header(d, "error").contains("bytes after the avro datum"))
+        .unwrap();
+    assert_eq!(header(garbage, "error_kind"), "avro");
     let missing = dead
         .iter()
         .find(|d| header(d, "error").contains("`id`"))
@@ -357,7 +431,11 @@ async fn syncs_deletes_poison_replay_and_report() {
         .filter(|l| l.starts_with("transformer_dead_lettered_records_total"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
-    assert_eq!(dead_total, 5, "{text}");
+    assert_eq!(dead_total, 9, "{text}");
+    assert!(
+        text.contains("transformer_dead_letters_truncated_total{kind=\"normalize\"} 1"),
+        "{text}"
+    );
     assert!(metrics.transactions_committed.get() >= 1);
     assert!(metrics.is_ready());
     assert_eq!(get("/readyz").await.0, 200);
@@ -446,7 +524,7 @@ async fn syncs_deletes_poison_replay_and_report() {
     )
     .await
     .unwrap();
-    assert_eq!(summary.dead_lettered, 5);
+    assert_eq!(summary.dead_lettered, 9);
     let latest = |records: &[ConsumedRecord]| {
         let mut m: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         for r in records {

@@ -68,7 +68,10 @@ pub fn client_config() -> ClientConfig {
         .set("bootstrap.servers", kafka_bootstrap())
         .set("socket.timeout.ms", "10000")
         .set("socket.connection.setup.timeout.ms", "10000")
-        .set("reconnect.backoff.max.ms", "1000");
+        .set("reconnect.backoff.max.ms", "1000")
+        // The pipeline's record limit (`schemas::topics::MAX_MESSAGE_BYTES`), so that tests can
+        // write records as large as the pipeline's own clients may.
+        .set("message.max.bytes", "1048576");
     config
 }
 

@@ -25,8 +25,8 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use super::codec::{Decoded, decode_raw, send_dead_letter};
-use super::outputs::{Prepared, SchemaIds, encode, prepare};
+use super::codec::{Decoded, Sent, decode_raw, send_results};
+use super::outputs::{Prepared, SchemaIds, prepare};
 use super::restore::{Checkpoint, restore_in_progress, restore_outputs};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -133,7 +133,8 @@ pub async fn run_once(
     .await?;
     let prepared_ms = started.elapsed().as_millis() as u64;
 
-    let mut processor = Processor::new(config.processing.activity_dedup_capacity);
+    let mut processor = Processor::new(config.processing.activity_dedup_capacity)
+        .with_max_delete_share(config.processing.max_delete_share);
     restore_outputs(config, &registry, &mut processor).await?;
     let restored_ms = started.elapsed().as_millis() as u64;
 
@@ -247,6 +248,7 @@ fn take(
 enum Family {
     Produced,
     DeadLettered,
+    Truncated,
     Outcome,
 }
 
@@ -287,6 +289,7 @@ impl Batcher<'_> {
             let (metric, name) = match family {
                 Family::Produced => (&self.metrics.produced, "topic"),
                 Family::DeadLettered => (&self.metrics.dead_lettered, "kind"),
+                Family::Truncated => (&self.metrics.dead_letters_truncated, "kind"),
                 Family::Outcome => (&self.metrics.notes, "outcome"),
             };
             metric
@@ -312,7 +315,7 @@ impl Batcher<'_> {
         for m in batch {
             let (p, o) = (m.partition(), m.offset());
             next.insert(p, o + 1);
-            let failure = match decode_raw(&self.registry, m.payload()).await? {
+            let failure = match decode_raw(&self.registry, m.key(), m.payload()).await? {
                 Decoded::Poison { kind, error } => Some((kind, error)),
                 Decoded::Event(ev) => {
                     let source = Source {
@@ -332,21 +335,26 @@ impl Batcher<'_> {
                     }
                 }
             };
-            if let Some((kind, error)) = failure {
-                tracing::warn!(topic = %raw_topic, partition = p, offset = o, kind, %error, "raw event dead-lettered");
-                send_dead_letter(session, &topics.dead_letter, raw_topic, m, (kind, &error))
-                    .await?;
-                count(Family::Produced, &topics.dead_letter);
-                count(Family::DeadLettered, kind);
-                continue;
-            }
-            for out in outputs.drain(..) {
-                let e = encode(&out, topics, self.ids)?;
-                session
-                    .send(e.topic, e.key.as_bytes(), e.value.as_deref(), None)
-                    .await?;
-                count(Family::Produced, e.topic);
-            }
+            let failure = failure.as_ref().map(|(k, e)| (*k, e.as_str()));
+            send_results(
+                session,
+                (topics, self.ids),
+                raw_topic,
+                m,
+                failure,
+                &mut outputs,
+                |sent| match sent {
+                    Sent::Output(topic) => count(Family::Produced, topic),
+                    Sent::DeadLetter { kind, truncated } => {
+                        count(Family::Produced, &topics.dead_letter);
+                        count(Family::DeadLettered, kind);
+                        if truncated {
+                            count(Family::Truncated, kind);
+                        }
+                    }
+                },
+            )
+            .await?;
         }
         let mut offsets = TopicPartitionList::new();
         for (&p, &n) in &next {

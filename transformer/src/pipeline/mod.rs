@@ -6,13 +6,18 @@
 //! - [`restore`]: the start-up restore of state from the output and state topics.
 //! - [`outputs`]: the output topics both ways: setup, encoding, and reading them back as
 //!   typed records ([`outputs::OutputKind`]), shared with the license report.
-//! - [`codec`]: decoding raw values, and the headers of dead letters.
+//! - [`codec`]: decoding raw records, dead letters, and writing what one raw record produced.
 //!
 //! # Dead letters
-//! A raw event whose value is not in the wire format, names an unknown schema id, is not a raw
-//! event datum, or fails normalization is written verbatim (same key and value) to the
-//! dead-letter topic, with headers `error`, `error_kind`, `source_topic`, `source_partition`,
-//! `source_offset`, inside the same transaction. Registry outages are not poison: they restart.
+//! A raw record whose value is not in the wire format, names an unknown schema id, is not
+//! exactly one raw event datum (trailing bytes included), is keyed for another tenant than its
+//! envelope's, or fails normalization is written to the dead-letter topic (same key and
+//! value) with headers `error`, `error_kind`, `source_topic`, `source_partition`,
+//! `source_offset`, inside the same transaction. So is a raw record the processor will not act
+//! on ([`crate::processor::Output::DeadLetter`]): an `oversized` marker, a `sync_completed` of
+//! a sync not seen whole, a sync whose deletions were held back. A dead letter over the record
+//! limit is cut to fit, with headers `original_size`, `original_sha256` and `truncated`
+//! ([`codec::DeadLetter`]). Registry outages are not poison: they restart.
 
 pub mod codec;
 pub mod live;

@@ -198,7 +198,8 @@ pub struct Encoded<'a> {
     pub value: Option<Vec<u8>>,
 }
 
-/// Encodes an [`Output`] for `topics` with `ids`.
+/// Encodes an [`Output`] for `topics` with `ids`; `None` for [`Output::DeadLetter`], which is
+/// the raw record itself (see `codec::send_results`).
 ///
 /// # Errors
 /// [`SchemaError`] if the record does not match its schema (a bug).
@@ -206,7 +207,7 @@ pub fn encode<'a>(
     o: &Output,
     topics: &'a OutputTopics,
     ids: SchemaIds,
-) -> Result<Encoded<'a>, SchemaError> {
+) -> Result<Option<Encoded<'a>>, SchemaError> {
     let key = o.key();
     let (kind, value) = match o {
         Output::User(u) => (
@@ -223,12 +224,13 @@ pub fn encode<'a>(
             OutputKind::AppUsage,
             Some(wire::encode(ids.app_usage, &u.to_avro_datum()?)),
         ),
+        Output::DeadLetter { .. } => return Ok(None),
     };
-    Ok(Encoded {
+    Ok(Some(Encoded {
         topic: kind.topic(topics),
         key,
         value,
-    })
+    }))
 }
 
 /// Reads the output topic of `kind` to its end (`read_committed`) and calls `each` with every

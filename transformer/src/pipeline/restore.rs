@@ -160,7 +160,7 @@ pub async fn restore_in_progress(
     let mut reader = RangeReader::open(&config.kafka.client, &group, raw_topic, &ranges).await?;
     let mut out = Vec::new();
     while let Some(m) = reader.next().await? {
-        if let Decoded::Event(ev) = decode_raw(registry, m.payload()).await? {
+        if let Decoded::Event(ev) = decode_raw(registry, m.key(), m.payload()).await? {
             let source = Source {
                 topic: raw_topic,
                 partition: m.partition(),

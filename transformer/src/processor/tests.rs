@@ -64,6 +64,7 @@ fn started(sync: &str) -> RawEvent {
     )
 }
 
+/// A `sync_completed` without counts; [`counted`] fills them in as the producer does.
 fn completed(sync: &str) -> RawEvent {
     ev(
         kind::SYNC_COMPLETED,
@@ -71,6 +72,66 @@ fn completed(sync: &str) -> RawEvent {
         Some(sync),
         json!({"sync_id": sync}),
     )
+}
+
+/// The events with the counts of each `sync_completed` filled in as the producer writes them:
+/// the entity events of its sync since that sync's `sync_started` (an `oversized` marker under
+/// its original kind).
+fn counted(mut events: Vec<RawEvent>) -> Vec<RawEvent> {
+    let mut counts: HashMap<String, serde_json::Map<String, serde_json::Value>> = HashMap::new();
+    for e in &mut events {
+        let Some(sync) = e.sync_id.clone() else {
+            continue;
+        };
+        match e.kind.as_str() {
+            kind::SYNC_STARTED => {
+                counts.remove(&sync);
+            }
+            kind::SYNC_COMPLETED => {
+                let c = counts.remove(&sync).unwrap_or_default();
+                e.payload = json!({"sync_id": sync, "counts": c}).to_string();
+            }
+            other => {
+                let kind = if other == kind::OVERSIZED {
+                    serde_json::from_str::<schemas::raw::Oversized>(&e.payload)
+                        .unwrap()
+                        .kind
+                } else {
+                    other.to_owned()
+                };
+                let n = counts
+                    .entry(sync)
+                    .or_default()
+                    .entry(kind)
+                    .or_insert(json!(0));
+                *n = json!(n.as_u64().unwrap() + 1);
+            }
+        }
+    }
+    events
+}
+
+/// A processor with the deletion guard off, for tests of what a diff deletes.
+fn unguarded() -> Processor {
+    Processor::new(100).with_max_delete_share(1.0)
+}
+
+fn oversized(sync: &str, of: &str, id: &str) -> RawEvent {
+    ev(
+        kind::OVERSIZED,
+        Some(id),
+        Some(sync),
+        json!({"kind": of, "entity_id": id, "size": 1_153_433, "sha256": "ab12", "limit": 1_032_192}),
+    )
+}
+
+fn dead_letters(out: &[Output]) -> Vec<&'static str> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::DeadLetter { kind, .. } => Some(*kind),
+            _ => None,
+        })
+        .collect()
 }
 
 fn access(id: &str, app: &str, user: &str, at: &str) -> RawEvent {
@@ -104,7 +165,7 @@ fn feed(
 }
 
 fn first_sync() -> Vec<RawEvent> {
-    vec![
+    counted(vec![
         started("s1"),
         app("s1", "open", None),
         app("s1", "any", Some(("ANY_GROUP", &["g1", "g2"]))),
@@ -116,7 +177,7 @@ fn first_sync() -> Vec<RawEvent> {
         user("s1", "u2", false),
         user("s1", "u3", false),
         completed("s1"),
-    ]
+    ])
 }
 
 fn apps(out: &[Output]) -> BTreeMap<String, i64> {
@@ -172,15 +233,15 @@ fn a_complete_sync_writes_users_then_applications_with_counts() {
 
 #[test]
 fn a_later_complete_sync_tombstones_exactly_what_it_no_longer_has() {
-    let mut p = Processor::new(100);
+    let mut p = unguarded();
     feed(&mut p, &first_sync(), 0, Mode::Live);
-    let second = vec![
+    let second = counted(vec![
         started("s2"),
         app("s2", "open", None),
         user("s2", "u1", true),
         user("s2", "u3", false),
         completed("s2"),
-    ];
+    ]);
     let (out, _) = feed(&mut p, &second, 100, Mode::Live);
     let mut t = tombstones(&out);
     t.sort();
@@ -191,7 +252,7 @@ fn a_later_complete_sync_tombstones_exactly_what_it_no_longer_has() {
 
 #[test]
 fn an_abandoned_sync_never_decides_deletes() {
-    let mut p = Processor::new(100);
+    let mut p = unguarded();
     feed(&mut p, &first_sync(), 0, Mode::Live);
     // s2 sees only u1, then is abandoned: nothing may be deleted on its account.
     let (out, notes) = feed(
@@ -208,20 +269,19 @@ fn an_abandoned_sync_never_decides_deletes() {
     assert!(tombstones(&out).is_empty());
     assert_eq!(notes.last(), Some(&Note::SyncAbandoned));
     // s2's completion marker arriving late is not the sync in progress: no deletes.
-    let (out, notes) = feed(&mut p, &[completed("s2")], 200, Mode::Live);
-    assert!(out.is_empty());
+    let (out, notes) = feed(&mut p, &counted(vec![completed("s2")]), 200, Mode::Live);
+    assert_eq!(dead_letters(&out), vec!["sync_mismatch"]);
+    assert_eq!(out.len(), 1);
     assert_eq!(notes, vec![Note::SyncMismatch]);
-    let (out, _) = feed(
-        &mut p,
-        &[
-            app("s3", "open", None),
-            user("s3", "u2", false),
-            user("s3", "u3", false),
-            completed("s3"),
-        ],
-        300,
-        Mode::Live,
-    );
+    let mut s3 = counted(vec![
+        started("s3"),
+        app("s3", "open", None),
+        user("s3", "u2", false),
+        user("s3", "u3", false),
+        completed("s3"),
+    ]);
+    s3.remove(0); // s3 started above
+    let (out, _) = feed(&mut p, &s3, 300, Mode::Live);
     let mut t = tombstones(&out);
     t.sort();
     assert_eq!(t, vec!["acme/all", "acme/any", "acme/u1", "acme/u4"]);
@@ -300,18 +360,19 @@ fn delete_activities_make_tombstones() {
     // The next complete sync does not delete them a second time.
     let (out, _) = feed(
         &mut p,
-        &[
+        &counted(vec![
             started("s2"),
             app("s2", "open", None),
             app("s2", "all", None),
             user("s2", "u1", true),
             user("s2", "u3", true),
             completed("s2"),
-        ],
+        ]),
         60,
         Mode::Live,
     );
     assert!(tombstones(&out).is_empty());
+    assert!(dead_letters(&out).is_empty());
 }
 
 #[test]
@@ -408,7 +469,11 @@ fn malformed_events_fail_without_touching_state() {
         ),
         Err(NormalizeError::InvalidJson(_))
     ));
-    assert!(p.in_progress(0).is_empty());
+    // The malformed entities of sync `s` count as seen by it (started implicitly, so it can
+    // never decide deletions), and nothing else changed.
+    let plan = p.in_progress(0);
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].sync_id, "s");
     assert_eq!(p.live_users(TENANT), 0);
 }
 
@@ -430,7 +495,7 @@ fn unknown_kinds_are_skipped() {
 #[test]
 fn restore_mid_sync_matches_an_uninterrupted_run() {
     let mut events = first_sync();
-    events.extend([
+    events.extend(counted(vec![
         access("a1", "open", "u1", "2026-11-20T10:00:00Z"),
         started("s2"),
         app("s2", "any", Some(("ANY_GROUP", &["g1"]))),
@@ -441,19 +506,19 @@ fn restore_mid_sync_matches_an_uninterrupted_run() {
         user("s2", "u3", false),
         access("a3", "open", "u1", "2026-11-22T10:00:00Z"),
         completed("s2"),
-    ]);
+    ]));
     let cut = 17;
-    let mut whole = Processor::new(100);
+    let mut whole = unguarded();
     let (all_out, _) = feed(&mut whole, &events, 0, Mode::Live);
 
-    let mut first = Processor::new(100);
+    let mut first = unguarded();
     let (before, _) = feed(&mut first, &events[..cut], 0, Mode::Live);
     let plan = first.in_progress(0);
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].start_offset, 12);
 
     // Rebuild as pipeline.rs does: compacted topics (last value per key), then raw re-read.
-    let mut restored = Processor::new(100);
+    let mut restored = unguarded();
     for o in &before {
         match o {
             Output::User(u) => restored.restore_user(&o.key(), Some(u)),
@@ -461,6 +526,7 @@ fn restore_mid_sync_matches_an_uninterrupted_run() {
             Output::Application(a) => restored.restore_application(&o.key(), Some(a)),
             Output::ApplicationTombstone { key } => restored.restore_application(key, None),
             Output::AppUsage(u) => restored.restore_app_usage(&o.key(), Some((**u).clone())),
+            Output::DeadLetter { .. } => {}
         }
     }
     restored.set_restore_plan(plan.clone());
@@ -479,6 +545,7 @@ fn restore_mid_sync_matches_an_uninterrupted_run() {
     );
     assert_eq!(after, all_out[before.len()..].to_vec());
     assert!(!tombstones(&after).is_empty());
+    assert!(dead_letters(&after).is_empty());
 }
 
 /// The producer may write a sync's memberships after its users: a user already written in the
@@ -486,7 +553,7 @@ fn restore_mid_sync_matches_an_uninterrupted_run() {
 #[test]
 fn memberships_after_users_rewrite_those_users() {
     let mut p = Processor::new(100);
-    let events = vec![
+    let events = counted(vec![
         started("s1"),
         app("s1", "any", Some(("ANY_GROUP", &["g1", "g2"]))),
         user("s1", "u1", true),
@@ -495,7 +562,7 @@ fn memberships_after_users_rewrite_those_users() {
         member("s1", "g2", "u1"),
         member("s1", "g1", "u1"),
         completed("s1"),
-    ];
+    ]);
     let (out, notes) = feed(&mut p, &events, 0, Mode::Live);
     let users: Vec<(String, Vec<String>, i64)> = out
         .iter()
@@ -520,4 +587,165 @@ fn memberships_after_users_rewrite_those_users() {
     assert_eq!(notes[4], Note::UserRewritten);
     assert_eq!(notes[6], Note::Processed);
     assert_eq!(apps(&out), BTreeMap::from([("any".into(), 1)]));
+}
+
+/// A tenant of `n` users u0.. in one complete sync `sync`.
+fn users_sync(sync: &str, ids: impl IntoIterator<Item = usize>) -> Vec<RawEvent> {
+    let mut v = vec![started(sync)];
+    v.extend(ids.into_iter().map(|i| user(sync, &format!("u{i}"), false)));
+    v.push(completed(sync));
+    counted(v)
+}
+
+/// Defect: a `user` event and a `sync_completed` of a sync whose `sync_started` is missing (cut
+/// by retention, or a replay from a mid-sync offset) tombstoned 200 of 200 users.
+#[test]
+fn a_sync_seen_without_its_start_deletes_nothing() {
+    let mut p = unguarded();
+    feed(&mut p, &users_sync("s1", 0..200), 0, Mode::Live);
+    assert_eq!(p.live_users(TENANT), 200);
+    let mut cut = users_sync("s2", [7]);
+    cut.remove(0); // the sync_started is gone
+    let (out, notes) = feed(&mut p, &cut, 300, Mode::Live);
+    assert!(tombstones(&out).is_empty(), "{out:?}");
+    assert_eq!(dead_letters(&out), vec!["sync_unverified"]);
+    assert_eq!(notes.last(), Some(&Note::SyncUnverified));
+    assert_eq!(p.live_users(TENANT), 200);
+    let Some(Output::DeadLetter { error, .. }) = out.last() else {
+        panic!("{out:?}");
+    };
+    assert!(error.contains("sync_started was not seen"), "{error}");
+}
+
+/// Counts in `sync_completed` that differ from what was seen (events lost, or read with a
+/// filter) are no evidence either; nor is a `sync_completed` without counts.
+#[test]
+fn counts_that_differ_from_what_was_seen_delete_nothing() {
+    let mut p = unguarded();
+    feed(&mut p, &users_sync("s1", 0..10), 0, Mode::Live);
+    let mut short = users_sync("s2", 0..3);
+    short.remove(2); // u1 of s2 lost: announced 3 users, 2 seen
+    let (out, notes) = feed(&mut p, &short, 100, Mode::Live);
+    assert!(tombstones(&out).is_empty());
+    assert_eq!(notes.last(), Some(&Note::SyncUnverified));
+    let Some(Output::DeadLetter { error, .. }) = out.last() else {
+        panic!("{out:?}");
+    };
+    assert!(
+        error.contains("announced user 3") && error.contains("user 2,"),
+        "{error}"
+    );
+    let mut bare = users_sync("s3", 0..3);
+    *bare.last_mut().unwrap() = completed("s3");
+    let (out, _) = feed(&mut p, &bare, 200, Mode::Live);
+    assert!(tombstones(&out).is_empty());
+    assert_eq!(dead_letters(&out), vec!["sync_unverified"]);
+    // A whole sync with matching counts deletes again.
+    let (out, notes) = feed(&mut p, &users_sync("s4", 0..3), 300, Mode::Live);
+    assert_eq!(tombstones(&out).len(), 7);
+    assert_eq!(notes.last(), Some(&Note::Processed));
+}
+
+/// The guard: a whole sync that would delete more than `max_delete_share` of the tenant's live
+/// users deletes none of them and says so; raising the share lets the same diff through.
+#[test]
+fn deletions_over_the_max_delete_share_are_held_back() {
+    let mut p = Processor::new(100);
+    feed(&mut p, &users_sync("s1", 0..10), 0, Mode::Live);
+    // 6 of 10 users gone: over the default 50 %.
+    let (out, notes) = feed(&mut p, &users_sync("s2", 0..4), 100, Mode::Live);
+    assert!(tombstones(&out).is_empty());
+    assert_eq!(dead_letters(&out), vec!["deletions_held"]);
+    assert_eq!(notes.last(), Some(&Note::DeletionsHeld));
+    assert_eq!(p.live_users(TENANT), 10);
+    // 5 of 10 is not more than half: deleted.
+    let mut p = Processor::new(100);
+    feed(&mut p, &users_sync("s1", 0..10), 0, Mode::Live);
+    let (out, _) = feed(&mut p, &users_sync("s2", 0..5), 100, Mode::Live);
+    assert_eq!(tombstones(&out).len(), 5);
+    // The documented override: a larger share.
+    let mut p = Processor::new(100).with_max_delete_share(0.7);
+    feed(&mut p, &users_sync("s1", 0..10), 0, Mode::Live);
+    let (out, _) = feed(&mut p, &users_sync("s2", 0..4), 100, Mode::Live);
+    assert_eq!(tombstones(&out).len(), 6);
+    assert!(dead_letters(&out).is_empty());
+}
+
+/// An `oversized` marker stands for its entity: the entity is not deleted, the marker is
+/// dead-lettered, and the counts (which include it) still match.
+#[test]
+fn oversized_markers_keep_their_entity_and_are_dead_lettered() {
+    let mut p = unguarded();
+    let first = counted(vec![
+        started("s1"),
+        app("s1", "a1", None),
+        app("s1", "a2", None),
+        user("s1", "u1", true),
+        user("s1", "u2", true),
+        user("s1", "u3", true),
+        completed("s1"),
+    ]);
+    feed(&mut p, &first, 0, Mode::Live);
+    let second = counted(vec![
+        started("s2"),
+        oversized("s2", kind::APPLICATION, "a1"),
+        app("s2", "a2", None),
+        user("s2", "u1", true),
+        oversized("s2", kind::USER, "u2"),
+        oversized("s2", kind::USER, "u9"),
+        completed("s2"),
+    ]);
+    let (out, notes) = feed(&mut p, &second, 100, Mode::Live);
+    assert_eq!(tombstones(&out), vec!["acme/u3"]);
+    assert_eq!(dead_letters(&out), vec!["oversized"; 3]);
+    assert_eq!(notes[1], Note::Oversized);
+    assert_eq!(notes.last(), Some(&Note::Processed));
+    // u9 is live (it exists in PingOne), so a later sync without it deletes it.
+    assert_eq!(p.live_users(TENANT), 3);
+    let Some(Output::DeadLetter { error, .. }) = out.first() else {
+        panic!("{out:?}");
+    };
+    assert!(error.contains("application a1 of 1153433 bytes"), "{error}");
+    // a1 stays live too: the next sync without it deletes it.
+    let (out, _) = feed(
+        &mut p,
+        &counted(vec![
+            started("s3"),
+            app("s3", "a2", None),
+            user("s3", "u1", true),
+            user("s3", "u2", true),
+            completed("s3"),
+        ]),
+        200,
+        Mode::Live,
+    );
+    assert_eq!(tombstones(&out), vec!["acme/u9", "acme/a1"]);
+}
+
+/// A live user whose event cannot be read in a later sync is kept, not deleted.
+#[test]
+fn unreadable_entities_of_a_whole_sync_are_not_deleted() {
+    let mut p = unguarded();
+    feed(&mut p, &users_sync("s1", 0..3), 0, Mode::Live);
+    let mut second = users_sync("s2", 0..3);
+    second[2] = ev(
+        kind::USER,
+        Some("u1"),
+        Some("s2"),
+        json!({"username": "no id"}),
+    );
+    let second = counted(second);
+    let mut out = Vec::new();
+    for (i, e) in second.iter().enumerate() {
+        let source = Source {
+            topic: "raw",
+            partition: 0,
+            offset: 100 + i64::try_from(i).unwrap(),
+        };
+        let r = p.process(e, source, Mode::Live, &mut out);
+        assert_eq!(r.is_err(), i == 2, "{i}: {r:?}");
+    }
+    assert!(tombstones(&out).is_empty(), "{out:?}");
+    assert!(dead_letters(&out).is_empty());
+    assert_eq!(p.live_users(TENANT), 3);
 }

@@ -198,7 +198,8 @@ pub fn sync_events(
         kind::SYNC_COMPLETED,
         None,
         s,
-        &json!({"sync_id": sync, "counts": {"user": users.len()}}),
+        &json!({"sync_id": sync, "counts": {"user": users.len(), "group": 0,
+                 "group_membership": members.len(), "application": apps.len()}}),
     ));
     v
 }
