@@ -462,9 +462,32 @@ listen_addr = "127.0.0.1:{port}"
 // ---------------------------------------------------------------------------------------------
 // 5. Shutdown ignored.
 
+/// A listener that accepts connections, counts them, and never answers.
+struct CountingHung {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingHung {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Self { addr, accepted }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_a_hung_pingone_request_at_once() {
-    let hung = HungBroker::start();
+    let hung = CountingHung::start();
     let names = common::Names::new("hung-sigterm");
     let port = free_port();
     let base = format!("http://{}", hung.addr);
@@ -476,12 +499,16 @@ async fn sigterm_ends_a_hung_pingone_request_at_once() {
     let path = write_config("hung-sigterm", &text);
     let mut run = start_run(&path, &[("FAULT_TEST_SECRET", "x")]);
     run.port = port;
-    // Setup done (topics, schema): the streams are now waiting on the hung token request.
-    run.wait_metrics(Duration::from_secs(60), |m| {
-        m.contains(r#"producer_tenant_healthy{tenant="t"} 1"#)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait until the token request is in flight on the host that never answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hung.accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no request reached the hung host"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // The request timeout is 30 s and the shutdown deadline 10 s (exit 1 when missed).
     let (status, elapsed, logs) = run.terminate(Duration::from_secs(40));
     assert!(
