@@ -178,7 +178,15 @@ impl Layers<'_> {
             path: shown.clone(),
             message,
         };
-        let mut root: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let mut root: toml::Table = match toml::from_str(text) {
+            Ok(root) => root,
+            Err(e) => {
+                let secrets = secret_values_in_text(text);
+                return Err(parse_err(syntax_message(&e, text, &secrets)));
+            }
+        };
+        let file_only = root.clone();
+        let mut applied = Vec::new();
         for (var, value) in vars {
             let Some(rest) = var.strip_prefix(self.env_prefix) else {
                 continue;
@@ -188,8 +196,66 @@ impl Layers<'_> {
                     var: var.clone(),
                     message,
                 })?;
+            applied.push((var.as_str(), rest, value.as_str()));
         }
-        T::deserialize(toml::Value::Table(root)).map_err(|e| parse_err(e.to_string()))
+        let mut secrets = Vec::new();
+        collect_secret_values(&root, false, &mut secrets);
+        let redact = |message: String| redact_values(&message, &secrets);
+        let error = match T::deserialize(toml::Value::Table(root.clone())) {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        // The file alone is fine: the first override after which it no longer is gets the blame.
+        if !applied.is_empty() && T::deserialize(toml::Value::Table(file_only.clone())).is_ok() {
+            let mut partial = file_only;
+            for (var, rest, value) in applied {
+                if self.apply(&mut partial, rest, value).is_err() {
+                    continue;
+                }
+                if let Err(e) = T::deserialize(toml::Value::Table(partial.clone())) {
+                    return Err(ConfigError::Override {
+                        var: var.to_owned(),
+                        message: redact(self.locate::<T>(&partial, e.to_string())),
+                    });
+                }
+            }
+        }
+        Err(parse_err(redact(
+            self.locate::<T>(&root, error.to_string()),
+        )))
+    }
+
+    /// Adds to a deserialization error which element of an array of tables it is about (the
+    /// parser only says `in tenants`): the first element that fails on its own, named by its id
+    /// key and position.
+    fn locate<T: DeserializeOwned>(&self, root: &toml::Table, message: String) -> String {
+        for (array, id_key) in self.array_ids {
+            let Some(toml::Value::Array(list)) = root.get(*array) else {
+                continue;
+            };
+            if list.len() < 2 && !message.contains(&format!("in `{array}`")) {
+                continue;
+            }
+            for (index, element) in list.iter().enumerate() {
+                let mut alone = root.clone();
+                alone.insert(
+                    (*array).to_owned(),
+                    toml::Value::Array(vec![element.clone()]),
+                );
+                let Err(e) = T::deserialize(toml::Value::Table(alone)) else {
+                    continue;
+                };
+                if e.to_string() != message {
+                    continue;
+                }
+                let id = element
+                    .get(*id_key)
+                    .and_then(toml::Value::as_str)
+                    .map_or_else(String::new, |id| format!(" ({id_key} `{id}`)"));
+                return format!("{array} entry #{}{id}: {message}", index + 1);
+            }
+        }
+        message
     }
 
     fn apply(&self, root: &mut toml::Table, path: &str, raw: &str) -> Result<(), String> {
@@ -265,6 +331,83 @@ fn parse_override_value(raw: &str) -> toml::Value {
             .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
+}
+
+/// The values under secret-looking keys ([`is_secret_key`]) anywhere in `table`, as they may
+/// appear in an error message.
+fn collect_secret_values(table: &toml::Table, under_secret: bool, out: &mut Vec<String>) {
+    for (key, value) in table {
+        collect_value(value, under_secret || is_secret_key(key), out);
+    }
+}
+
+fn collect_value(value: &toml::Value, secret: bool, out: &mut Vec<String>) {
+    match value {
+        toml::Value::Table(t) => collect_secret_values(t, secret, out),
+        toml::Value::Array(list) => {
+            for v in list {
+                collect_value(v, secret, out);
+            }
+        }
+        toml::Value::String(s) if secret => out.push(s.clone()),
+        other if secret => out.push(other.to_string()),
+        _ => {}
+    }
+}
+
+/// The value texts of lines whose key looks secret, for a file that does not parse: the
+/// parser's message quotes the line it stopped at.
+fn secret_values_in_text(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            if !is_secret_key(key) {
+                return None;
+            }
+            let value = value.trim();
+            Some(
+                [value.to_owned(), value.trim_matches(['"', '\'']).to_owned()]
+                    .into_iter()
+                    .filter(|v| !v.is_empty()),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
+/// A TOML syntax error: the parser's full text (which quotes the offending line) unless the file
+/// holds secret-looking keys; then only the position and the message, with secret values hidden.
+fn syntax_message(e: &toml::de::Error, text: &str, secrets: &[String]) -> String {
+    if secrets.is_empty() {
+        return e.to_string();
+    }
+    let at = e.span().map_or_else(String::new, |span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    redact_values(
+        &format!("TOML parse error{at}: {}", e.message().trim_end()),
+        secrets,
+    )
+}
+
+/// `message` with every occurrence of the given values replaced by `***`, longest first.
+fn redact_values(message: &str, secrets: &[String]) -> String {
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = message.to_owned();
+    for s in sorted {
+        // A value is quoted by serde as `value` or "value"; a bare replacement catches the rest.
+        for quoted in [format!("`{s}`"), format!("\"{s}\""), format!("'{s}'")] {
+            out = out.replace(&quoted, "`***`");
+        }
+        if s.len() >= 3 {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
 }
 
 /// The process environment as `(name, value)` pairs, for [`Layers::load`].
@@ -623,6 +766,106 @@ mod tests {
             err.to_string().contains("TEST__TENANTS__nobody__REGION"),
             "{err}"
         );
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Typed {
+        kafka: TypedKafka,
+        #[serde(default)]
+        tenants: Vec<TypedTenant>,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TypedKafka {
+        bootstrap_servers: String,
+        #[serde(default)]
+        librdkafka_options: BTreeMap<String, String>,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TypedTenant {
+        tenant_id: String,
+        #[serde(default)]
+        region: Option<String>,
+    }
+
+    const TYPED: &str = "[kafka]\nbootstrap_servers = 'a:1'\n[[tenants]]\ntenant_id = 'alpha'\n[[tenants]]\ntenant_id = 'beta'\nregion = 'eu'\n";
+
+    fn both(err: &ConfigError) -> String {
+        format!("{err} {err:?}")
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_config_errors() {
+        let path = Path::new("p.toml");
+        // A value of the wrong type in the file.
+        let text = "[kafka]\nbootstrap_servers = 'a:1'\n[kafka.librdkafka_options]\n\"sasl.password\" = 12345678\n";
+        let err = LAYERS.parse::<Typed>(Some(path), text, &[]).unwrap_err();
+        assert!(!both(&err).contains("12345678"), "{}", both(&err));
+        assert!(err.to_string().contains("sasl.password"), "{err}");
+        // A file that does not parse, stopping on the secret's line.
+        let text = "[kafka]\nbootstrap_servers = 'a:1'\n[kafka.librdkafka_options]\n\"sasl.password\" = \"hunter2\n";
+        let err = LAYERS.parse::<Typed>(Some(path), text, &[]).unwrap_err();
+        assert!(!both(&err).contains("hunter2"), "{}", both(&err));
+        assert!(err.to_string().contains("line 4"), "{err}");
+        // A value of the wrong type from an environment override, which is named.
+        let err = LAYERS
+            .parse::<Typed>(
+                Some(path),
+                "[kafka]\nbootstrap_servers = 'a:1'\n",
+                &vars(&[("TEST__KAFKA__LIBRDKAFKA_OPTIONS__sasl.password", "98765432")]),
+            )
+            .unwrap_err();
+        assert!(!both(&err).contains("98765432"), "{}", both(&err));
+        assert!(
+            err.to_string()
+                .contains("TEST__KAFKA__LIBRDKAFKA_OPTIONS__sasl.password"),
+            "{err}"
+        );
+        // Values of other keys are still shown.
+        let err = LAYERS
+            .parse::<Typed>(Some(path), "[kafka]\nbootstrap_servers = 4242\n", &[])
+            .unwrap_err();
+        assert!(err.to_string().contains("4242"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_an_array_element_names_the_element() {
+        let text = TYPED.replace("region = 'eu'", "region = 'eu'\ncolour = 1");
+        let err = LAYERS
+            .parse::<Typed>(Some(Path::new("p.toml")), &text, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+        assert!(
+            err.contains("#2") && err.contains("tenant_id `beta`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_from_an_override_names_the_variable_not_the_file() {
+        let err = LAYERS
+            .parse::<Typed>(
+                Some(Path::new("p.toml")),
+                TYPED,
+                &vars(&[
+                    ("TEST__TENANTS__alpha__REGION", "eu"),
+                    ("TEST__TENANTS__beta__COLOUR", "red"),
+                ]),
+            )
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Override { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("TEST__TENANTS__beta__COLOUR"), "{text}");
+        assert!(text.contains("colour"), "{text}");
+        assert!(!text.contains("p.toml"), "{text}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::checkpoint::{self, ActivityCheckpoint, CHECKPOINT_VERSION, activity_key};
-use crate::kafka::TxnWriter;
+use crate::kafka::{Sent, TxnWriter};
 use crate::pingone::page::{item_id, item_recorded_at};
 use crate::stream::{StreamContext, StreamError};
 use schemas::raw::kind;
@@ -94,6 +94,11 @@ impl ActivityStream {
     pub async fn run(&mut self) -> Result<(), StreamError> {
         loop {
             self.catch_up().await?;
+            self.ctx.metrics.stream_succeeded(
+                &self.ctx.tenant.tenant_id,
+                "activity",
+                now_ms() as f64 / 1000.0,
+            );
             self.ctx
                 .sleep(self.ctx.tenant.activity_poll_interval)
                 .await?;
@@ -152,10 +157,18 @@ impl ActivityStream {
             written: 0,
             duplicates: 0,
         };
+        let mut oversized = 0;
         let mut new_overlap = BTreeSet::new();
         self.writer.begin()?;
         let result = self
-            .read_window(query_from, to, tail_from, &mut new_overlap, &mut outcome)
+            .read_window(
+                query_from,
+                to,
+                tail_from,
+                &mut new_overlap,
+                &mut outcome,
+                &mut oversized,
+            )
             .await;
         if let Err(e) = result {
             self.writer.abort().await;
@@ -183,6 +196,12 @@ impl ActivityStream {
                 .metrics
                 .entities(&tenant, kind::ACTIVITY, outcome.written);
         }
+        for _ in 0..oversized {
+            self.ctx.metrics.oversized(&tenant, kind::ACTIVITY);
+        }
+        self.ctx
+            .metrics
+            .stream_succeeded(&tenant, "activity", now_ms() as f64 / 1000.0);
         self.checkpoint = checkpoint;
         tracing::info!(
             tenant = %tenant, from = %format_ms(from), to = %format_ms(to),
@@ -198,6 +217,7 @@ impl ActivityStream {
         tail_from: i64,
         new_overlap: &mut BTreeSet<String>,
         outcome: &mut WindowOutcome,
+        oversized: &mut u64,
     ) -> Result<(), StreamError> {
         let tenant = self.ctx.tenant.tenant_id.clone();
         let action_types = self.ctx.tenant.activity_action_types.clone();
@@ -247,7 +267,13 @@ impl ActivityStream {
                         observed_at_ms,
                         item.get().to_owned(),
                     );
-                    self.writer.send_event(&event).await?;
+                    if let Sent::Oversized(info) = self.writer.send_event(&event).await? {
+                        tracing::warn!(
+                            tenant = %tenant, entity_id = %info.entity_id, size = info.size,
+                            limit = info.limit, "activity over the record limit, written as an oversized marker"
+                        );
+                        *oversized += 1;
+                    }
                     outcome.written += 1;
                 }
                 url = page.next;

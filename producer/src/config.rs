@@ -202,6 +202,9 @@ pub struct TenantFile {
     /// Timeout of one HTTP request.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Longest time one PingOne call may take, its retries and their waits included.
+    #[serde(default = "default_request_deadline_ms")]
+    pub request_deadline_ms: u64,
     /// Retries of one request on 408, 429, 5xx and connection errors.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
@@ -278,6 +281,10 @@ const fn default_rps() -> u32 {
 }
 const fn default_request_timeout_ms() -> u64 {
     30_000
+}
+/// 40 s: with the other defaults, `sync --once` reports an unreachable PingOne within a minute.
+const fn default_request_deadline_ms() -> u64 {
+    40_000
 }
 const fn default_max_retries() -> u32 {
     10
@@ -392,6 +399,8 @@ pub struct TenantConfig {
     pub requests_per_second: u32,
     /// Timeout of one request.
     pub request_timeout: Duration,
+    /// Longest time of one call, retries and waits included.
+    pub request_deadline: Duration,
     /// Retries of one request.
     pub max_retries: u32,
     /// Cap of one retry wait.
@@ -705,6 +714,9 @@ fn validate_tenant(
     );
     positive(errors, "activity_window_max_s", t.activity_window_max_s);
     positive(errors, "request_timeout_ms", t.request_timeout_ms);
+    if t.request_deadline_ms < 1_000 {
+        errors.tenant(name, "request_deadline_ms", "must be at least 1000");
+    }
     positive(
         errors,
         "invalid_client_backoff_s",
@@ -789,6 +801,7 @@ fn validate_tenant(
         snapshot_pages_per_transaction: t.snapshot_pages_per_transaction,
         requests_per_second: t.requests_per_second,
         request_timeout: Duration::from_millis(t.request_timeout_ms),
+        request_deadline: Duration::from_millis(t.request_deadline_ms),
         max_retries: t.max_retries,
         retry_max_backoff: Duration::from_millis(t.retry_max_backoff_ms),
         retry_base_backoff: Duration::from_millis(t.retry_base_backoff_ms),

@@ -6,13 +6,19 @@
 //! (`<prefix>.<tenant>.<stream>`), so a restarted producer fences the previous instance and
 //! `init_transactions` settles whatever it left open. A stream's raw events and its checkpoint
 //! go into one transaction; checkpoints are read back with `read_committed` at start.
+//!
+//! A raw event whose record (key, Confluent-framed value, headers) would exceed
+//! `schemas::topics::MAX_RECORD_BYTES` is replaced by a small `oversized` marker carrying the
+//! original's kind, id, size and SHA-256, so that one huge PingOne object cannot stop a sync.
 
 use pipeline_io::config::RegistrySettings;
 use pipeline_io::kafka::reader::latest_by_key;
 use pipeline_io::kafka::{KafkaCallError, TopicSpec, TxnSession, TxnSettings};
 use pipeline_io::registry::RegistryError;
 use rdkafka::message::{Header, OwnedHeaders};
-use schemas::raw::{RAW_EVENT_SCHEMA, RawEvent};
+use schemas::raw::{Oversized, RAW_EVENT_SCHEMA, RawEvent, kind};
+use schemas::topics::MAX_RECORD_BYTES;
+use sha2::{Digest, Sha256};
 
 use crate::config::KafkaConfig;
 
@@ -77,6 +83,46 @@ pub async fn read_checkpoint(kafka: &KafkaConfig, key: &str) -> Result<Option<Ve
     Ok(found.remove(key.as_bytes()))
 }
 
+/// What [`TxnWriter::send_event`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// The event itself.
+    Event,
+    /// An `oversized` marker in its place.
+    Oversized(Oversized),
+}
+
+/// The bytes of a raw record as the broker counts them against its limit.
+fn record_bytes(event: &RawEvent, value: &[u8]) -> usize {
+    event.tenant_id.len()
+        + value.len()
+        + "kind".len()
+        + event.kind.len()
+        + "tenant_id".len()
+        + event.tenant_id.len()
+}
+
+/// The `oversized` marker standing in for `event`: same tenant, environment, region, entity id
+/// and sync id; payload [`Oversized`] (size and SHA-256, lowercase hex, of the PingOne JSON).
+pub fn oversized_marker(event: &RawEvent) -> (RawEvent, Oversized) {
+    let digest = Sha256::digest(event.payload.as_bytes());
+    let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let info = Oversized {
+        kind: event.kind.clone(),
+        entity_id: event.entity_id.clone().unwrap_or_default(),
+        size: event.payload.len() as u64,
+        sha256,
+        limit: MAX_RECORD_BYTES as u64,
+    };
+    let payload = serde_json::to_string(&info).unwrap_or_default();
+    let marker = RawEvent {
+        kind: kind::OVERSIZED.into(),
+        payload,
+        ..event.clone()
+    };
+    (marker, info)
+}
+
 /// The transactional writer of one tenant stream: raw events and the stream's checkpoint.
 #[derive(Debug)]
 pub struct TxnWriter {
@@ -125,13 +171,30 @@ impl TxnWriter {
         Ok(self.session.begin()?)
     }
 
-    /// Adds a raw event to the open transaction (key = tenant id, headers `kind`, `tenant_id`).
+    /// Adds a raw event to the open transaction (key = tenant id, headers `kind`, `tenant_id`),
+    /// or its `oversized` marker when its record would exceed `MAX_RECORD_BYTES`.
     ///
     /// # Errors
     /// [`SinkError`] when encoding or enqueueing fails.
-    pub async fn send_event(&mut self, event: &RawEvent) -> Result<(), SinkError> {
+    pub async fn send_event(&mut self, event: &RawEvent) -> Result<Sent, SinkError> {
         let datum = event.to_avro_datum()?;
         let value = schemas::wire::encode(self.schema_id, &datum);
+        if record_bytes(event, &value) > MAX_RECORD_BYTES {
+            let (marker, info) = oversized_marker(event);
+            self.send_record(&marker).await?;
+            return Ok(Sent::Oversized(info));
+        }
+        self.send_encoded(event, &value).await?;
+        Ok(Sent::Event)
+    }
+
+    async fn send_record(&mut self, event: &RawEvent) -> Result<(), SinkError> {
+        let datum = event.to_avro_datum()?;
+        let value = schemas::wire::encode(self.schema_id, &datum);
+        self.send_encoded(event, &value).await
+    }
+
+    async fn send_encoded(&mut self, event: &RawEvent, value: &[u8]) -> Result<(), SinkError> {
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "kind",
@@ -145,7 +208,7 @@ impl TxnWriter {
             .send(
                 &self.raw_topic,
                 event.tenant_id.as_bytes(),
-                Some(&value),
+                Some(value),
                 Some(headers),
             )
             .await?;

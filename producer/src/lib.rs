@@ -25,6 +25,7 @@ pub mod tenant;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use pipeline_io::ops::{ListenError, OpsServer};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,22 @@ pub enum RunError {
     /// Topics or the schema could not be set up.
     #[error(transparent)]
     Setup(#[from] SinkError),
+    /// The topics could not be created on the brokers.
+    #[error("kafka brokers `{servers}`: {cause}")]
+    Topics {
+        /// `kafka.bootstrap_servers`.
+        servers: String,
+        /// Why.
+        cause: Box<SinkError>,
+    },
+    /// A setup step did not finish within its bound.
+    #[error("{what} did not answer within {}s", .waited.as_secs_f64())]
+    SetupTimeout {
+        /// What was asked, naming the brokers or the registry URL.
+        what: String,
+        /// How long it was given.
+        waited: Duration,
+    },
     /// A tenant's client could not be built.
     #[error("tenant `{tenant}`: {source}")]
     Client {
@@ -77,16 +94,75 @@ pub struct Running {
     pub metrics: Metrics,
 }
 
+/// Longest wait between two setup attempts of `run`.
+const MAX_SETUP_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Creates the topics and registers the raw schema, each step bounded: the topics by
+/// `kafka.request_timeout_ms`, the registration by twice `schema_registry.request_timeout_ms`
+/// (it makes two requests).
 async fn setup(config: &Config, metrics: &Metrics) -> Result<u32, RunError> {
     if config.kafka.create_topics {
-        kafka::ensure_topics(&config.kafka).await?;
+        let waited = config.kafka.client.timeout;
+        let servers = &config.kafka.client.bootstrap_servers;
+        tokio::time::timeout(waited, kafka::ensure_topics(&config.kafka))
+            .await
+            .map_err(|_| RunError::SetupTimeout {
+                what: format!("kafka brokers `{servers}` (creating topics)"),
+                waited,
+            })?
+            .map_err(|cause| RunError::Topics {
+                servers: servers.clone(),
+                cause: Box::new(cause),
+            })?;
     }
-    let schema_id = kafka::register_raw_schema(&config.registry, &config.kafka.raw_topic).await?;
+    let waited = config.registry.request_timeout * 2;
+    let schema_id = tokio::time::timeout(
+        waited,
+        kafka::register_raw_schema(&config.registry, &config.kafka.raw_topic),
+    )
+    .await
+    .map_err(|_| RunError::SetupTimeout {
+        what: format!("schema registry {}", config.registry.url),
+        waited,
+    })??;
     tracing::info!(schema_id, subject = %format!("{}-value", config.kafka.raw_topic), "raw event schema registered");
     for t in &config.tenants {
-        metrics.set_healthy(&t.tenant_id, true);
+        metrics.add_tenant(&t.tenant_id);
     }
     Ok(schema_id)
+}
+
+/// [`setup`] until it succeeds (`run`): Kafka or the registry being unreachable at start is
+/// logged at WARN with the cause and retried with a backoff (1 s doubling to 60 s) while
+/// `/readyz` answers 503. A registry refusing the schema is fatal (a release mistake). `None` on
+/// shutdown.
+async fn setup_until_done(
+    config: &Config,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Option<u32>, RunError> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let attempt = tokio::select! {
+            r = setup(config, metrics) => r,
+            () = shutdown.cancelled() => return Ok(None),
+        };
+        match attempt {
+            Ok(id) => return Ok(Some(id)),
+            Err(RunError::Setup(SinkError::Registry(
+                e @ pipeline_io::registry::RegistryError::Refused { .. },
+            ))) => return Err(RunError::Setup(SinkError::Registry(e))),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "setup failed (kafka topics or the schema registry), retrying; /readyz answers 503 meanwhile");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return Ok(None),
+        }
+        backoff = (backoff * 2).min(MAX_SETUP_BACKOFF);
+    }
 }
 
 fn contexts(
@@ -149,9 +225,8 @@ pub async fn run_with(
         metrics: metrics.clone(),
     });
     let result = async {
-        let schema_id = tokio::select! {
-            r = setup(&config, &metrics) => r?,
-            () = shutdown.cancelled() => return Ok(()),
+        let Some(schema_id) = setup_until_done(&config, &metrics, &shutdown).await? else {
+            return Ok(());
         };
         ready.store(true, Ordering::Relaxed);
         let mut tasks = tokio::task::JoinSet::new();
@@ -177,7 +252,9 @@ pub async fn run_with(
 /// returns. Activity polling is not run.
 ///
 /// # Errors
-/// [`RunError::Sync`] when the sync did not complete (its committed pages stay for a resume).
+/// [`RunError::Sync`] when the sync did not complete (its committed pages stay for a resume);
+/// [`RunError::Setup`] or [`RunError::SetupTimeout`] when Kafka or the registry cannot be used
+/// (one attempt, bounded: a one-shot command fails rather than waits).
 pub async fn sync_once(
     config: Config,
     tenant_id: &str,

@@ -3,7 +3,9 @@
 //! Labels stay bounded: the tenant id and small fixed vocabularies (entity kind, error kind,
 //! retry reason). Never a URL, an error text or a secret.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -32,7 +34,14 @@ struct Inner {
     transactions: Family<Labels, Counter>,
     sync_duration: Family<Labels, Histogram>,
     last_sync: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    last_success: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     healthy: Family<Labels, Gauge>,
+    oversized: Family<Labels, Counter>,
+    kafka_reachable: Gauge,
+    /// Whether each (tenant, stream)'s last outcome was a success; a tenant is healthy when
+    /// none of its streams last failed.
+    streams: Mutex<BTreeMap<(String, &'static str), bool>>,
+    kafka_ok: AtomicBool,
 }
 
 fn duration_histogram() -> Histogram {
@@ -60,6 +69,10 @@ impl Metrics {
             Family::<Labels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
         let last_sync = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let healthy = Family::<Labels, Gauge>::default();
+        let last_success = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let oversized = Family::<Labels, Counter>::default();
+        let kafka_reachable = Gauge::default();
+        kafka_reachable.set(1);
         registry.register("pages", "PingOne pages read", pages.clone());
         registry.register("entities", "Raw events written, by kind", entities.clone());
         registry.register(
@@ -90,9 +103,24 @@ impl Metrics {
             last_sync.clone(),
         );
         registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of each tenant stream's last success: a completed snapshot sync, a committed activity poll",
+            last_success.clone(),
+        );
+        registry.register(
             "tenant_healthy",
-            "1 when the tenant's credentials work, 0 after invalid_client",
+            "1 until one of the tenant's streams fails (sync, poll, invalid_client), 0 from then until it succeeds again",
             healthy.clone(),
+        );
+        registry.register(
+            "oversized_entities",
+            "Entities and activities over the record limit, written as oversized markers",
+            oversized.clone(),
+        );
+        registry.register(
+            "kafka_reachable",
+            "Whether Kafka was reachable at the last contact: set to 0 when a stream fails on it, to 1 when a stream reaches it",
+            kafka_reachable.clone(),
         );
         Self {
             inner: Arc::new(Inner {
@@ -106,7 +134,12 @@ impl Metrics {
                 transactions,
                 sync_duration,
                 last_sync,
+                last_success,
                 healthy,
+                oversized,
+                kafka_reachable,
+                streams: Mutex::new(BTreeMap::new()),
+                kafka_ok: AtomicBool::new(true),
             }),
         }
     }
@@ -190,12 +223,76 @@ impl Metrics {
         self.inner.last_sync.get_or_create(&labels).set(at_s);
     }
 
-    /// The tenant's credentials work (`true`) or were refused (`false`).
-    pub fn set_healthy(&self, tenant: &str, healthy: bool) {
+    /// Registers a tenant as healthy before its streams have run.
+    pub fn add_tenant(&self, tenant: &str) {
+        for stream in ["snapshot", "activity"] {
+            self.set_stream(tenant, stream, true);
+        }
+    }
+
+    fn set_stream(&self, tenant: &str, stream: &'static str, ok: bool) {
+        let mut streams = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        streams.insert((tenant.to_owned(), stream), ok);
+        let healthy = streams
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .all(|(_, ok)| *ok);
         self.inner
             .healthy
             .get_or_create(&vec![("tenant", tenant.into())])
             .set(i64::from(healthy));
+    }
+
+    /// A stream of the tenant succeeded (a sync completed, a poll committed) at Unix time `at_s`.
+    pub fn stream_succeeded(&self, tenant: &str, stream: &'static str, at_s: f64) {
+        self.set_stream(tenant, stream, true);
+        self.inner
+            .last_success
+            .get_or_create(&vec![("tenant", tenant.into()), ("stream", stream.into())])
+            .set(at_s);
+        self.set_kafka_reachable(true);
+    }
+
+    /// A stream of the tenant failed: the tenant is unhealthy until that stream succeeds again.
+    pub fn stream_failed(&self, tenant: &str, stream: &'static str) {
+        self.set_stream(tenant, stream, false);
+    }
+
+    /// Whether any tenant is healthy (`/readyz`).
+    pub fn any_tenant_healthy(&self) -> bool {
+        let streams = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tenants: BTreeMap<&str, bool> = BTreeMap::new();
+        for ((tenant, _), ok) in streams.iter() {
+            *tenants.entry(tenant.as_str()).or_insert(true) &= *ok;
+        }
+        tenants.values().any(|ok| *ok)
+    }
+
+    /// Kafka was reached (`true`), or a stream failed on it (`false`).
+    pub fn set_kafka_reachable(&self, ok: bool) {
+        self.inner.kafka_ok.store(ok, Ordering::Relaxed);
+        self.inner.kafka_reachable.set(i64::from(ok));
+    }
+
+    /// Whether Kafka was reachable at the last contact (`/readyz`).
+    pub fn kafka_reachable(&self) -> bool {
+        self.inner.kafka_ok.load(Ordering::Relaxed)
+    }
+
+    /// An entity of `kind` was over the record limit and written as an `oversized` marker.
+    pub fn oversized(&self, tenant: &str, kind: &str) {
+        self.inner
+            .oversized
+            .get_or_create(&vec![("tenant", tenant.into()), ("kind", kind.into())])
+            .inc();
     }
 }
 

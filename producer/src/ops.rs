@@ -1,5 +1,6 @@
 //! What the producer tells its operations endpoints (`pipeline_io::ops`): `/metrics` renders
-//! [`Metrics`], `/readyz` is 200 once topics exist and the raw schema is registered.
+//! [`Metrics`]; `/readyz` is 200 once topics exist and the raw schema is registered, while Kafka
+//! was reachable at the last contact and at least one tenant is healthy, 503 otherwise.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,10 +24,15 @@ impl Observable for OpsState {
     }
 
     fn readiness(&self) -> Result<String, String> {
-        if self.ready.load(Ordering::Relaxed) {
-            Ok("ready\n".into())
-        } else {
-            Err("starting\n".into())
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting: topics and the raw schema are not set up yet\n".into());
         }
+        if !self.metrics.kafka_reachable() {
+            return Err("kafka unreachable: a stream failed on the broker\n".into());
+        }
+        if !self.metrics.any_tenant_healthy() {
+            return Err("no tenant healthy: every tenant's last sync or poll failed\n".into());
+        }
+        Ok("ready\n".into())
     }
 }

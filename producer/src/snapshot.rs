@@ -16,7 +16,7 @@ use crate::checkpoint::{
     self, CHECKPOINT_VERSION, Completed, Counts, InProgress, Phase, ScanPosition,
     SnapshotCheckpoint, snapshot_key,
 };
-use crate::kafka::TxnWriter;
+use crate::kafka::{Sent, TxnWriter};
 use crate::pingone::page::{application_access_groups, item_id};
 use crate::pingone::{Page, PingOneError};
 use crate::stream::{StreamContext, StreamError};
@@ -248,6 +248,7 @@ impl SnapshotStream {
             };
             self.writer.begin().map_err(StreamError::from)?;
             let mut batch_counts = Counts::default();
+            let mut batch_oversized: Vec<&'static str> = Vec::new();
             let mut pending_failure = None;
             let mut next = Some(first);
             let mut pages = 0;
@@ -281,10 +282,18 @@ impl SnapshotStream {
                         fetched.observed_at_ms,
                         item.get().to_owned(),
                     );
-                    self.writer
+                    let sent = self
+                        .writer
                         .send_event(&event)
                         .await
                         .map_err(StreamError::from)?;
+                    if let Sent::Oversized(info) = sent {
+                        tracing::warn!(
+                            tenant = %tenant, kind, entity_id = %info.entity_id, size = info.size,
+                            limit = info.limit, "entity over the record limit, written as an oversized marker"
+                        );
+                        batch_oversized.push(kind);
+                    }
                     match fetched.phase {
                         Phase::Applications => batch_counts.application += 1,
                         Phase::Groups => batch_counts.group += 1,
@@ -378,7 +387,15 @@ impl SnapshotStream {
                     self.ctx.metrics.entities(&tenant, k, n);
                 }
             }
+            for k in batch_oversized {
+                self.ctx.metrics.oversized(&tenant, k);
+            }
             if let Some(completed) = completed {
+                self.ctx.metrics.stream_succeeded(
+                    &tenant,
+                    "snapshot",
+                    completed.completed_at_ms as f64 / 1000.0,
+                );
                 let seconds = (completed.completed_at_ms - completed.started_at_ms) as f64 / 1000.0;
                 self.ctx.metrics.sync_completed(
                     &tenant,

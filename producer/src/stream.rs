@@ -92,6 +92,7 @@ impl StreamContext {
         let writer =
             TxnWriter::new(&self.kafka, self.transactional_id(stream), self.schema_id).await?;
         let checkpoint = read_checkpoint(&self.kafka, &key).await?;
+        self.metrics.set_kafka_reachable(true);
         Ok((writer, checkpoint))
     }
 

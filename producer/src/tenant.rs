@@ -1,6 +1,7 @@
 //! Supervision of one tenant: its snapshot and activity streams run side by side, each reopened
-//! after a failure with a capped backoff. `invalid_client` marks the tenant unhealthy and waits
-//! the long `invalid_client_backoff`; other tenants are not affected.
+//! after a failure with a capped backoff. Any failure marks the tenant unhealthy until that
+//! stream succeeds again (a failure on Kafka also marks Kafka unreachable); `invalid_client`
+//! waits the long `invalid_client_backoff`. Other tenants are not affected.
 
 use std::time::Duration;
 
@@ -64,11 +65,14 @@ pub async fn supervise(ctx: StreamContext, kind: StreamKind) {
             Err(e) => e,
         };
         ctx.metrics.error(&tenant, err.kind());
+        ctx.metrics.stream_failed(&tenant, kind.name());
+        if matches!(err, StreamError::Kafka(_)) {
+            ctx.metrics.set_kafka_reachable(false);
+        }
         let wait = if matches!(
             err,
             StreamError::PingOne(PingOneError::InvalidClient { .. })
         ) {
-            ctx.metrics.set_healthy(&tenant, false);
             tracing::error!(tenant = %tenant, stream = kind.name(), error = %err,
                 wait_s = ctx.tenant.invalid_client_backoff.as_secs(), "tenant credentials refused, tenant unhealthy");
             ctx.tenant.invalid_client_backoff

@@ -5,11 +5,15 @@
 //!   capped (Ping's SDKs: at most 10 retries, 30 s cap).
 //! - A 401 with `INVALID_TOKEN` renews the token once and retries once.
 //! - Other 4xx are returned as [`PingOneError::Api`] with PingOne's code and id.
-//! - Every wait ends early on shutdown ([`PingOneError::Cancelled`]).
+//! - Every call, its retries and their waits included, ends by the tenant's
+//!   `request_deadline` ([`PingOneError::DeadlineExceeded`]).
+//! - Every request and every wait is raced against shutdown, so a hung request ends at once on
+//!   SIGTERM ([`PingOneError::Cancelled`]).
 
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
@@ -34,6 +38,7 @@ struct Inner {
     tokens: TokenCache,
     limiter: DefaultDirectRateLimiter,
     max_retries: u32,
+    deadline: Duration,
     retry_cap: Duration,
     base_backoff: Duration,
     metrics: Metrics,
@@ -120,6 +125,7 @@ impl Client {
                 ),
                 limiter: RateLimiter::direct(Quota::per_second(rps)),
                 max_retries: tenant.max_retries,
+                deadline: tenant.request_deadline,
                 retry_cap: tenant.retry_max_backoff,
                 base_backoff: tenant.retry_base_backoff.min(tenant.retry_max_backoff),
                 metrics,
@@ -128,32 +134,79 @@ impl Client {
         })
     }
 
-    /// Sleeps `d` unless shutdown comes first.
-    async fn sleep(&self, d: Duration) -> Result<(), PingOneError> {
+    /// Runs `work` unless shutdown or `deadline` comes first: `Ok(None)` at the deadline,
+    /// [`PingOneError::Cancelled`] on shutdown (the request in flight is dropped at once).
+    async fn race<T>(
+        &self,
+        deadline: Instant,
+        work: impl Future<Output = T>,
+    ) -> Result<Option<T>, PingOneError> {
         tokio::select! {
+            biased;
             () = self.inner.cancel.cancelled() => Err(PingOneError::Cancelled),
-            () = tokio::time::sleep(d) => Ok(()),
+            () = tokio::time::sleep_until(deadline.into()) => Ok(None),
+            value = work => Ok(Some(value)),
         }
+    }
+
+    fn deadline_error(&self, url: &str, attempts: u32, last: Option<String>) -> PingOneError {
+        PingOneError::DeadlineExceeded {
+            url: url.into(),
+            deadline: self.inner.deadline,
+            attempts,
+            last: last.unwrap_or_else(|| "no answer".into()),
+        }
+    }
+
+    /// Waits `wait` before a retry, unless it would end past `deadline` (then the call gives up
+    /// now with the last failure) or shutdown comes first.
+    async fn retry_wait(
+        &self,
+        wait: Duration,
+        deadline: Instant,
+        url: &str,
+        attempts: u32,
+        reason: &str,
+    ) -> Result<(), PingOneError> {
+        if Instant::now() + wait >= deadline {
+            return Err(self.deadline_error(url, attempts, Some(reason.to_owned())));
+        }
+        self.race(deadline, tokio::time::sleep(wait)).await?;
+        Ok(())
     }
 
     /// A fresh token, renewing with retries when needed. `invalid_client` is returned at once.
     ///
     /// # Errors
-    /// [`PingOneError::InvalidClient`], [`PingOneError::Token`], retries exhausted, or cancelled.
+    /// [`PingOneError::InvalidClient`], [`PingOneError::Token`], retries exhausted, the deadline
+    /// passed, or cancelled.
     pub async fn token(&self) -> Result<Token, PingOneError> {
+        self.token_until(Instant::now() + self.inner.deadline).await
+    }
+
+    async fn token_until(&self, deadline: Instant) -> Result<Token, PingOneError> {
         if let Some(t) = self.inner.tokens.fresh().await {
             return Ok(t);
         }
+        let url = self.inner.tokens.token_url().to_owned();
         let mut attempt = 0;
+        let mut last = None;
         loop {
             if self.inner.cancel.is_cancelled() {
                 return Err(PingOneError::Cancelled);
             }
-            self.wait_rate_limit().await?;
-            match self.inner.tokens.renew(&self.inner.http).await {
+            let renewed = self
+                .race(deadline, async {
+                    self.inner.limiter.until_ready().await;
+                    self.inner.tokens.renew(&self.inner.http).await
+                })
+                .await?;
+            let Some(renewed) = renewed else {
+                return Err(self.deadline_error(&url, attempt + 1, last));
+            };
+            match renewed {
                 TokenAttempt::Ok(t) => {
                     self.inner.metrics.token_renewal(&self.inner.tenant);
-                    self.inner.metrics.set_healthy(&self.inner.tenant, true);
                     tracing::debug!(tenant = %self.inner.tenant, "access token renewed");
                     return Ok(t);
                 }
@@ -165,7 +218,7 @@ impl Client {
                 } => {
                     if attempt >= self.inner.max_retries {
                         return Err(PingOneError::RetriesExhausted {
-                            url: "token endpoint".into(),
+                            url,
                             attempts: attempt + 1,
                             last: reason,
                         });
@@ -178,17 +231,12 @@ impl Client {
                         self.inner.retry_cap,
                     );
                     tracing::warn!(tenant = %self.inner.tenant, %reason, wait_ms = wait.as_millis() as u64, "retrying token request");
-                    self.sleep(wait).await?;
+                    self.retry_wait(wait, deadline, &url, attempt + 1, &reason)
+                        .await?;
+                    last = Some(reason);
                     attempt += 1;
                 }
             }
-        }
-    }
-
-    async fn wait_rate_limit(&self) -> Result<(), PingOneError> {
-        tokio::select! {
-            () = self.inner.cancel.cancelled() => Err(PingOneError::Cancelled),
-            () = self.inner.limiter.until_ready() => Ok(()),
         }
     }
 
@@ -197,12 +245,21 @@ impl Client {
     /// # Errors
     /// See the module documentation.
     pub async fn get_page(&self, url: &str, collection: &str) -> Result<Page, PingOneError> {
+        let deadline = Instant::now() + self.inner.deadline;
         let mut attempt: u32 = 0;
         let mut renewed = false;
+        let mut last = None;
         loop {
-            let token = self.token().await?;
-            self.wait_rate_limit().await?;
-            let outcome = self.try_get(url, &token).await;
+            let token = self.token_until(deadline).await?;
+            let outcome = self
+                .race(deadline, async {
+                    self.inner.limiter.until_ready().await;
+                    self.try_get(url, &token).await
+                })
+                .await?;
+            let Some(outcome) = outcome else {
+                return Err(self.deadline_error(url, attempt + 1, last));
+            };
             let outcome = match outcome {
                 Attempt::Done(body) => match Page::parse(&body, collection) {
                     Ok(page) => {
@@ -259,7 +316,9 @@ impl Client {
                         tenant = %self.inner.tenant, %reason, attempt,
                         wait_ms = wait.as_millis() as u64, "retrying pingone request"
                     );
-                    self.sleep(wait).await?;
+                    self.retry_wait(wait, deadline, url, attempt + 1, &reason)
+                        .await?;
+                    last = Some(reason);
                     attempt += 1;
                 }
             }

@@ -61,6 +61,22 @@ pub enum PingOneError {
         /// The last failure.
         last: String,
     },
+    /// The call, retries and waits included, did not succeed by the tenant's
+    /// `request_deadline_ms`.
+    #[error(
+        "pingone request to {url} did not succeed within its deadline of {}s ({attempts} attempt(s)); last failure: {last}",
+        deadline.as_secs_f64()
+    )]
+    DeadlineExceeded {
+        /// The request URL.
+        url: String,
+        /// The deadline.
+        deadline: std::time::Duration,
+        /// Attempts started.
+        attempts: u32,
+        /// The last failure, or `no answer` when the attempt in flight was cut off.
+        last: String,
+    },
     /// The response was not the JSON expected.
     #[error("malformed pingone response from {url}: {reason}")]
     Malformed {
@@ -93,6 +109,7 @@ impl PingOneError {
             Self::InvalidClient { .. } => "invalid_client",
             Self::Token { .. } => "token",
             Self::RetriesExhausted { .. } => "retries_exhausted",
+            Self::DeadlineExceeded { .. } => "deadline",
             Self::Malformed { .. } => "malformed",
             Self::Setup(_) => "setup",
             Self::Cancelled => "cancelled",

@@ -75,6 +75,11 @@ impl TokenCache {
         }
     }
 
+    /// The token endpoint (not secret: it names the environment).
+    pub fn token_url(&self) -> &str {
+        &self.token_url
+    }
+
     /// The current token if still fresh.
     pub async fn fresh(&self) -> Option<Token> {
         let guard = self.current.lock().await;
