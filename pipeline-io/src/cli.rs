@@ -66,12 +66,16 @@ where
     })
 }
 
-/// The exit status of `main`: the code given, or 1 after printing the error with its causes.
-pub fn exit(result: Result<ExitCode, impl fmt::Display>) -> ExitCode {
+/// The exit status of `main`: the code given, or 1 after printing the error with each of its
+/// causes once ([`crate::error_text`]). Takes `anyhow::Error` and any boxed error.
+pub fn exit<E>(result: Result<ExitCode, E>) -> ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::error_text(e.as_ref()));
             ExitCode::from(1)
         }
     }

@@ -162,7 +162,7 @@ impl Registry {
             .authed(self.http.get(&url))
             .send()
             .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
+            .map_err(|e| unavailable(crate::error_text(&e)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             if let Ok(mut unknown) = self.unknown.lock() {
@@ -176,7 +176,7 @@ impl Registry {
         let body: serde_json::Value = resp
             .json()
             .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
+            .map_err(|e| unavailable(crate::error_text(&e)))?;
         let text = body.get("schema").and_then(|s| s.as_str()).ok_or_else(|| {
             RegistryError::BadSchema {
                 id,
@@ -215,12 +215,12 @@ impl Registry {
             .json(&json!({"schema": schema, "schemaType": "AVRO"}))
             .send()
             .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
+            .map_err(|e| unavailable(crate::error_text(&e)))?;
         let status = resp.status();
         let body = resp
             .text()
             .await
-            .map_err(|e| unavailable(error_chain(&e)))?;
+            .map_err(|e| unavailable(crate::error_text(&e)))?;
         if status == reqwest::StatusCode::CONFLICT
             || status == reqwest::StatusCode::UNPROCESSABLE_ENTITY
         {
@@ -259,24 +259,8 @@ impl Registry {
             .await
             .map_err(|e| RegistryError::Unavailable {
                 url: url.clone(),
-                reason: error_chain(&e),
+                reason: crate::error_text(&e),
             })?;
         Ok(resp.status())
     }
-}
-
-/// An error and its causes, `: `-separated: reqwest's own message ("error sending request for
-/// url") hides why (connection refused, DNS, timeout), which its sources tell.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -48,24 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    pipeline_io::cli::exit(real_main(Cli::parse()).map_err(|e| anyhow::anyhow!(error_text(&e))))
-}
-
-/// An error with its causes, each cause written once: most of our errors already include their
-/// cause's text in their own (so that logs show it), and printing the chain as well said
-/// everything twice ("X: X").
-fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for part in e.chain().map(ToString::to_string) {
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
+    pipeline_io::cli::exit(real_main(Cli::parse()))
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -110,34 +93,4 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ValidateConfig { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer: {source}")]
-    struct Outer {
-        source: Inner,
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("inner failed")]
-    struct Inner;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("bare")]
-    struct Bare {
-        #[source]
-        source: Inner,
-    }
-
-    #[test]
-    fn a_cause_is_printed_once() {
-        let e = anyhow::Error::new(Outer { source: Inner });
-        assert_eq!(error_text(&e), "outer: inner failed");
-        let e = anyhow::Error::new(Bare { source: Inner });
-        assert_eq!(error_text(&e), "bare: inner failed");
-    }
 }
