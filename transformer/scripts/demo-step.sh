@@ -12,6 +12,8 @@ if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" || -z "${SCHEMA_REGISTRY_URL:-}" ]]; the
     eval "$(deploy/local/up)"
 fi
 export KAFKA_BOOTSTRAP_SERVERS SCHEMA_REGISTRY_URL
+# Any free port for /metrics, so the demo never collides with a running transformer (9465).
+export TRANSFORMER__OPERATIONS__LISTEN_ADDR="${TRANSFORMER__OPERATIONS__LISTEN_ADDR:-127.0.0.1:0}"
 cargo build -q -p transformer --bin transformer
 echo "==> transformer: pingone.raw.v1 -> usage.* (until caught up)" >&2
 "$TARGET/debug/transformer" run --until-caught-up
