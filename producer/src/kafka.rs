@@ -18,7 +18,6 @@ use pipeline_io::registry::RegistryError;
 use rdkafka::message::{Header, OwnedHeaders};
 use schemas::raw::{Oversized, RAW_EVENT_SCHEMA, RawEvent, kind};
 use schemas::topics::MAX_RECORD_BYTES;
-use sha2::{Digest, Sha256};
 
 use crate::config::KafkaConfig;
 
@@ -105,8 +104,7 @@ fn record_bytes(event: &RawEvent, value: &[u8]) -> usize {
 /// The `oversized` marker standing in for `event`: same tenant, environment, region, entity id
 /// and sync id; payload [`Oversized`] (size and SHA-256, lowercase hex, of the PingOne JSON).
 pub fn oversized_marker(event: &RawEvent) -> (RawEvent, Oversized) {
-    let digest = Sha256::digest(event.payload.as_bytes());
-    let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = schemas::raw::sha256_hex(event.payload.as_bytes());
     let info = Oversized {
         kind: event.kind.clone(),
         entity_id: event.entity_id.clone().unwrap_or_default(),

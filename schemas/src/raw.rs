@@ -64,6 +64,19 @@ pub mod kind {
     pub const OVERSIZED: &str = "oversized";
 }
 
+/// SHA-256 of `bytes` in lowercase hex: the `sha256` of an [`Oversized`] marker (of the
+/// PingOne JSON) and of a cut dead letter's `original_sha256` header.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// The payload of an `oversized` marker: what the original was, and how to recognise it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Oversized {

@@ -324,7 +324,7 @@ async fn syncs_deletes_poison_replay_and_report() {
             assert_eq!(header(d, "original_size"), (original.len() + 4).to_string());
             assert_eq!(
                 header(d, "original_sha256"),
-                transformer::pipeline::codec::sha256_hex(original)
+                schemas::raw::sha256_hex(original)
             );
         } else {
             assert_eq!(value, original, "dead letter keeps the original bytes");

@@ -7,7 +7,7 @@ use pipeline_io::kafka::{KafkaCallError, TxnSession};
 use pipeline_io::registry::{Registry, RegistryError};
 use rdkafka::Message;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use schemas::raw::RawEvent;
+use schemas::raw::{RawEvent, sha256_hex};
 use schemas::topics::{MAX_RECORD_BYTES, OutputTopics};
 use schemas::wire;
 
@@ -138,9 +138,10 @@ impl<'a> DeadLetter<'a> {
             };
         }
         let original = value.unwrap_or_default();
+        let original_size = original.len() + key.len();
         let key = &key[..key.len().min(MAX_TRUNCATED_KEY)];
         headers.extend([
-            ("original_size", (original.len() + key.len()).to_string()),
+            ("original_size", original_size.to_string()),
             ("original_sha256", sha256_hex(original)),
             (
                 "truncated",
@@ -162,18 +163,6 @@ impl<'a> DeadLetter<'a> {
     pub fn truncated(&self) -> bool {
         self.headers.iter().any(|(k, _)| *k == "truncated")
     }
-}
-
-/// SHA-256 of `bytes` in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    use std::fmt::Write;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// Sends the raw record `m` (same key and value) to `dead_letter_topic` in the open
