@@ -4,9 +4,10 @@
 //! - [`infra`] / [`kafka_bootstrap`] / [`schema_registry_url`]: the addresses of a real Kafka
 //!   broker and a Confluent-compatible schema registry. They come from `KAFKA_BOOTSTRAP_SERVERS`
 //!   and `SCHEMA_REGISTRY_URL` (set by `eval "$(deploy/local/up)"` or `deploy/local/test`). When
-//!   both are unset and a Docker engine answers (feature `docker`, on by default), containers are
-//!   started once per test process. Otherwise the calling test panics with a message naming the
-//!   command to run: a test never skips silently.
+//!   both are unset and a Docker engine answers (feature `docker`, opt-in with
+//!   `--features test-harness/docker`), containers are started once per test process. Otherwise
+//!   the calling test panics with a message naming the command to run: a test never skips
+//!   silently.
 //! - [`unique_name`]: random topic, group and subject names, so tests run in parallel and again.
 //! - [`kafka`]: client settings with bounded timeouts, topic creation, and [`kafka::consume_all`]
 //!   which reads a topic with `read_committed` up to its end.
