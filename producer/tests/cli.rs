@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -138,24 +137,15 @@ async fn wrong_credentials_of_one_tenant_do_not_stop_the_other_and_secrets_never
         common::tenant_toml("bad", &bad, "BAD_SECRET", "invalid_client_backoff_s = 2"),
     );
     let path = write_config("cli", &text);
-    let mut child = common::ChildGuard(
+    let (mut child, log_reader) = common::ChildGuard::spawn_capturing_stderr(
         Command::new(BIN)
             .args(["run", "--log-format", "json", "--config"])
             .arg(&path)
             .env("GOOD_SECRET", good.client_secret.expose())
             .env("BAD_SECRET", wrong_secret)
             .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn producer"),
+            .stdout(Stdio::piped()),
     );
-    let mut stderr = child.0.stderr.take().expect("stderr");
-    let log_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let records = loop {

@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,18 +76,11 @@ fn start_run(config: &std::path::Path, envs: &[(&str, &str)]) -> Running {
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
     for (k, v) in envs {
         command.env(k, v);
     }
-    let mut child = common::ChildGuard(command.spawn().expect("spawn producer"));
-    let mut stderr = child.0.stderr.take().expect("stderr");
-    let logs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let (child, logs) = common::ChildGuard::spawn_capturing_stderr(&mut command);
     Running {
         child,
         logs,
@@ -152,23 +144,14 @@ fn wait_exit(child: &mut common::ChildGuard, bound: Duration) -> Option<ExitStat
 /// elapsed time, stderr.
 fn sync_once(config: &std::path::Path, bound: Duration) -> (Option<ExitStatus>, Duration, String) {
     let started = Instant::now();
-    let mut child = common::ChildGuard(
+    let (mut child, logs) = common::ChildGuard::spawn_capturing_stderr(
         Command::new(BIN)
             .args(["sync", "--once", "--tenant", "t", "--config"])
             .arg(config)
             .env("FAULT_TEST_SECRET", "fault-test-secret-value")
             .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn producer"),
+            .stdout(Stdio::null()),
     );
-    let mut stderr = child.0.stderr.take().expect("stderr");
-    let logs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
     let status = wait_exit(&mut child, bound);
     let elapsed = started.elapsed();
     drop(child);

@@ -343,6 +343,28 @@ pub fn completed_sync_ids(records: &[Record], tenant: &str) -> Vec<String> {
 pub struct ChildGuard(pub std::process::Child);
 
 impl ChildGuard {
+    /// Spawns `command` with stderr piped, and reads that stderr to its end on a thread (so the
+    /// child never blocks on a full pipe). Join the handle after the child has exited or been
+    /// killed to get everything it logged.
+    pub fn spawn_capturing_stderr(
+        command: &mut std::process::Command,
+    ) -> (Self, std::thread::JoinHandle<String>) {
+        use std::io::Read as _;
+        let mut child = Self(
+            command
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn producer"),
+        );
+        let mut stderr = child.0.stderr.take().expect("stderr");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        (child, reader)
+    }
+
     /// The process id.
     pub fn id(&self) -> u32 {
         self.0.id()

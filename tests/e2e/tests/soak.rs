@@ -210,17 +210,27 @@ fn restart(service: &str) -> Duration {
             .success(),
         "stopping {service} (pid {pid})"
     );
-    let until = Instant::now() + Duration::from_secs(90);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < until {
+    // A clean stop first; a JVM still running after a minute is killed, as an operator would.
+    let alive = || Path::new(&format!("/proc/{pid}")).exists();
+    let until = Instant::now() + Duration::from_secs(60);
+    while alive() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(200));
     }
+    if alive() {
+        eprintln!("[soak] {service} (pid {pid}) still running 60 s after SIGTERM: SIGKILL");
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        while alive() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     let out = Command::new(repo_root().join("deploy/local/up"))
-        .stderr(Stdio::null())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "deploy/local/up after stopping {service} failed"
+        "deploy/local/up after stopping {service} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
     started.elapsed()
 }
