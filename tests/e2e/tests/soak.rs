@@ -219,9 +219,11 @@ fn restart(service: &str) -> Duration {
     if alive() {
         eprintln!("[soak] {service} (pid {pid}) still running 60 s after SIGTERM: SIGKILL");
         let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        while alive() {
+        let until = Instant::now() + Duration::from_secs(30);
+        while alive() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(200));
         }
+        assert!(!alive(), "{service} (pid {pid}) survived SIGKILL for 30 s");
     }
     let out = Command::new(repo_root().join("deploy/local/up"))
         .output()
