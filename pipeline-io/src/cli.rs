@@ -44,7 +44,9 @@ pub enum MainError {
 
 /// Installs logging in `format`, starts a multi-threaded runtime, wires SIGINT and SIGTERM to a
 /// cancellation token, and runs `work(token)` to its end; after a signal, at most `deadline`
-/// longer.
+/// longer. Then it waits at most `deadline` again for what still runs on the blocking pool
+/// (clients closing off the runtime, see [`crate::kafka::OffRuntimeDrop`], or a call the work
+/// abandoned): dropping the runtime would wait for those with no bound.
 ///
 /// # Errors
 /// [`MainError`]; the work's own outcome is the `Ok` value.
@@ -59,11 +61,20 @@ where
 {
     crate::logging::init(format);
     let runtime = tokio::runtime::Runtime::new().map_err(MainError::Runtime)?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         let shutdown = on_signals();
         let future = work(shutdown.clone());
         Ok(run_until_shutdown(future, shutdown, deadline).await?)
-    })
+    });
+    let closing = std::time::Instant::now();
+    runtime.shutdown_timeout(deadline);
+    if closing.elapsed() >= deadline {
+        tracing::warn!(
+            ?deadline,
+            "blocking calls or client shutdowns still running at exit: abandoned"
+        );
+    }
+    outcome
 }
 
 /// The exit status of `main`: the code given, or 1 after printing the error with each of its
@@ -85,4 +96,26 @@ where
 pub fn invalid_config(error: impl fmt::Display) -> ExitCode {
     eprintln!("error: {error}");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_does_not_wait_unbounded_for_the_blocking_pool() {
+        // A client close that never ends, left on the blocking pool by finished work.
+        let started = std::time::Instant::now();
+        let out = run(LogFormat::Text, Duration::from_millis(200), |_| async {
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(120)));
+            7
+        })
+        .unwrap();
+        assert_eq!(out, 7);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "run waited {:?} for a blocking task",
+            started.elapsed()
+        );
+    }
 }

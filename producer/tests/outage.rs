@@ -1,8 +1,9 @@
-//! With the broker unreachable, `producer run` keeps answering `/healthz` within a second while
-//! its tenant streams wait on Kafka (`init_transactions`, reading checkpoints back). Those
-//! blocking librdkafka calls run off the async runtime; on a runtime with one worker (a
-//! container limited to one CPU, here `TOKIO_WORKER_THREADS=1`) a blocking call made on the
-//! runtime would hold the only thread for the whole Kafka timeout.
+//! With the broker unreachable, `producer run` keeps answering `/healthz` within a few seconds
+//! (`test_harness::ops::PROBE_BOUND`, far below the 20 s Kafka timeout) while its tenant streams
+//! wait on Kafka (`init_transactions`, reading checkpoints back). Those blocking librdkafka calls
+//! run off the async runtime; on a runtime with one worker (a container limited to one CPU, here
+//! `TOKIO_WORKER_THREADS=1`) a blocking call made on the runtime would hold the only thread for
+//! the whole Kafka timeout.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use test_harness::ops::{HungBroker, KillOnDrop, assert_answering, free_port};
 
 #[test]
-fn healthz_answers_within_a_second_while_the_broker_does_not() {
+fn healthz_answers_while_the_broker_does_not() {
     let broker = HungBroker::start();
     let ops: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()

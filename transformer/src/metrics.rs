@@ -37,6 +37,9 @@ pub struct Metrics {
     pub transactions_aborted: Counter,
     /// Restarts after transient failures.
     pub restarts: Counter,
+    /// 1 while the brokers answer the probe ([`pipeline_io::kafka::probe`], every 5 s), 0 when
+    /// they did not at the last probe.
+    kafka_reachable: Gauge,
     ready: AtomicBool,
 }
 
@@ -53,6 +56,8 @@ impl Metrics {
         let transactions_committed = Counter::default();
         let transactions_aborted = Counter::default();
         let restarts = Counter::default();
+        let kafka_reachable = Gauge::default();
+        kafka_reachable.set(1);
         registry.register(
             "consumed_records",
             "Raw events consumed and committed",
@@ -98,6 +103,11 @@ impl Metrics {
             "Restarts after transient failures",
             restarts.clone(),
         );
+        registry.register(
+            "kafka_reachable",
+            "1 while the brokers answer a metadata request (every 5 s), 0 when they did not",
+            kafka_reachable.clone(),
+        );
         Self {
             registry,
             consumed,
@@ -109,6 +119,7 @@ impl Metrics {
             transactions_committed,
             transactions_aborted,
             restarts,
+            kafka_reachable,
             ready: AtomicBool::new(false),
         }
     }
@@ -123,9 +134,19 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether `/readyz` answers 200: the loop is running and a broker is reachable.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.kafka_reachable()
+    }
+
+    /// Records whether the brokers answered the last probe.
+    pub fn set_kafka_reachable(&self, ok: bool) {
+        self.kafka_reachable.set(i64::from(ok));
+    }
+
+    /// Whether the brokers answered the last probe.
+    pub fn kafka_reachable(&self) -> bool {
+        self.kafka_reachable.get() == 1
     }
 
     /// The metrics in the Prometheus text format.
@@ -144,10 +165,12 @@ impl pipeline_io::ops::Observable for Metrics {
     }
 
     fn readiness(&self) -> Result<String, String> {
-        if self.is_ready() {
+        if !self.kafka_reachable() {
+            Err("kafka unreachable: no broker answered the last metadata request\n".into())
+        } else if self.ready.load(Ordering::Relaxed) {
             Ok("ready\n".into())
         } else {
-            Err("not ready\n".into())
+            Err("starting: state restore, or a restart after a failure\n".into())
         }
     }
 }
@@ -155,5 +178,27 @@ impl pipeline_io::ops::Observable for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pipeline_io::ops::Observable;
+
+    use super::Metrics;
+
+    #[test]
+    fn readyz_needs_the_loop_running_and_a_broker_reachable() {
+        let m = Metrics::new();
+        assert!(m.readiness().is_err(), "not ready before the loop runs");
+        m.set_ready(true);
+        assert_eq!(m.readiness(), Ok("ready\n".to_owned()));
+        m.set_kafka_reachable(false);
+        let body = m.readiness().unwrap_err();
+        assert!(body.starts_with("kafka unreachable"), "{body}");
+        assert!(m.render().contains("transformer_kafka_reachable 0"));
+        m.set_kafka_reachable(true);
+        assert!(m.readiness().is_ok());
+        assert!(m.render().contains("transformer_kafka_reachable 1"));
     }
 }

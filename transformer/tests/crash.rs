@@ -14,7 +14,7 @@ use common::*;
 use schemas::raw::kind;
 use test_harness::kafka::consume_all;
 
-const USERS: [std::ops::Range<usize>; 3] = [0..2_000, 0..1_800, 0..1_600];
+const USERS: [std::ops::Range<usize>; 3] = [0..1_000, 0..900, 0..800];
 const KILLS: usize = 8;
 
 fn spawn(config_path: &std::path::Path, log: &std::path::Path) -> Child {
@@ -74,7 +74,7 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
                 &[("open", None), ("gated", Some(("ANY_GROUP", rule)))],
                 &members,
             ));
-            for a in 0..600 {
+            for a in 0..300 {
                 let app = if a % 3 == 0 { "gated" } else { "open" };
                 let user = format!("u-{}", rng.next(12));
                 let id = format!("{tenant}-act-{n}-{a}");
@@ -139,7 +139,7 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
 
     // Let it finish, then stop it gracefully with SIGTERM.
     let mut child = spawn(&config_path, &log);
-    let users = wait_for(&topics.users, Duration::from_secs(240), |r| {
+    let users = wait_for(&topics.users, Duration::from_secs(120), |r| {
         r.len() >= expected_users + expected_tombstones
     })
     .await;

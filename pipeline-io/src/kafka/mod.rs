@@ -13,10 +13,14 @@
 //!
 //! # Layout
 //! - [`topics`]: partition lists and topic creation.
+//! - [`probe`]: whether the brokers answer, on a client of its own.
 //! - [`reader`]: [`RangeReader`], which reads partitions `read_committed` up to an end and stops.
 //! - [`txn`]: [`TxnSession`], one transactional producer: send with back-pressure, wait for the
 //!   deliveries, commit or abort.
+//!
+//! Dropping a client blocks as well; [`OffRuntimeDrop`] moves that to the blocking pool.
 
+pub mod probe;
 pub mod reader;
 pub mod topics;
 pub mod txn;
@@ -79,6 +83,47 @@ where
             context,
             source: KafkaError::Canceled,
         }),
+    }
+}
+
+/// A Kafka client whose drop runs on tokio's blocking pool, as [`off_runtime`] runs its calls.
+///
+/// Dropping a client can block too: a consumer with a `group.id` closes by polling until
+/// librdkafka reports it closed (rust-rdkafka loops on `closed()` with no bound), a producer
+/// flushes for up to 500 ms, and `rd_kafka_destroy` joins the client's threads. Dropped on a
+/// runtime worker, that would hold the worker meanwhile. Outside a runtime the drop is inline.
+pub struct OffRuntimeDrop<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> OffRuntimeDrop<T> {
+    /// Wraps `client`.
+    pub fn new(client: T) -> Self {
+        Self(Some(client))
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for OffRuntimeDrop<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OffRuntimeDrop(..)")
+    }
+}
+
+impl<T: Send + 'static> std::ops::Deref for OffRuntimeDrop<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("only taken in drop")
+    }
+}
+
+impl<T: Send + 'static> Drop for OffRuntimeDrop<T> {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || drop(client));
+            }
+            Err(_) => drop(client),
+        }
     }
 }
 
@@ -210,5 +255,35 @@ mod tests {
         };
         let (received, ()) = tokio::join!(call, sender);
         assert_eq!(received.unwrap(), 7);
+    }
+
+    /// Blocks in its drop until it is sent a byte (10 s at most), then reports what it got.
+    struct BlocksOnDrop {
+        until: std::sync::mpsc::Receiver<u8>,
+        report: std::sync::mpsc::Sender<u8>,
+    }
+
+    impl Drop for BlocksOnDrop {
+        fn drop(&mut self) {
+            let got = self
+                .until
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or(0);
+            let _ = self.report.send(got);
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn drops_leave_the_runtime_free() {
+        let (release, until) = std::sync::mpsc::channel();
+        let (report, reported) = std::sync::mpsc::channel();
+        // Dropped inline, this would wait 10 s for the byte sent below, then report 0.
+        drop(OffRuntimeDrop::new(BlocksOnDrop { until, report }));
+        release.send(7).unwrap();
+        let got =
+            tokio::task::spawn_blocking(move || reported.recv_timeout(Duration::from_secs(20)))
+                .await
+                .unwrap();
+        assert_eq!(got, Ok(7));
     }
 }

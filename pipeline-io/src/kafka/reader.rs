@@ -14,7 +14,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::{ClientSettings, KafkaCallError, ctx, is_partition_eof, off_runtime, partitions};
+use super::{
+    ClientSettings, KafkaCallError, OffRuntimeDrop, ctx, is_partition_eof, off_runtime, partitions,
+};
 
 /// Client context of the readers: end-of-partition is how they stop, not an error to log.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,7 +34,7 @@ impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
 /// Reads partitions of one topic from a start offset up to an end, then stops.
 pub struct RangeReader {
-    consumer: Arc<StreamConsumer<ReaderContext>>,
+    consumer: OffRuntimeDrop<Arc<StreamConsumer<ReaderContext>>>,
     topic: String,
     /// Partitions still being read, with their end offset (exclusive).
     end: HashMap<i32, i64>,
@@ -61,12 +63,13 @@ impl RangeReader {
         topic: &str,
         ranges: &HashMap<i32, (Offset, Option<i64>)>,
     ) -> Result<Self, KafkaCallError> {
-        let consumer: Arc<StreamConsumer<ReaderContext>> = Arc::new(
-            settings
-                .reader_config(group_id)
-                .create_with_context(ReaderContext)
-                .map_err(ctx(format!("creating a reader of {topic}")))?,
-        );
+        let consumer: OffRuntimeDrop<Arc<StreamConsumer<ReaderContext>>> =
+            OffRuntimeDrop::new(Arc::new(
+                settings
+                    .reader_config(group_id)
+                    .create_with_context(ReaderContext)
+                    .map_err(ctx(format!("creating a reader of {topic}")))?,
+            ));
         let timeout = settings.timeout;
         let wanted: Vec<(i32, Offset, Option<i64>)> = ranges
             .iter()

@@ -8,7 +8,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::{ClientSettings, KafkaCallError, ctx, off_runtime};
+use super::{ClientSettings, KafkaCallError, OffRuntimeDrop, ctx, off_runtime};
 
 /// A topic to create if missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +60,12 @@ pub async fn ensure_topics(
     settings: &ClientSettings,
     specs: &[TopicSpec],
 ) -> Result<(), KafkaCallError> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client_config()
-        .create()
-        .map_err(ctx("creating the admin client"))?;
+    let admin: OffRuntimeDrop<AdminClient<DefaultClientContext>> = OffRuntimeDrop::new(
+        settings
+            .client_config()
+            .create()
+            .map_err(ctx("creating the admin client"))?,
+    );
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {

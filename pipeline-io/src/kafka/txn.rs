@@ -23,7 +23,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::{ClientSettings, KafkaCallError, ctx, off_runtime};
+use super::{ClientSettings, KafkaCallError, OffRuntimeDrop, ctx, off_runtime};
 
 /// Settings of a transactional producer, besides the shared [`ClientSettings`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ impl TxnSettings {
 
 /// A transactional producer and the deliveries of its open transaction.
 pub struct TxnSession {
-    producer: FutureProducer,
+    producer: OffRuntimeDrop<FutureProducer>,
     transactional_id: String,
     pending: Vec<DeliveryFuture>,
     open: bool,
@@ -113,7 +113,7 @@ impl TxnSession {
         })
         .await?;
         Ok(Self {
-            producer,
+            producer: OffRuntimeDrop::new(producer),
             transactional_id: id.clone(),
             pending: Vec::new(),
             open: false,

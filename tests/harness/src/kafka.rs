@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use pipeline_io::kafka::ReaderContext;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -290,9 +291,11 @@ pub async fn consume_all_within(
 fn consume_all_blocking(topic: &str, limit: Duration) -> Result<Vec<ConsumedRecord>, HarnessError> {
     let started = Instant::now();
     let kafka_error = |context: String| move |source| HarnessError::Kafka { context, source };
-    let consumer: BaseConsumer = consumer_config(&unique_name("harness-consume-all"))
-        .create()
-        .map_err(kafka_error(format!("consumer for {topic}")))?;
+    // The pipeline's reader context: end-of-partition events are how this stops, not errors to log.
+    let consumer: BaseConsumer<ReaderContext> =
+        consumer_config(&unique_name("harness-consume-all"))
+            .create_with_context(ReaderContext)
+            .map_err(kafka_error(format!("consumer for {topic}")))?;
 
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)

@@ -165,6 +165,60 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{millis}-{:016x}", rand::random::<u64>())
 }
 
+/// The last `lines` lines of the log file at `path`: what a failure message shows of a spawned
+/// binary's story (a whole log can fill a CI page and push the failure off it).
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(unreadable: {e})"));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Progress of a slow wait: a count that should keep growing (records on a topic). A wait built
+/// on it fails when the count has not grown for `stall` (the binary under test is stuck), or
+/// after four times `stall` in all; a busy machine only makes it slower.
+#[derive(Debug)]
+pub struct Stall {
+    stall: std::time::Duration,
+    started: std::time::Instant,
+    last_progress: std::time::Instant,
+    seen: usize,
+}
+
+impl Stall {
+    /// Starts watching now.
+    pub fn new(stall: std::time::Duration) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            stall,
+            started: now,
+            last_progress: now,
+            seen: 0,
+        }
+    }
+
+    /// Records the latest count; `Err` describes the stall once a limit is passed.
+    ///
+    /// # Errors
+    /// No growth for `stall`, or `4 × stall` in all.
+    pub fn observe(&mut self, count: usize) -> Result<(), String> {
+        if count > self.seen {
+            (self.seen, self.last_progress) = (count, std::time::Instant::now());
+        }
+        let (quiet, total) = (self.last_progress.elapsed(), self.started.elapsed());
+        if quiet < self.stall && total < 4 * self.stall {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} seen, the last new one {quiet:?} ago, {total:?} in all (limits {:?} without \
+                 progress, {:?} in all)",
+                self.seen,
+                self.stall,
+                4 * self.stall
+            ))
+        }
+    }
+}
+
 /// Installs a `tracing` subscriber that writes through the test harness's captured output,
 /// filtered by `RUST_LOG` (default `info`). Safe to call from every test.
 pub fn init_tracing() {
@@ -183,6 +237,20 @@ pub fn init_tracing() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stall_fails_only_without_progress() {
+        // A 500 ms stall. Growing for 800 ms (longer than the stall) is fine; 600 ms without growth
+        // is not, while the total (about 1.4 s) stays under its 2 s limit.
+        let mut s = Stall::new(std::time::Duration::from_millis(500));
+        for count in 1..=8 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(s.observe(count).is_ok(), "growing count {count}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let e = s.observe(8).unwrap_err();
+        assert!(e.starts_with("8 seen"), "{e}");
+    }
 
     #[test]
     fn unique_names_differ_and_keep_the_prefix() {

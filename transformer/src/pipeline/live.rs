@@ -10,12 +10,15 @@
 //!    `batch_max_records` (or what arrived within `batch_max_wait_ms`). Per batch: begin; per
 //!    event decode, process, send outputs or a dead letter; send one checkpoint per partition;
 //!    send the offsets; commit. Any failure aborts the transaction and ends the attempt.
+//!
+//! The attempt's clients close on the blocking pool ([`OffRuntimeDrop`]), so that a failed
+//! attempt ends, and `/readyz` turns 503, without waiting for them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pipeline_io::kafka::{
-    KafkaCallError, TxnSession, TxnSettings, ctx, is_partition_eof, off_runtime,
+    KafkaCallError, OffRuntimeDrop, TxnSession, TxnSettings, ctx, is_partition_eof, off_runtime,
 };
 use pipeline_io::registry::Registry;
 use rdkafka::consumer::{Consumer, ConsumerContext, ConsumerGroupMetadata, StreamConsumer};
@@ -32,7 +35,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::processor::{Mode, Processor, Source};
 
-/// Consumer context that turns librdkafka statistics into the lag gauge.
+/// Consumer context that turns librdkafka statistics into the lag gauge and the broker
+/// reachability behind `/readyz`.
 #[derive(Debug)]
 pub struct LagContext {
     metrics: Arc<Metrics>,
@@ -138,11 +142,11 @@ pub async fn run_once(
     restore_outputs(config, &registry, &mut processor).await?;
     let restored_ms = started.elapsed().as_millis() as u64;
 
-    let consumer: Arc<StreamConsumer<LagContext>> = Arc::new(
+    let consumer: OffRuntimeDrop<Arc<StreamConsumer<LagContext>>> = OffRuntimeDrop::new(Arc::new(
         raw_consumer_config(config)
             .create_with_context(LagContext::new(Arc::clone(metrics), raw_topic))
             .map_err(ctx("creating the raw consumer"))?,
-    );
+    ));
     let mut wanted = TopicPartitionList::new();
     for p in &raw_partitions {
         wanted.add_partition(raw_topic, *p);

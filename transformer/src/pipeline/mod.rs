@@ -27,7 +27,8 @@ pub mod restore;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline_io::kafka::KafkaCallError;
+use pipeline_io::kafka::probe::PROBE_PERIOD;
+use pipeline_io::kafka::{ClientSettings, KafkaCallError};
 use pipeline_io::registry::RegistryError;
 use schemas::SchemaError;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +99,8 @@ impl PipelineError {
 
 /// Runs the transformer until `shutdown`, restarting after transient failures with backoff
 /// (500 ms, doubling up to `restart_backoff_max_ms`). `metrics` are served by the caller.
+/// Meanwhile a probe asks the brokers for the raw topic's metadata every 5 s and sets
+/// `kafka_reachable`, which `/readyz` needs.
 ///
 /// # Errors
 /// Fatal errors only (schemas refused by the registry, output schemas lost, a bug).
@@ -106,10 +109,58 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<(), PipelineError> {
+    let stop_probe = shutdown.child_token();
+    let probe = tokio::spawn(probe_brokers(
+        config.kafka.client.clone(),
+        config.kafka.raw_topic.clone(),
+        stop_probe.clone(),
+        Arc::clone(&metrics),
+    ));
+    let result = attempts(&config, &shutdown, &metrics).await;
+    stop_probe.cancel();
+    let _ = probe.await;
+    result
+}
+
+/// Keeps `kafka_reachable` up to date; logs when it changes.
+async fn probe_brokers(
+    client: ClientSettings,
+    raw_topic: String,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
+    let watched = pipeline_io::kafka::probe::watch_brokers(
+        &client,
+        &raw_topic,
+        PROBE_PERIOD,
+        &shutdown,
+        |outcome| {
+            let was = metrics.kafka_reachable();
+            metrics.set_kafka_reachable(outcome.is_ok());
+            match outcome {
+                Ok(()) if !was => tracing::info!("kafka reachable again"),
+                Err(error) if was => tracing::warn!(%error, "kafka unreachable"),
+                _ => {}
+            }
+        },
+    )
+    .await;
+    if let Err(error) = watched {
+        tracing::error!(%error, "no broker probe: /readyz reports kafka unreachable");
+        metrics.set_kafka_reachable(false);
+    }
+}
+
+/// The attempts of [`run`], one after another.
+async fn attempts(
+    config: &Config,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+) -> Result<(), PipelineError> {
     let mut backoff = Duration::from_millis(500);
     let max = config.processing.restart_backoff_max;
     loop {
-        let result = live::run_once(&config, &shutdown, &metrics).await;
+        let result = live::run_once(config, shutdown, metrics).await;
         metrics.set_ready(false);
         match result {
             Ok(()) => return Ok(()),
@@ -128,5 +179,39 @@ pub async fn run(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use pipeline_io::ops::Observable;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn readyz_says_kafka_unreachable_when_no_broker_answers() {
+        // Ports nothing listens on (bound, then released).
+        let mut config = Config::for_addresses(
+            format!("127.0.0.1:{}", test_harness::ops::free_port()),
+            format!("http://127.0.0.1:{}", test_harness::ops::free_port()),
+        )
+        .unwrap();
+        config.kafka.client.timeout = Duration::from_secs(1);
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(config, shutdown.clone(), Arc::clone(&metrics)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metrics.kafka_reachable() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Without the probe the attempts fail too, but `/readyz` would only say "starting".
+        let body = metrics.readiness().unwrap_err();
+        assert!(body.starts_with("kafka unreachable"), "{body}");
+        assert!(metrics.render().contains("transformer_kafka_reachable 0"));
+        shutdown.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(60), task).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
     }
 }

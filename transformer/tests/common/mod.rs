@@ -247,24 +247,23 @@ pub async fn produce_events(s: &Setup, events: &[RawEvent]) {
     produce(&s.raw_topic, &records).await;
 }
 
-/// Reads `topic` again and again until `done` holds for its records (at most `limit`).
+/// Reads `topic` again and again until `done` holds for its records; fails on a
+/// [`test_harness::Stall`] of `stall` (no new record for that long, or 4 × `stall` in all).
 pub async fn wait_for(
     topic: &str,
-    limit: Duration,
+    stall: Duration,
     done: impl Fn(&[ConsumedRecord]) -> bool,
 ) -> Vec<ConsumedRecord> {
-    let start = std::time::Instant::now();
+    let mut progress = test_harness::Stall::new(stall);
     loop {
-        if let Ok(records) = consume_all(topic).await
-            && done(&records)
-        {
+        let records = consume_all(topic).await.unwrap_or_default();
+        if done(&records) {
             return records;
         }
-        assert!(
-            start.elapsed() < limit,
-            "{topic} did not reach the expected state within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Err(e) = progress.observe(records.len()) {
+            panic!("{topic} did not reach the expected state: {e}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
