@@ -1,7 +1,8 @@
 //! A small client of the Confluent-compatible schema registry API (Apicurio's `/apis/ccompat/v7`):
-//! writer schemas by id (cached for the process) and registration of a topic's value subject with
-//! `BACKWARD_TRANSITIVE` compatibility. The producer registers the raw schema with it; the
-//! transformer registers its outputs and resolves the writer schemas of what it reads.
+//! writer schemas by id (cached for the process, as are the schemas it registered) and
+//! registration of a topic's value subject with `BACKWARD_TRANSITIVE` compatibility. The producer
+//! registers the raw schema with it; the transformer registers its outputs and resolves the
+//! writer schemas of what it reads.
 //!
 //! Errors separate "this id does not exist" (the message is poison: dead letter) from "the
 //! registry cannot be asked right now" (transient: the caller retries). Unknown ids are
@@ -245,6 +246,11 @@ impl Registry {
                     "setting compatibility of {subject}: status {status}"
                 )));
             }
+        }
+        // The id now names exactly this schema: reading records written with it back (the
+        // transformer's restore) needs no request, so a restart does not wait for the registry.
+        if let (Ok(parsed), Ok(mut cache)) = (Schema::parse_str(schema), self.cache.lock()) {
+            cache.insert(id, Arc::new(parsed));
         }
         Ok(id)
     }

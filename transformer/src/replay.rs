@@ -158,11 +158,11 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<ReplaySummary,
         Some(prefix) => OutputTopics::new(prefix),
         None => config.kafka.topics.clone(),
     };
+    let registry = config.registry.client().map_err(PipelineError::from)?;
     let Prepared {
-        registry,
         raw_partitions,
         ids,
-    } = outputs::prepare(config, &topics, false)
+    } = outputs::prepare(config, &registry, &topics, false, None)
         .await
         .map_err(PipelineError::from)?;
     let raw_topic = &config.kafka.raw_topic;

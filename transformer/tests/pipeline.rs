@@ -1,7 +1,8 @@
 //! End-to-end test of the transformer library on the real broker and registry: two syncs of a
 //! tenant plus a second tenant, usage activities, deletes and poison input; checks field values
 //! (also with an independent Python fastavro decoder), tombstones, dead letters, metrics, the
-//! replay of a past sync and the license report.
+//! replay of a past sync and the license report; then a restore from a record whose schema is
+//! lost, and a restart that must not need the registry.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,6 +14,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -633,6 +635,93 @@ async fn output_record_with_a_lost_schema_stops_the_restore() {
         "schema id 2000000000",
     ] {
         assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+}
+
+/// Once a process has registered its output schemas, restarting the live loop needs Kafka alone:
+/// here the registry is cut off (a relay that closes every connection) and another instance with
+/// the same transactional id fences this one. The fenced loop restarts, restores its state and
+/// writes the next sync, with no request to the registry. Before, each attempt registered the
+/// schemas again, so a restart after a broker outage also waited for the registry, which keeps
+/// its schemas in Kafka and recovers after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_needs_no_registry_once_schemas_are_known() {
+    let mut s = setup("registry-cut", 1).await;
+    let upstream = s.config.registry.url.socket_addrs(|| None).unwrap()[0];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = &mut s.config.registry.url;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    let cut = CancellationToken::new();
+    let asked_after_cut = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(relay(
+        listener,
+        upstream,
+        cut.clone(),
+        Arc::clone(&asked_after_cut),
+    ));
+
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(transformer::pipeline::run(
+        s.config.clone(),
+        shutdown.clone(),
+        Arc::clone(&metrics),
+    ));
+    let users = s.config.kafka.topics.users.clone();
+    produce_events(&s, &sync_events("acme", "s1", &[0, 1, 2], &[], &[])).await;
+    wait_for(&users, WAIT, |r| r.len() >= 3).await;
+
+    cut.cancel();
+    let config = &s.config;
+    let zombie = pipeline_io::kafka::TxnSession::open(
+        &config.kafka.client,
+        &transformer::pipeline::live::txn_settings(config, &config.kafka.transactional_id),
+    )
+    .await
+    .unwrap();
+    drop(zombie);
+    produce_events(&s, &sync_events("acme", "s2", &[0, 1, 2, 3, 4], &[], &[])).await;
+    let has = |records: &[ConsumedRecord], id: &str| records.iter().any(|r| key(r).ends_with(id));
+    wait_for(&users, WAIT, |r| has(r, "/u-3") && has(r, "/u-4")).await;
+    assert!(
+        metrics.restarts.get() >= 1,
+        "the fenced transformer never restarted"
+    );
+    assert_eq!(
+        asked_after_cut.load(Ordering::SeqCst),
+        0,
+        "the restart asked the registry"
+    );
+    shutdown.cancel();
+    let ended = tokio::time::timeout(WAIT, task).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+}
+
+/// Relays connections to `upstream` until `cut`; then closes the open ones, and accepts and
+/// closes every new one at once, counting them in `asked_after_cut`.
+async fn relay(
+    listener: tokio::net::TcpListener,
+    upstream: std::net::SocketAddr,
+    cut: CancellationToken,
+    asked_after_cut: Arc<AtomicUsize>,
+) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        if cut.is_cancelled() {
+            asked_after_cut.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        let cut = cut.clone();
+        tokio::spawn(async move {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                () = cut.cancelled() => {}
+            }
+        });
     }
 }
 

@@ -2,7 +2,8 @@
 //! with the consumed offsets and a [`Checkpoint`] per partition sent inside it.
 //!
 //! # One attempt ([`run_once`])
-//! 1. Output topics created and schemas registered ([`prepare`]); the transactional session
+//! 1. Output topics created and schemas registered ([`prepare`]; the first attempt of a process
+//!    registers, later ones reuse the ids, see [`Schemas`]); the transactional session
 //!    opened, which fences an older instance with the same `transactional_id` and aborts its
 //!    open transaction.
 //! 2. State restored ([`super::restore`]).
@@ -113,6 +114,17 @@ pub fn txn_settings(config: &Config, transactional_id: &str) -> TxnSettings {
     }
 }
 
+/// What the attempts of one process share: one registry client, whose cache holds the writer
+/// schemas seen so far, and the output schema ids once registered. A restart after a broker
+/// outage then needs Kafka alone, unless it meets a raw schema it has not seen.
+#[derive(Debug)]
+pub struct Schemas {
+    /// The registry client.
+    pub registry: Registry,
+    /// Schema ids of the output subjects, once registered.
+    pub ids: Option<SchemaIds>,
+}
+
 /// One attempt: set up, restore, then the loop until shutdown, the end of the raw topic
 /// (`stop_at_end`) or the first failure.
 ///
@@ -122,14 +134,23 @@ pub async fn run_once(
     config: &Config,
     shutdown: &CancellationToken,
     metrics: &Arc<Metrics>,
+    schemas: &mut Schemas,
 ) -> Result<(), PipelineError> {
     let started = std::time::Instant::now();
     let raw_topic = config.kafka.raw_topic.as_str();
     let Prepared {
-        registry,
         raw_partitions,
         ids,
-    } = prepare(config, &config.kafka.topics, true).await?;
+    } = prepare(
+        config,
+        &schemas.registry,
+        &config.kafka.topics,
+        true,
+        schemas.ids,
+    )
+    .await?;
+    schemas.ids = Some(ids);
+    let registry = schemas.registry.clone();
     let mut session = TxnSession::open(
         &config.kafka.client,
         &txn_settings(config, &config.kafka.transactional_id),

@@ -159,8 +159,12 @@ async fn attempts(
 ) -> Result<(), PipelineError> {
     let mut backoff = Duration::from_millis(500);
     let max = config.processing.restart_backoff_max;
+    let mut schemas = live::Schemas {
+        registry: config.registry.client()?,
+        ids: None,
+    };
     loop {
-        let result = live::run_once(config, shutdown, metrics).await;
+        let result = live::run_once(config, shutdown, metrics, &mut schemas).await;
         metrics.set_ready(false);
         match result {
             Ok(()) => return Ok(()),

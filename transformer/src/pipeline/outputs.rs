@@ -141,8 +141,6 @@ pub enum OutputError {
 /// What [`prepare`] sets up before the raw topic is read.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The registry client (writer schemas of the raw events).
-    pub registry: Registry,
     /// The raw topic's partitions.
     pub raw_partitions: Vec<i32>,
     /// Schema ids of the output subjects.
@@ -151,17 +149,21 @@ pub struct Prepared {
 
 /// Creates the output topics `topics` if missing (compacted, as many partitions as the raw
 /// topic unless configured; the state topic only when `with_state`) and registers the output
-/// schemas. The live loop and a replay both start here.
+/// schemas with `registry`, unless `registered` already holds their ids: the live loop keeps
+/// them across its attempts, so that recovering from a broker outage does not also wait for the
+/// registry (which keeps its schemas in Kafka and recovers after it). The live loop and a replay
+/// both start here.
 ///
 /// # Errors
 /// Kafka or registry failures.
 pub async fn prepare(
     config: &Config,
+    registry: &Registry,
     topics: &OutputTopics,
     with_state: bool,
+    registered: Option<SchemaIds>,
 ) -> Result<Prepared, OutputError> {
     let k = &config.kafka;
-    let registry = config.registry.client()?;
     let raw_partitions = partitions(&k.client, &k.raw_topic).await?;
     let n = if k.output_partitions > 0 {
         k.output_partitions
@@ -179,9 +181,11 @@ pub async fn prepare(
         wanted.push(spec(&topics.state).compacted());
     }
     ensure_topics(&k.client, &wanted).await?;
-    let ids = register_outputs(&registry, topics).await?;
+    let ids = match registered {
+        Some(ids) => ids,
+        None => register_outputs(registry, topics).await?,
+    };
     Ok(Prepared {
-        registry,
         raw_partitions,
         ids,
     })
