@@ -146,6 +146,59 @@ impl Truth {
     }
 }
 
+/// Newest `USER.ACCESS_ALLOWED` per (application, user) and per user, live entities only.
+#[allow(clippy::type_complexity)]
+fn last_accesses(
+    truth: &Truth,
+    activities: &[Value],
+) -> (HashMap<(String, String), i64>, HashMap<String, i64>) {
+    let mut last: HashMap<(String, String), i64> = HashMap::new();
+    let mut last_any: HashMap<String, i64> = HashMap::new();
+    for a in activities {
+        if a.pointer("/action/type").and_then(Value::as_str) != Some("USER.ACCESS_ALLOWED") {
+            continue;
+        }
+        let (Some(app), Some(user), Some(at)) = (
+            a.pointer("/actors/client/id").and_then(Value::as_str),
+            a.pointer("/actors/user/id").and_then(Value::as_str),
+            a.get("recordedAt").and_then(parse_ms),
+        ) else {
+            continue;
+        };
+        if !truth.users.contains_key(user) || !truth.applications.contains_key(app) {
+            continue;
+        }
+        let slot = last
+            .entry((app.to_owned(), user.to_owned()))
+            .or_insert(i64::MIN);
+        *slot = (*slot).max(at);
+        let any = last_any.entry(user.to_owned()).or_insert(i64::MIN);
+        *any = (*any).max(at);
+    }
+    (last, last_any)
+}
+
+/// The users `license-report reclaim --app <app_id> --inactive-days <days>` must list: those who
+/// may use the application and have no access to it within `days` of `as_of_ms`.
+pub fn expected_reclaim(
+    truth: &Truth,
+    activities: &[Value],
+    app_id: &str,
+    days: u32,
+    as_of_ms: i64,
+) -> BTreeSet<String> {
+    let (last, _) = last_accesses(truth, activities);
+    let cutoff = as_of_ms - i64::from(days) * DAY_MS;
+    truth
+        .authorized(&truth.applications[app_id])
+        .into_iter()
+        .filter(|u| {
+            last.get(&(app_id.to_owned(), u.clone()))
+                .is_none_or(|at| *at < cutoff)
+        })
+        .collect()
+}
+
 /// The numbers of one report line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReportLine {
@@ -171,30 +224,7 @@ pub fn expected_report(
 ) -> BTreeMap<String, ReportLine> {
     let widest = windows.iter().copied().max().unwrap_or(0);
     let cutoff = |days: u32| as_of_ms - i64::from(days) * DAY_MS;
-    // Newest access per (application, user) and per user, live entities only.
-    let mut last: HashMap<(String, String), i64> = HashMap::new();
-    let mut last_any: HashMap<String, i64> = HashMap::new();
-    for a in activities {
-        if a.pointer("/action/type").and_then(Value::as_str) != Some("USER.ACCESS_ALLOWED") {
-            continue;
-        }
-        let (Some(app), Some(user), Some(at)) = (
-            a.pointer("/actors/client/id").and_then(Value::as_str),
-            a.pointer("/actors/user/id").and_then(Value::as_str),
-            a.get("recordedAt").and_then(parse_ms),
-        ) else {
-            continue;
-        };
-        if !truth.users.contains_key(user) || !truth.applications.contains_key(app) {
-            continue;
-        }
-        let slot = last
-            .entry((app.to_owned(), user.to_owned()))
-            .or_insert(i64::MIN);
-        *slot = (*slot).max(at);
-        let any = last_any.entry(user.to_owned()).or_insert(i64::MIN);
-        *any = (*any).max(at);
-    }
+    let (last, last_any) = last_accesses(truth, activities);
     let line = |members: &BTreeSet<String>, last_of: &dyn Fn(&str) -> Option<i64>| {
         let mut l = ReportLine {
             active: windows.iter().map(|w| (*w, 0)).collect(),

@@ -28,7 +28,8 @@ use producer::stream::StreamContext;
 use serde_json::{Value, json};
 use test_harness::kafka::{ConsumedRecord, consume_all};
 use tokio_util::sync::CancellationToken;
-use transformer::report::{Format, ReportArgs};
+use transformer::report::reclaim::{ReclaimArgs, ReclaimFormat};
+use transformer::report::{Format, ReportAction, ReportArgs};
 
 /// The tenant id the producer writes (record key prefix `<tenant>/`).
 const TENANT: &str = "e2e";
@@ -432,6 +433,8 @@ async fn check_report(env: &Env, truth: &Truth, window: (i64, i64), what: &str) 
             tenant: Some(TENANT.into()),
             group_id: test_harness::unique_name("e2e-report"),
             input_prefix: None,
+            prices: None,
+            action: None,
         },
     )
     .await
@@ -455,6 +458,174 @@ async fn check_report(env: &Env, truth: &Truth, window: (i64, i64), what: &str) 
             && everyone.inactive_can_authenticate > 0
             && everyone.without_mfa > 0,
         "{what}: the generated tenant should exercise every column: {everyone:?}"
+    );
+    check_costs_and_reclaim(env, truth, &activities, &want, as_of, what).await;
+}
+
+/// `--prices` and `license-report reclaim` against the truth: the application with the most
+/// members has 3 paid seats at 12.50 a month, every other the default 6.00 a month for the users
+/// who may use it; waste = (seats − active in the widest window) × price. The 30-day reclaim list
+/// of an application with both recent and lapsed users holds exactly its members without an
+/// access in 30 days, each with its identity and the raw record it came from.
+async fn check_costs_and_reclaim(
+    env: &Env,
+    truth: &Truth,
+    activities: &[Value],
+    want: &BTreeMap<String, e2e::ReportLine>,
+    as_of: i64,
+    what: &str,
+) {
+    let (busiest, _) = truth
+        .applications
+        .iter()
+        .max_by_key(|(id, a)| (truth.authorized(a).len(), (*id).clone()))
+        .expect("applications");
+    let dir = std::env::temp_dir().join(test_harness::unique_name("e2e-prices"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prices = dir.join("prices.toml");
+    std::fs::write(
+        &prices,
+        format!(
+            "currency = \"EUR\"\ndefault_price = 6.0\n\n[[application]]\nid = \"{busiest}\"\n\
+             price = 12.5\nseats = 3\n"
+        ),
+    )
+    .unwrap();
+    let args = |format, action| ReportArgs {
+        format,
+        active_days: WINDOWS.to_vec(),
+        as_of: Some(format_ms(as_of)),
+        tenant: Some(TENANT.into()),
+        group_id: test_harness::unique_name("e2e-report"),
+        input_prefix: None,
+        prices: Some(prices.clone()),
+        action,
+    };
+    let json = transformer::report::run(&env.transformer, &args(Format::Json, None))
+        .await
+        .expect("license report with prices");
+    let rows: Vec<Value> = serde_json::from_str(&json).expect("report JSON");
+    let widest = WINDOWS.iter().max().unwrap();
+    let (mut seats_sum, mut waste_sum) = (0_u64, 0.0_f64);
+    for row in rows.iter().filter(|r| r["application_id"].is_string()) {
+        let id = row["application_id"].as_str().unwrap();
+        let line = &want[id];
+        let (seats, price) = if id == busiest.as_str() {
+            (3, 12.5)
+        } else {
+            (line.may_use, 6.0)
+        };
+        let unused = seats.saturating_sub(line.active[widest]);
+        let waste = (price * unused as f64 * 100.0).round() / 100.0;
+        assert_eq!(row["seats"], seats, "{what}: seats of {id}");
+        assert_eq!(row["unused_seats"], unused, "{what}: unused seats of {id}");
+        assert_eq!(row["monthly_waste"], waste, "{what}: waste of {id}");
+        assert_eq!(row["currency"], "EUR");
+        seats_sum += seats;
+        waste_sum += waste;
+    }
+    let tenant_row = rows
+        .iter()
+        .find(|r| r["application_id"].is_null())
+        .expect("tenant row");
+    assert_eq!(tenant_row["seats"], seats_sum, "{what}: tenant seats");
+    let tenant_waste = tenant_row["monthly_waste"].as_f64().unwrap();
+    assert!(
+        (tenant_waste - waste_sum).abs() < 0.005 && waste_sum > 0.0,
+        "{what}: tenant waste {tenant_waste}, applications {waste_sum}"
+    );
+
+    // The application whose 30-day reclaim list is the largest strict, non-empty part of its
+    // members, so that the list must discriminate.
+    let (reclaim_app, expected) = truth
+        .applications
+        .iter()
+        .map(|(id, a)| {
+            let listed = e2e::expected_reclaim(truth, activities, id, 30, as_of);
+            (id, listed, truth.authorized(a).len())
+        })
+        .filter(|(_, listed, members)| !listed.is_empty() && listed.len() < *members)
+        .max_by_key(|(id, listed, _)| (listed.len(), (*id).clone()))
+        .map(|(id, listed, _)| (id.clone(), listed))
+        .unwrap_or_else(|| {
+            panic!("{what}: no application has both recent and lapsed users to reclaim from")
+        });
+    let reclaim = ReportAction::Reclaim(ReclaimArgs {
+        app: reclaim_app.clone(),
+        inactive_days: 30,
+        format: ReclaimFormat::Json,
+    });
+    let json = transformer::report::run(&env.transformer, &args(Format::Json, Some(reclaim)))
+        .await
+        .expect("reclaim list");
+    let listed: Vec<Value> = serde_json::from_str(&json).expect("reclaim JSON");
+    let got: BTreeSet<String> = listed
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, expected, "{what}: reclaim list of {reclaim_app}");
+    for r in &listed {
+        let user = &truth.users[r["user_id"].as_str().unwrap()];
+        assert_eq!(r["username"], user["username"], "{what}: {r}");
+        assert_eq!(
+            r["source_topic"],
+            env.transformer.kafka.raw_topic.as_str(),
+            "{what}: {r}"
+        );
+        assert!(
+            r["source_offset"].as_i64().is_some() && r["sync_id"].is_string(),
+            "{what}: {r}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The two example consumers (`consumers/users-summary`, Rust, and
+/// `consumers/python/users_summary.py`, confluent-kafka's `AvroDeserializer`) give, for the
+/// tenant, the numbers the truth gives: users, `can_authenticate`, MFA enabled, never signed on.
+async fn check_example_consumers(env: &Env, truth: &Truth) {
+    let topic = &env.transformer.kafka.topics.users;
+    let count = |f: &dyn Fn(&Value) -> bool| truth.users.values().filter(|u| f(u)).count();
+    let want = format!(
+        "tenant={TENANT} users={} can_authenticate={} mfa_enabled={} never_signed_on={}",
+        truth.users.len(),
+        count(&|u| u.pointer("/account/canAuthenticate") == Some(&Value::Bool(true))),
+        count(&|u| u.get("mfaEnabled") == Some(&Value::Bool(true))),
+        count(&|u| u.pointer("/lastSignOn/at").is_none()),
+    );
+    let (bootstrap, registry) = (
+        test_harness::kafka_bootstrap(),
+        test_harness::schema_registry_url(),
+    );
+    let rust = users_summary::summarize(&bootstrap, &registry, topic)
+        .await
+        .expect("the Rust example consumer");
+    assert_eq!(
+        rust,
+        vec![want.clone()],
+        "the Rust example consumer's summary"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../consumers/python/users_summary.py"
+        ))
+        .arg(topic)
+        .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+        .env("SCHEMA_REGISTRY_URL", &registry)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Python example consumer failed ({}): {}\n(it needs `pip install -r \
+         consumers/python/requirements.txt`; deploy/local/test does that)",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{want}\n"),
+        "the Python example consumer's summary"
     );
 }
 
@@ -576,6 +747,7 @@ async fn simulator_to_license_report() {
     check_applications(&env, &truth1, &apps1.iter().collect::<Vec<_>>(), "sync 1");
     check_raw_activities(&env, window1).await;
     check_report(&env, &truth1, window1, "sync 1").await;
+    check_example_consumers(&env, &truth1).await;
 
     // Phase 2: delete users and an application, change others, add sign-ons, sync again.
     let user_ids: Vec<String> = truth1.users.keys().cloned().collect();

@@ -12,12 +12,24 @@
 //!   `can_authenticate` is true: licenses to reclaim first.
 //! - `without_mfa`: of those, users whose `mfa_enabled` is not true.
 //!
+//! With `--prices FILE` ([`prices`]) it adds, per application and tenant: seats (paid, else
+//! `may_use`), unused seats (seats minus the users active in the widest window), the price per
+//! seat and month, and the monthly waste, in the file's currency.
+//!
+//! `license-report reclaim --app APP` ([`reclaim`]) lists instead the users whose seats of one
+//! application can be taken back, with the evidence and its provenance, as CSV or JSON.
+//!
 //! Only users and applications present on their topics count (deleted ones are tombstoned);
 //! usage records of deleted users or applications are ignored. Holds one small entry per user,
-//! application and (application, user) pair of the selected tenants in memory.
+//! application and (application, user) pair of the selected tenants in memory (with `reclaim`,
+//! each user's identity and provenance too).
+
+pub mod prices;
+pub mod reclaim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use pipeline_io::kafka::KafkaCallError;
 use pipeline_io::registry::RegistryError;
@@ -53,17 +65,31 @@ pub struct ReportArgs {
     #[arg(long, value_delimiter = ',', default_value = "30,60,90")]
     pub active_days: Vec<u32>,
     /// The report's "now" (RFC 3339); default: the current time.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub as_of: Option<String>,
     /// Only this tenant.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub tenant: Option<String>,
     /// Consumer group of the report's reads (offsets are never committed).
-    #[arg(long, default_value = "license-report")]
+    #[arg(long, global = true, default_value = "license-report")]
     pub group_id: String,
     /// Read topics with this prefix instead of the configured `output_prefix`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub input_prefix: Option<String>,
+    /// Seat prices (TOML, see `report::prices`): adds seats, unused seats and the monthly waste,
+    /// counting as active the users active within the widest `--active-days` window.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// `reclaim`: the seats of one application to take back, with evidence.
+    #[command(subcommand)]
+    pub action: Option<ReportAction>,
+}
+
+/// What `license-report` prints besides its default table.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ReportAction {
+    /// The users of one application whose seats can be taken back, with the evidence.
+    Reclaim(reclaim::ReclaimArgs),
 }
 
 impl Default for ReportArgs {
@@ -75,6 +101,8 @@ impl Default for ReportArgs {
             tenant: None,
             group_id: "license-report".into(),
             input_prefix: None,
+            prices: None,
+            action: None,
         }
     }
 }
@@ -91,6 +119,14 @@ pub enum ReportError {
     /// Registry failure.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The price file cannot be read or is invalid (every problem, one per line).
+    #[error("license-report: price file {path}:\n{problems}")]
+    Prices {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problems: String,
+    },
 }
 
 impl From<OutputError> for ReportError {
@@ -115,6 +151,8 @@ pub struct UserFacts {
     pub access_group_ids: Vec<String>,
     /// `last_sign_on_at`.
     pub last_sign_on_at: Option<i64>,
+    /// Who the user is and where the facts come from; read only for `reclaim`.
+    pub evidence: Option<Box<reclaim::Evidence>>,
 }
 
 /// What the report keeps per application.
@@ -139,8 +177,9 @@ pub struct TenantData {
     pub last_access: HashMap<(String, String), i64>,
 }
 
-/// One line of the report; `application_id` is `None` on the tenant's summary line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One line of the report; `application_id` is `None` on the tenant's summary line. The seat
+/// and money fields are set by [`prices::apply`] (`--prices`), `None` otherwise.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ReportRow {
     /// Tenant.
     pub tenant_id: String,
@@ -158,6 +197,21 @@ pub struct ReportRow {
     pub inactive_can_authenticate: u64,
     /// Users without MFA.
     pub without_mfa: u64,
+    /// Seats paid for (from the price file, else `may_use`); tenant row: the sum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seats: Option<u64>,
+    /// Seats minus the users active in the widest window; tenant row: the sum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unused_seats: Option<u64>,
+    /// Price per seat and month, in `currency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_price: Option<f64>,
+    /// `unused_seats` × `monthly_price`, in `currency`; tenant row: the sum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_waste: Option<f64>,
+    /// ISO 4217 code of the amounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 /// Computes the report rows (pure; see the module documentation for each number).
@@ -193,9 +247,7 @@ pub fn compute(
                 application_name: app.and_then(|(_, a)| a.name.clone()),
                 may_use: 0,
                 active_last_days: windows.iter().map(|w| (*w, 0)).collect(),
-                never_used: 0,
-                inactive_can_authenticate: 0,
-                without_mfa: 0,
+                ..ReportRow::default()
             };
             for (user, facts) in &data.users {
                 if let Some((_, a)) = app
@@ -253,6 +305,19 @@ pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
         "inactive_can_authenticate".into(),
         "without_mfa".into(),
     ]);
+    // Seat and money columns only when prices were applied.
+    let priced = rows.iter().any(|r| r.currency.is_some());
+    if priced {
+        header.extend([
+            "seats".into(),
+            "unused_seats".into(),
+            "monthly_price".into(),
+            "monthly_waste".into(),
+            "currency".into(),
+        ]);
+    }
+    let money = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
+    let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     let cells = |r: &ReportRow| {
         let mut c = vec![
             r.tenant_id.clone(),
@@ -270,6 +335,15 @@ pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
             r.inactive_can_authenticate.to_string(),
             r.without_mfa.to_string(),
         ]);
+        if priced {
+            c.extend([
+                count(r.seats),
+                count(r.unused_seats),
+                money(r.monthly_price),
+                money(r.monthly_waste),
+                r.currency.clone().unwrap_or_default(),
+            ]);
+        }
         c
     };
     match format {
@@ -279,17 +353,10 @@ pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
             s
         }
         Format::Csv => {
-            let quote = |v: &str| {
-                if v.contains([',', '"', '\n']) {
-                    format!("\"{}\"", v.replace('"', "\"\""))
-                } else {
-                    v.to_owned()
-                }
-            };
             let mut s = header.join(",");
             s.push('\n');
             for r in rows {
-                let line: Vec<String> = cells(r).iter().map(|c| quote(c)).collect();
+                let line: Vec<String> = cells(r).iter().map(|c| csv_cell(c)).collect();
                 s.push_str(&line.join(","));
                 s.push('\n');
             }
@@ -320,7 +387,17 @@ pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
     }
 }
 
-/// Reads the normalized topics into per-tenant data.
+/// A CSV cell: quoted when it holds a comma, a quote or a line break.
+fn csv_cell(v: &str) -> String {
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_owned()
+    }
+}
+
+/// Reads the normalized topics into per-tenant data; with `evidence`, each user's identity and
+/// provenance too ([`reclaim::Evidence`]).
 ///
 /// # Errors
 /// Kafka or registry failures (transient); undecodable records are logged and passed over.
@@ -329,6 +406,7 @@ pub async fn read_topics(
     topics: &OutputTopics,
     group_id: &str,
     tenant: Option<&str>,
+    evidence: bool,
 ) -> Result<BTreeMap<String, TenantData>, ReportError> {
     let registry = config.registry.client()?;
     let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
@@ -357,6 +435,18 @@ pub async fn read_topics(
                 (_, Some(OutputRecord::User(u))) => {
                     let mut groups = u.access_group_ids;
                     groups.sort();
+                    let evidence = evidence.then(|| {
+                        Box::new(reclaim::Evidence {
+                            username: u.username,
+                            email: u.email,
+                            status: u.status,
+                            sync_id: u.sync_id,
+                            source_topic: u.source_topic,
+                            source_partition: u.source_partition,
+                            source_offset: u.source_offset,
+                            observed_at: u.observed_at,
+                        })
+                    });
                     data.users.insert(
                         u.user_id,
                         UserFacts {
@@ -364,6 +454,7 @@ pub async fn read_topics(
                             mfa_enabled: u.mfa_enabled,
                             access_group_ids: groups,
                             last_sign_on_at: u.last_sign_on_at,
+                            evidence,
                         },
                     );
                 }
@@ -407,8 +498,52 @@ pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportErr
         Some(prefix) => OutputTopics::new(prefix),
         None => config.kafka.topics.clone(),
     };
-    let tenants = read_topics(config, &topics, &args.group_id, args.tenant.as_deref()).await?;
-    let rows = compute(&tenants, &args.active_days, as_of);
+    if let Some(ReportAction::Reclaim(r)) = &args.action {
+        if r.inactive_days == 0 {
+            return Err(ReportError::Args(
+                "--inactive-days needs a positive number of days".into(),
+            ));
+        }
+        let tenants = read_topics(
+            config,
+            &topics,
+            &args.group_id,
+            args.tenant.as_deref(),
+            true,
+        )
+        .await?;
+        let rows = reclaim::compute(&tenants, &r.app, r.inactive_days, as_of).ok_or_else(|| {
+            ReportError::Args(format!(
+                "no application with the id or name `{}` on {}",
+                r.app, topics.applications
+            ))
+        })?;
+        return Ok(reclaim::render(&rows, r.format));
+    }
+    let prices = match &args.prices {
+        Some(path) => {
+            let problem = |problems: String| ReportError::Prices {
+                path: path.display().to_string(),
+                problems,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+            Some(prices::Prices::parse(&text).map_err(problem)?)
+        }
+        None => None,
+    };
+    let tenants = read_topics(
+        config,
+        &topics,
+        &args.group_id,
+        args.tenant.as_deref(),
+        false,
+    )
+    .await?;
+    let mut rows = compute(&tenants, &args.active_days, as_of);
+    if let Some(p) = &prices {
+        let widest = args.active_days.iter().copied().max().unwrap_or(0);
+        prices::apply(&mut rows, p, widest);
+    }
     Ok(render(&rows, &args.active_days, args.format))
 }
 
@@ -423,6 +558,7 @@ mod tests {
             mfa_enabled: Some(mfa),
             access_group_ids: groups.iter().map(|g| (*g).to_owned()).collect(),
             last_sign_on_at: sign_on,
+            evidence: None,
         };
         let mut t = TenantData::default();
         t.users.insert("u1".into(), user(true, true, &["g"], None));
