@@ -24,6 +24,7 @@
 //! application and (application, user) pair of the selected tenants in memory (with `reclaim`,
 //! each user's identity and provenance too).
 
+pub mod html;
 pub mod prices;
 pub mod reclaim;
 
@@ -53,6 +54,8 @@ pub enum Format {
     Json,
     /// CSV with a header line.
     Csv,
+    /// One self-contained HTML page with charts and a sortable table ([`html`]).
+    Html,
 }
 
 /// Command-line arguments of `transformer license-report`.
@@ -175,6 +178,9 @@ pub struct TenantData {
     pub apps: BTreeMap<String, AppFacts>,
     /// Last access time by (application id, user id).
     pub last_access: HashMap<(String, String), i64>,
+    /// Days with an access (days since the epoch) by (application id, user id), from the app
+    /// usage records' day buckets; read only for the HTML report's chart.
+    pub usage_days: HashMap<(String, String), Vec<i32>>,
 }
 
 /// One line of the report; `application_id` is `None` on the tenant's summary line. The seat
@@ -362,7 +368,8 @@ pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
             }
             s
         }
-        Format::Table => {
+        // HTML needs the usage trend too: `run` renders it with `html::render`; here a table.
+        Format::Table | Format::Html => {
             let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
             let widths: Vec<usize> = (0..header.len())
                 .map(|i| {
@@ -396,8 +403,16 @@ fn csv_cell(v: &str) -> String {
     }
 }
 
-/// Reads the normalized topics into per-tenant data; with `evidence`, each user's identity and
-/// provenance too ([`reclaim::Evidence`]).
+/// What [`read_topics`] keeps besides what every report needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Each user's identity and provenance ([`reclaim::Evidence`]), for `reclaim`.
+    pub evidence: bool,
+    /// The app usage records' access days ([`TenantData::usage_days`]), for the HTML chart.
+    pub days: bool,
+}
+
+/// Reads the normalized topics into per-tenant data, with the [`Extras`] asked for.
 ///
 /// # Errors
 /// Kafka or registry failures (transient); undecodable records are logged and passed over.
@@ -406,7 +421,7 @@ pub async fn read_topics(
     topics: &OutputTopics,
     group_id: &str,
     tenant: Option<&str>,
-    evidence: bool,
+    with: Extras,
 ) -> Result<BTreeMap<String, TenantData>, ReportError> {
     let registry = config.registry.client()?;
     let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
@@ -429,13 +444,15 @@ pub async fn read_topics(
                 }
                 (OutputKind::AppUsage, None) => {
                     if let Some(user) = parts.next() {
-                        data.last_access.remove(&(id.to_owned(), user.to_owned()));
+                        let pair = (id.to_owned(), user.to_owned());
+                        data.last_access.remove(&pair);
+                        data.usage_days.remove(&pair);
                     }
                 }
                 (_, Some(OutputRecord::User(u))) => {
                     let mut groups = u.access_group_ids;
                     groups.sort();
-                    let evidence = evidence.then(|| {
+                    let evidence = with.evidence.then(|| {
                         Box::new(reclaim::Evidence {
                             username: u.username,
                             email: u.email,
@@ -469,8 +486,12 @@ pub async fn read_topics(
                     );
                 }
                 (_, Some(OutputRecord::AppUsage(u))) => {
-                    data.last_access
-                        .insert((u.application_id, u.user_id), u.last_access_at);
+                    let pair = (u.application_id, u.user_id);
+                    if with.days {
+                        let days = u.daily_access_counts.iter().map(|d| d.day).collect();
+                        data.usage_days.insert(pair.clone(), days);
+                    }
+                    data.last_access.insert(pair, u.last_access_at);
                 }
             }
         };
@@ -509,7 +530,10 @@ pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportErr
             &topics,
             &args.group_id,
             args.tenant.as_deref(),
-            true,
+            Extras {
+                evidence: true,
+                days: false,
+            },
         )
         .await?;
         let rows = reclaim::compute(&tenants, &r.app, r.inactive_days, as_of).ok_or_else(|| {
@@ -536,13 +560,23 @@ pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportErr
         &topics,
         &args.group_id,
         args.tenant.as_deref(),
-        false,
+        Extras {
+            evidence: false,
+            days: args.format == Format::Html,
+        },
     )
     .await?;
     let mut rows = compute(&tenants, &args.active_days, as_of);
     if let Some(p) = &prices {
         let widest = args.active_days.iter().copied().max().unwrap_or(0);
         prices::apply(&mut rows, p, widest);
+    }
+    if args.format == Format::Html {
+        let trends = tenants
+            .iter()
+            .map(|(t, data)| (t.clone(), html::daily_active_users(data, as_of)))
+            .collect();
+        return Ok(html::render(&rows, &args.active_days, &trends, as_of));
     }
     Ok(render(&rows, &args.active_days, args.format))
 }
