@@ -2,7 +2,7 @@
 //! binary in `CHROMIUM`) loads the page, runs its script, and the test reads the numbers back
 //! from the DOM it dumps: the summary figures, each application's waste, the table sorted by
 //! waste by the page's own script. It also takes a screenshot, kept at
-//! `target/license-report.png` (the README shows one).
+//! `target/license-report.png` (the READMEs show the demo's, taken the same way).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
