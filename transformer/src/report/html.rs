@@ -74,16 +74,21 @@ const BAR_WIDTH: f64 = 420.0;
 const LABEL_WIDTH: f64 = 220.0;
 const ROW_HEIGHT: f64 = 22.0;
 
+/// Opens a captioned figure with an SVG canvas of `width` × `height`; close with
+/// `</svg></figure>`.
+fn figure(title: &str, width: f64, height: f64) -> String {
+    format!(
+        "<figure><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" \
+         role=\"img\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">",
+        esc(title)
+    )
+}
+
 /// A horizontal bar chart: one bar per `(label, value, text)`, scaled to the largest value.
 fn bar_chart(title: &str, items: &[(String, f64, String)], color: &str) -> String {
     let max = items.iter().map(|i| i.1).fold(0.0_f64, f64::max);
     let height = ROW_HEIGHT * items.len().max(1) as f64 + 10.0;
-    let mut svg = format!(
-        "<figure><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" \
-         role=\"img\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\">",
-        esc(title),
-        w = LABEL_WIDTH + BAR_WIDTH + 90.0
-    );
+    let mut svg = figure(title, LABEL_WIDTH + BAR_WIDTH + 90.0, height);
     for (i, (label, value, text)) in items.iter().enumerate() {
         let y = ROW_HEIGHT * i as f64 + 4.0;
         let len = if max > 0.0 {
@@ -112,12 +117,7 @@ fn bar_chart(title: &str, items: &[(String, f64, String)], color: &str) -> Strin
 fn active_chart(title: &str, items: &[(String, u64, u64)]) -> String {
     let max = items.iter().map(|i| i.1 + i.2).max().unwrap_or(0) as f64;
     let height = ROW_HEIGHT * items.len().max(1) as f64 + 30.0;
-    let mut svg = format!(
-        "<figure><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" \
-         role=\"img\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\">",
-        esc(title),
-        w = LABEL_WIDTH + BAR_WIDTH + 120.0
-    );
+    let mut svg = figure(title, LABEL_WIDTH + BAR_WIDTH + 120.0, height);
     for (i, (label, active, inactive)) in items.iter().enumerate() {
         let y = ROW_HEIGHT * i as f64 + 4.0;
         let scale = |n: u64| {
@@ -163,11 +163,15 @@ fn trend_chart(days: &BTreeMap<i32, u64>) -> String {
     let (w, h, pad) = (720.0, 180.0, 30.0);
     let max = days.values().copied().max().unwrap_or(0).max(1) as f64;
     let step = (w - 2.0 * pad) / days.len().max(1) as f64;
-    let mut svg = format!(
-        "<figure><figcaption>Active users per day (last {TREND_DAYS} days)</figcaption>\
-         <svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" width=\"{w}\" height=\"{h}\" \
-         viewBox=\"0 0 {w} {h}\"><line x1=\"{pad}\" y1=\"{base}\" x2=\"{x2}\" y2=\"{base}\" \
-         stroke=\"#64748b\"/><text x=\"{pad}\" y=\"12\">{max}</text>",
+    let mut svg = figure(
+        &format!("Active users per day (last {TREND_DAYS} days)"),
+        w,
+        h,
+    );
+    let _ = write!(
+        svg,
+        "<line x1=\"{pad}\" y1=\"{base}\" x2=\"{x2}\" y2=\"{base}\" stroke=\"#64748b\"/>\
+         <text x=\"{pad}\" y=\"12\">{max}</text>",
         base = h - pad,
         x2 = w - pad,
         max = max as u64,
@@ -333,73 +337,34 @@ pub fn render(
     html
 }
 
-/// The report's rows of one tenant as a sortable table.
+/// The report's rows of one tenant as a sortable table: the columns of the text formats
+/// ([`super::number_columns`]), each cell with `data-col` and `data-value`.
 fn table(rows: &[&ReportRow], windows: &[u32], priced: bool) -> String {
-    let mut cols: Vec<(String, String)> = vec![
-        ("application".into(), "application".into()),
-        ("application_id".into(), "id".into()),
-        ("may_use".into(), "may use".into()),
-    ];
-    cols.extend(
-        windows
-            .iter()
-            .map(|w| (format!("active_{w}d"), format!("active {w} d"))),
-    );
-    cols.extend([
-        ("never_used".into(), "never used".into()),
-        (
-            "inactive_can_authenticate".into(),
-            "inactive, can authenticate".into(),
-        ),
-        ("without_mfa".into(), "without MFA".into()),
-    ]);
-    if priced {
-        cols.extend([
-            ("seats".into(), "seats".into()),
-            ("unused_seats".into(), "unused seats".into()),
-            ("monthly_price".into(), "price / month".into()),
-            ("monthly_waste".into(), "waste / month".into()),
-        ]);
-    }
+    let mut cols: Vec<String> = vec!["application".into(), "application_id".into()];
+    cols.extend(super::number_columns(windows, priced));
     let sort = if priced {
         "monthly_waste"
     } else {
         "never_used"
     };
     let mut html = format!("<table class=\"report\" data-sort=\"{sort}\"><thead><tr>");
-    for (col, label) in &cols {
-        let _ = write!(html, "<th data-col=\"{col}\">{}</th>", esc(label));
+    for col in &cols {
+        let label = match col.as_str() {
+            "application_id" => "id".to_owned(),
+            other => other.replace('_', " "),
+        };
+        let _ = write!(html, "<th data-col=\"{col}\">{}</th>", esc(&label));
     }
     html.push_str("</tr></thead><tbody>");
-    let money = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
-    let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in rows {
-        let mut cells: Vec<String> = vec![
+        let mut cells = vec![
             app_label(r),
             r.application_id.clone().unwrap_or_else(|| "*".into()),
-            r.may_use.to_string(),
         ];
-        cells.extend(
-            windows
-                .iter()
-                .map(|w| r.active_last_days.get(w).copied().unwrap_or(0).to_string()),
-        );
-        cells.extend([
-            r.never_used.to_string(),
-            r.inactive_can_authenticate.to_string(),
-            r.without_mfa.to_string(),
-        ]);
-        if priced {
-            cells.extend([
-                count(r.seats),
-                count(r.unused_seats),
-                money(r.monthly_price),
-                money(r.monthly_waste),
-            ]);
-        }
+        cells.extend(super::number_cells(r, windows, priced));
         let id = esc(r.application_id.as_deref().unwrap_or("*"));
         let _ = write!(html, "<tr data-app=\"{id}\">");
-        for ((col, _), cell) in cols.iter().zip(&cells) {
+        for (col, cell) in cols.iter().zip(&cells) {
             let v = esc(cell);
             let _ = write!(html, "<td data-col=\"{col}\" data-value=\"{v}\">{v}</td>");
         }

@@ -297,58 +297,68 @@ pub fn compute(
     rows
 }
 
+/// The names of a row's number columns, in every format's order: `may_use`, `active_<N>d` per
+/// window, `never_used`, `inactive_can_authenticate`, `without_mfa`, and with prices `seats`,
+/// `unused_seats`, `monthly_price`, `monthly_waste`.
+pub(crate) fn number_columns(windows: &[u32], priced: bool) -> Vec<String> {
+    let mut cols = vec!["may_use".to_owned()];
+    cols.extend(windows.iter().map(|w| format!("active_{w}d")));
+    cols.extend(["never_used", "inactive_can_authenticate", "without_mfa"].map(String::from));
+    if priced {
+        cols.extend(["seats", "unused_seats", "monthly_price", "monthly_waste"].map(String::from));
+    }
+    cols
+}
+
+/// A row's values for [`number_columns`]: counts as integers, money with two decimals, empty
+/// where a value is absent.
+pub(crate) fn number_cells(r: &ReportRow, windows: &[u32], priced: bool) -> Vec<String> {
+    let money = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
+    let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut c = vec![r.may_use.to_string()];
+    c.extend(
+        windows
+            .iter()
+            .map(|w| r.active_last_days.get(w).copied().unwrap_or(0).to_string()),
+    );
+    c.extend([
+        r.never_used.to_string(),
+        r.inactive_can_authenticate.to_string(),
+        r.without_mfa.to_string(),
+    ]);
+    if priced {
+        c.extend([
+            count(r.seats),
+            count(r.unused_seats),
+            money(r.monthly_price),
+            money(r.monthly_waste),
+        ]);
+    }
+    c
+}
+
 /// Renders rows in `format`.
 pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
+    // Seat and money columns only when prices were applied.
+    let priced = rows.iter().any(|r| r.currency.is_some());
     let mut header: Vec<String> = vec![
         "tenant".into(),
         "application_id".into(),
         "application_name".into(),
-        "may_use".into(),
     ];
-    header.extend(windows.iter().map(|w| format!("active_{w}d")));
-    header.extend([
-        "never_used".into(),
-        "inactive_can_authenticate".into(),
-        "without_mfa".into(),
-    ]);
-    // Seat and money columns only when prices were applied.
-    let priced = rows.iter().any(|r| r.currency.is_some());
+    header.extend(number_columns(windows, priced));
     if priced {
-        header.extend([
-            "seats".into(),
-            "unused_seats".into(),
-            "monthly_price".into(),
-            "monthly_waste".into(),
-            "currency".into(),
-        ]);
+        header.push("currency".into());
     }
-    let money = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
-    let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     let cells = |r: &ReportRow| {
         let mut c = vec![
             r.tenant_id.clone(),
             r.application_id.clone().unwrap_or_else(|| "*".into()),
             r.application_name.clone().unwrap_or_default(),
-            r.may_use.to_string(),
         ];
-        c.extend(
-            windows
-                .iter()
-                .map(|w| r.active_last_days.get(w).copied().unwrap_or(0).to_string()),
-        );
-        c.extend([
-            r.never_used.to_string(),
-            r.inactive_can_authenticate.to_string(),
-            r.without_mfa.to_string(),
-        ]);
+        c.extend(number_cells(r, windows, priced));
         if priced {
-            c.extend([
-                count(r.seats),
-                count(r.unused_seats),
-                money(r.monthly_price),
-                money(r.monthly_waste),
-                r.currency.clone().unwrap_or_default(),
-            ]);
+            c.push(r.currency.clone().unwrap_or_default());
         }
         c
     };
