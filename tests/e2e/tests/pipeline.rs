@@ -465,8 +465,8 @@ async fn check_report(env: &Env, truth: &Truth, window: (i64, i64), what: &str) 
 /// `--prices` and `license-report reclaim` against the truth: the application with the most
 /// members has 3 paid seats at 12.50 a month, every other the default 6.00 a month for the users
 /// who may use it; waste = (seats − active in the widest window) × price. The 30-day reclaim list
-/// of an application with both recent and lapsed users holds exactly its members without an
-/// access in 30 days, each with its identity and the raw record it came from.
+/// of a group-restricted application with both recent and lapsed users holds exactly its members
+/// without an access in 30 days, each with its identity and the raw record it came from.
 async fn check_costs_and_reclaim(
     env: &Env,
     truth: &Truth,
@@ -535,8 +535,9 @@ async fn check_costs_and_reclaim(
         "{what}: tenant waste {tenant_waste}, applications {waste_sum}"
     );
 
-    // The application whose 30-day reclaim list is the largest strict, non-empty part of its
-    // members, so that the list must discriminate.
+    // A group-restricted application whose 30-day reclaim list is a strict, non-empty part of
+    // its members (the largest such list), so that both the group rule and the window must
+    // discriminate.
     let (reclaim_app, expected) = truth
         .applications
         .iter()
@@ -544,11 +545,16 @@ async fn check_costs_and_reclaim(
             let listed = e2e::expected_reclaim(truth, activities, id, 30, as_of);
             (id, listed, truth.authorized(a).len())
         })
-        .filter(|(_, listed, members)| !listed.is_empty() && listed.len() < *members)
+        .filter(|(_, listed, members)| {
+            !listed.is_empty() && listed.len() < *members && *members < truth.users.len()
+        })
         .max_by_key(|(id, listed, _)| (listed.len(), (*id).clone()))
         .map(|(id, listed, _)| (id.clone(), listed))
         .unwrap_or_else(|| {
-            panic!("{what}: no application has both recent and lapsed users to reclaim from")
+            panic!(
+                "{what}: no group-restricted application has both recent and lapsed users to \
+                 reclaim from"
+            )
         });
     let reclaim = ReportAction::Reclaim(ReclaimArgs {
         app: reclaim_app.clone(),
