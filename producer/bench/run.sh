@@ -109,8 +109,10 @@ transactional_id = "bench-transformer-$RUN_ID"
 url = "$SCHEMA_REGISTRY_URL"
 TOML
   echo "transformer run --until-caught-up..."
+  # BENCH_TRANSFORMER_WRAP runs it under a profiler, e.g. "perf record -F 999 -o t.perf --"
+  # (transformer/README.md, Profiling); the figures then include the profiler's overhead.
   /usr/bin/time -f "%M %e %U %S" -o "$WORK/transformer-time.txt" \
-    "$TARGET/release/transformer" --config "$WORK/transformer.toml" run --until-caught-up \
+    ${BENCH_TRANSFORMER_WRAP:-} "$TARGET/release/transformer" --config "$WORK/transformer.toml" run --until-caught-up \
     2> "$WORK/transformer.log" \
     || { echo "transformer failed:"; tail -n 20 "$WORK/transformer.log"; exit 1; }
   read -r T_RSS_KB T_WALL_S T_USER_S T_SYS_S < "$WORK/transformer-time.txt"
