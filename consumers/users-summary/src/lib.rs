@@ -14,11 +14,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::bail;
+use pipeline_io::kafka::{ClientSettings, RangeReader};
 use pipeline_io::registry::Registry;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use schemas::usage::UserUsage;
 
 /// What the summary needs of each user.
@@ -38,42 +36,13 @@ pub async fn summarize(
     topic: &str,
 ) -> anyhow::Result<Vec<String>> {
     let registry = Registry::new(registry_url, None, Duration::from_secs(10))?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap_servers)
-        .set("group.id", "users-summary-example")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()?;
-
-    // Assign every partition from the beginning; stop at each one's end.
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        bail!("topic {topic} not found");
-    }
-    let mut assignment = TopicPartitionList::new();
-    for p in &partitions {
-        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
+    // The project's reader: every partition from the beginning to its end at the start,
+    // read_committed, nothing committed.
+    let settings = ClientSettings::new(bootstrap_servers, "users-summary-example");
+    let mut reader = RangeReader::whole_topic(&settings, "users-summary-example", topic).await?;
 
     let mut latest: BTreeMap<String, Option<(String, Facts)>> = BTreeMap::new();
-    let mut open = partitions.len();
-    while open > 0 {
-        let message = match consumer.poll(Duration::from_secs(10)) {
-            None => bail!("no answer from the broker within 10 s"),
-            Some(Err(KafkaError::PartitionEOF(_))) => {
-                open -= 1;
-                continue;
-            }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => m,
-        };
+    while let Some(message) = reader.next().await? {
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
         let Some(value) = message.payload() else {
             latest.insert(key, None); // a tombstone: the user was deleted

@@ -178,23 +178,29 @@ fn last_accesses(
     (last, last_any)
 }
 
-/// The users `license-report reclaim --app <app_id> --inactive-days <days>` must list: those who
-/// may use the application and have no access to it within `days` of `as_of_ms`.
-pub fn expected_reclaim(
+/// Per application id, the users `license-report reclaim --app <id> --inactive-days <days>` must
+/// list: those who may use it and have no access to it within `days` of `as_of_ms`.
+pub fn expected_reclaims(
     truth: &Truth,
     activities: &[Value],
-    app_id: &str,
     days: u32,
     as_of_ms: i64,
-) -> BTreeSet<String> {
+) -> BTreeMap<String, BTreeSet<String>> {
     let (last, _) = last_accesses(truth, activities);
     let cutoff = as_of_ms - i64::from(days) * DAY_MS;
     truth
-        .authorized(&truth.applications[app_id])
-        .into_iter()
-        .filter(|u| {
-            last.get(&(app_id.to_owned(), u.clone()))
-                .is_none_or(|at| *at < cutoff)
+        .applications
+        .iter()
+        .map(|(id, app)| {
+            let listed = truth
+                .authorized(app)
+                .into_iter()
+                .filter(|u| {
+                    last.get(&(id.clone(), u.clone()))
+                        .is_none_or(|at| *at < cutoff)
+                })
+                .collect();
+            (id.clone(), listed)
         })
         .collect()
 }

@@ -538,18 +538,17 @@ async fn check_costs_and_reclaim(
     // A group-restricted application whose 30-day reclaim list is a strict, non-empty part of
     // its members (the largest such list), so that both the group rule and the window must
     // discriminate.
-    let (reclaim_app, expected) = truth
-        .applications
-        .iter()
-        .map(|(id, a)| {
-            let listed = e2e::expected_reclaim(truth, activities, id, 30, as_of);
-            (id, listed, truth.authorized(a).len())
+    let (reclaim_app, expected) = e2e::expected_reclaims(truth, activities, 30, as_of)
+        .into_iter()
+        .map(|(id, listed)| {
+            let members = truth.authorized(&truth.applications[&id]).len();
+            (id, listed, members)
         })
         .filter(|(_, listed, members)| {
             !listed.is_empty() && listed.len() < *members && *members < truth.users.len()
         })
-        .max_by_key(|(id, listed, _)| (listed.len(), (*id).clone()))
-        .map(|(id, listed, _)| (id.clone(), listed))
+        .max_by_key(|(id, listed, _)| (listed.len(), id.clone()))
+        .map(|(id, listed, _)| (id, listed))
         .unwrap_or_else(|| {
             panic!(
                 "{what}: no group-restricted application has both recent and lapsed users to \
@@ -875,6 +874,8 @@ async fn simulator_to_license_report() {
     check_applications(&env, &truth2, &new_apps, "sync 2");
     check_raw_activities(&env, (window1.0, window2.1)).await;
     check_report(&env, &truth2, (window1.0, window2.1), "sync 2").await;
+    // After deletions: the consumers must drop tombstoned users.
+    check_example_consumers(&env, &truth2).await;
     check_app_usage(&env, &topics.app_usage, (window1.0, window2.1)).await;
 
     env.sim.shutdown().await;

@@ -170,6 +170,50 @@ const SMOKE_USER_SCHEMA: &str = r#"{
   ]
 }"#;
 
+/// `test_harness::kafka::wait_for_no_open_transaction` (what the fault soak waits on before its
+/// checks) times out while a transaction is open on the topic, naming the partition, and returns
+/// once it is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_no_open_transaction_sees_one_open() {
+    test_harness::init_tracing();
+    let topic = unique_name("smoke-open-tx");
+    create_topic(&topic, &TopicOptions::new(1))
+        .await
+        .expect("topic is created");
+    let open_topic = topic.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        let producer: TxProducer = transactional_producer_config(&unique_name("smoke-open-tx-id"))
+            .create()
+            .expect("transactional producer is created");
+        producer.init_transactions(TX_TIMEOUT).expect("init");
+        producer.begin_transaction().expect("begin");
+        producer
+            .send(BaseRecord::to(&open_topic).key("k").payload("open"))
+            .map_err(|(e, _)| e)
+            .expect("send");
+        producer.flush(TX_TIMEOUT).expect("flush");
+        producer
+    })
+    .await
+    .unwrap();
+
+    let waited = test_harness::kafka::wait_for_no_open_transaction(&topic, Duration::from_secs(3))
+        .await
+        .expect_err("a transaction is open");
+    assert!(
+        waited.to_string().contains("open on partitions 0"),
+        "{waited}"
+    );
+
+    tokio::task::spawn_blocking(move || producer.commit_transaction(TX_TIMEOUT))
+        .await
+        .unwrap()
+        .expect("commit");
+    test_harness::kafka::wait_for_no_open_transaction(&topic, Duration::from_secs(30))
+        .await
+        .expect("no transaction open after the commit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_value_round_trips_through_the_registry() {
     test_harness::init_tracing();
