@@ -6,6 +6,12 @@
 //! plus the new checkpoint go into one Kafka transaction. Each query starts `activity_overlap`
 //! before the window so that nothing at a boundary is lost; activities seen in that overlap are
 //! remembered in the checkpoint by id and dropped when read again.
+//!
+//! Once caught up, it also reads PingOne's own sign-on counts per application
+//! (`/applicationSignons`, one period per whole UTC day the polling covered, at most
+//! `application_signons_days`) and writes them, with the checkpoint, in one transaction when
+//! they changed since the last read: the license report compares them with the counts derived
+//! from the activities of the same days.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -16,6 +22,10 @@ use crate::pingone::page::{item_id, item_recorded_at};
 use crate::stream::{StreamContext, StreamError};
 use schemas::raw::kind;
 use schemas::time::{format_ms, now_ms, parse_rfc3339_ms};
+use serde_json::value::RawValue;
+
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -30,13 +40,15 @@ pub struct ActivityStream {
     key: String,
 }
 
-/// What one window wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one window (or a catch-up) wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WindowOutcome {
     /// Activities written.
     pub written: u64,
     /// Activities dropped as already written.
     pub duplicates: u64,
+    /// Applications whose PingOne sign-on counts were written.
+    pub signon_counts: u64,
 }
 
 impl ActivityStream {
@@ -59,8 +71,10 @@ impl ActivityStream {
                         - 120_000,
                 ),
             overlap_ids: BTreeSet::new(),
+            covered_from_ms: None,
+            signons_sha256: None,
         };
-        let checkpoint = match stored.map(|b| checkpoint::decode::<ActivityCheckpoint>(&b)) {
+        let mut checkpoint = match stored.map(|b| checkpoint::decode::<ActivityCheckpoint>(&b)) {
             None => fresh(),
             Some(Ok(c)) if c.environment_id == env => c,
             Some(Ok(_)) => {
@@ -73,6 +87,10 @@ impl ActivityStream {
                 fresh()
             }
         };
+        // A fresh start, or a checkpoint from before coverage was recorded: complete from here.
+        checkpoint
+            .covered_from_ms
+            .get_or_insert(checkpoint.window_end_ms);
         tracing::info!(tenant = %ctx.tenant.tenant_id, from = %format_ms(checkpoint.window_end_ms), "activity polling position");
         Ok(Self {
             ctx,
@@ -110,10 +128,7 @@ impl ActivityStream {
     /// # Errors
     /// [`StreamError`].
     pub async fn catch_up(&mut self) -> Result<WindowOutcome, StreamError> {
-        let mut total = WindowOutcome {
-            written: 0,
-            duplicates: 0,
-        };
+        let mut total = WindowOutcome::default();
         // The target is fixed once per call: recomputing it after every window would chase the
         // clock with ever smaller windows and never return to the poll interval's sleep.
         let now = now_ms();
@@ -124,6 +139,7 @@ impl ActivityStream {
             }
             let mut from = self.checkpoint.window_end_ms;
             if from >= target {
+                total.signon_counts = self.refresh_signons().await?;
                 return Ok(total);
             }
             // PingOne serves only the last 14 days (older needs an activity restore): a position
@@ -140,6 +156,8 @@ impl ActivityStream {
                     "activity older than pingone's 14-day limit cannot be read; a restore is needed for the gap"
                 );
                 from = oldest;
+                // Days before the gap are no longer complete: their sign-on counts are not compared.
+                self.checkpoint.covered_from_ms = Some(oldest);
             }
             let to = target.min(from.saturating_add(millis(self.ctx.tenant.activity_window_max)));
             let outcome = self.window(from, to).await?;
@@ -153,10 +171,7 @@ impl ActivityStream {
         let overlap = millis(self.ctx.tenant.activity_overlap);
         let query_from = from - overlap;
         let tail_from = to - overlap;
-        let mut outcome = WindowOutcome {
-            written: 0,
-            duplicates: 0,
-        };
+        let mut outcome = WindowOutcome::default();
         let mut oversized = 0;
         let mut new_overlap = BTreeSet::new();
         self.writer.begin()?;
@@ -180,6 +195,8 @@ impl ActivityStream {
             environment_id: self.checkpoint.environment_id.clone(),
             window_end_ms: to,
             overlap_ids: new_overlap,
+            covered_from_ms: self.checkpoint.covered_from_ms,
+            signons_sha256: self.checkpoint.signons_sha256.clone(),
         };
         let value =
             serde_json::to_vec(&checkpoint).map_err(|e| StreamError::Task(e.to_string()))?;
@@ -282,8 +299,174 @@ impl ActivityStream {
         Ok(())
     }
 
+    /// The whole UTC days `[start, end)` whose sign-on counts to read: complete days after
+    /// `covered_from_ms` and before the polling position, at most `application_signons_days`.
+    fn signon_days(&self) -> Option<(i64, i64)> {
+        let days = i64::from(self.ctx.tenant.application_signons_days);
+        let end = self.checkpoint.window_end_ms.div_euclid(DAY_MS) * DAY_MS;
+        let covered = self
+            .checkpoint
+            .covered_from_ms
+            .unwrap_or(self.checkpoint.window_end_ms);
+        let first_whole = covered.div_euclid(DAY_MS) * DAY_MS
+            + if covered.rem_euclid(DAY_MS) == 0 {
+                0
+            } else {
+                DAY_MS
+            };
+        let start = first_whole.max(end - days * DAY_MS);
+        (days > 0 && start < end).then_some((start, end))
+    }
+
+    /// Reads PingOne's sign-on counts of [`Self::signon_days`] and writes one
+    /// `application_signons` event per application, with the checkpoint, in one transaction,
+    /// unless they are what was last written. A PingOne failure is counted
+    /// (`errors{kind="application_signons"}`) and logged, and the counts are tried again at the
+    /// next poll: they are a cross-check, and must not hold up the activities.
+    ///
+    /// # Errors
+    /// Kafka failures and shutdown.
+    async fn refresh_signons(&mut self) -> Result<u64, StreamError> {
+        let Some((start, end)) = self.signon_days() else {
+            return Ok(0);
+        };
+        let tenant = self.ctx.tenant.tenant_id.clone();
+        let count = (end - start) / DAY_MS;
+        // PingOne refuses samplePeriod × samplePeriodCount × limit over 100,000.
+        let limit = (100_000 / (24 * count)).clamp(1, 100);
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("filter", &format!("occurredAt ge \"{}\"", format_ms(start)))
+            .append_pair("samplePeriod", "24")
+            .append_pair("samplePeriodCount", &count.to_string())
+            .append_pair("limit", &limit.to_string())
+            .finish();
+        let mut url = Some(format!(
+            "{}?{query}",
+            self.ctx.tenant.collection_url("applicationSignons")
+        ));
+        let mut items = Vec::new();
+        while let Some(current) = url.take() {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(StreamError::Cancelled);
+            }
+            match self
+                .ctx
+                .client
+                .get_page(&current, "applicationSignons")
+                .await
+            {
+                Ok(page) => {
+                    items.extend(page.items);
+                    url = page.next;
+                }
+                Err(e) => {
+                    let e = StreamError::from(e);
+                    if e.is_cancelled() {
+                        return Err(e);
+                    }
+                    self.ctx.metrics.error(&tenant, "application_signons");
+                    tracing::warn!(tenant = %tenant, error = %e, "pingone's sign-on counts could not be read; trying again at the next poll");
+                    return Ok(0);
+                }
+            }
+        }
+        let mut hashed = format!("{start}/{end}\n").into_bytes();
+        for item in &items {
+            hashed.extend_from_slice(item.get().as_bytes());
+            hashed.push(b'\n');
+        }
+        let digest = schemas::raw::sha256_hex(&hashed);
+        if self.checkpoint.signons_sha256.as_deref() == Some(digest.as_str()) {
+            return Ok(0);
+        }
+        let observed_at_ms = now_ms();
+        self.writer.begin()?;
+        let mut oversized = 0;
+        let mut written = 0;
+        let mut sent: Result<(), StreamError> = Ok(());
+        for item in &items {
+            let id = item_id(item).or_else(|| application_id(item));
+            if id.is_none() {
+                self.ctx.metrics.error(&tenant, "missing_id");
+                tracing::warn!(tenant = %tenant, "sign-on counts without an application id, written with a null entity_id");
+            }
+            let event = self.ctx.event(
+                kind::APPLICATION_SIGNONS,
+                id,
+                None,
+                observed_at_ms,
+                item.get().to_owned(),
+            );
+            match self.writer.send_event(&event).await {
+                Ok(Sent::Oversized(_)) => oversized += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    sent = Err(e.into());
+                    break;
+                }
+            }
+            written += 1;
+        }
+        let checkpoint = ActivityCheckpoint {
+            signons_sha256: Some(digest),
+            ..self.checkpoint.clone()
+        };
+        if sent.is_ok() {
+            sent = match serde_json::to_vec(&checkpoint) {
+                Ok(value) => self
+                    .writer
+                    .send_checkpoint(&self.key, &value)
+                    .await
+                    .map_err(Into::into),
+                Err(e) => Err(StreamError::Task(e.to_string())),
+            };
+        }
+        if let Err(e) = sent {
+            self.writer.abort().await;
+            self.ctx.metrics.transaction(&tenant, "activity", "aborted");
+            return Err(e);
+        }
+        if let Err(e) = self.writer.commit().await {
+            self.ctx.metrics.transaction(&tenant, "activity", "aborted");
+            return Err(e.into());
+        }
+        self.ctx
+            .metrics
+            .transaction(&tenant, "activity", "committed");
+        self.ctx
+            .metrics
+            .entities(&tenant, kind::APPLICATION_SIGNONS, written);
+        for _ in 0..oversized {
+            self.ctx
+                .metrics
+                .oversized(&tenant, kind::APPLICATION_SIGNONS);
+        }
+        self.checkpoint = checkpoint;
+        tracing::info!(
+            tenant = %tenant, from = %format_ms(start), to = %format_ms(end),
+            applications = written, "pingone sign-on counts committed"
+        );
+        Ok(written)
+    }
+
     /// Aborts an open transaction (shutdown path).
     pub async fn close(mut self) {
         self.writer.abort().await;
     }
+}
+
+/// `application.id` of an `/applicationSignons` element that has no top-level `id`.
+fn application_id(item: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        application: Option<Id>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<String>,
+    }
+    serde_json::from_str::<Item>(item.get())
+        .ok()
+        .and_then(|i| i.application)
+        .and_then(|a| a.id)
 }

@@ -153,6 +153,15 @@ pub struct ActivityCheckpoint {
     /// Ids of activities recorded within the overlap before `window_end_ms`: the next window
     /// re-reads that span and drops these.
     pub overlap_ids: BTreeSet<String>,
+    /// Every activity recorded since this instant (ms since the epoch) has been written: the
+    /// first polling position, moved forward past a gap. Only whole days after it have their
+    /// PingOne sign-on counts read. `None` in checkpoints of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_from_ms: Option<i64>,
+    /// SHA-256 (hex) of the last PingOne sign-on counts written, with the days they cover:
+    /// counts that did not change are not written again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signons_sha256: Option<String>,
 }
 
 /// Decodes a checkpoint value; an unreadable or foreign one is reported, never trusted.
@@ -213,9 +222,15 @@ mod tests {
             environment_id: "e".into(),
             window_end_ms: 5,
             overlap_ids: ["a".to_string()].into_iter().collect(),
+            covered_from_ms: Some(1),
+            signons_sha256: Some("ab".into()),
         };
         let bytes = serde_json::to_vec(&c).unwrap();
         assert_eq!(decode::<ActivityCheckpoint>(&bytes).unwrap(), c);
+        // A checkpoint of an earlier version, without the sign-on fields, still reads.
+        let old = br#"{"version":1,"environment_id":"e","window_end_ms":5,"overlap_ids":[]}"#;
+        let c = decode::<ActivityCheckpoint>(old).unwrap();
+        assert_eq!((c.covered_from_ms, c.signons_sha256), (None, None));
         assert!(decode::<ActivityCheckpoint>(br#"{"version":99}"#).is_err());
         assert!(decode::<ActivityCheckpoint>(b"garbage").is_err());
     }

@@ -45,6 +45,11 @@ pub const DEFAULT_ACTION_TYPES: [&str; 10] = [
     "APPLICATION.DELETED",
 ];
 
+/// Most days of PingOne's sign-on counts a tenant may read (`application_signons_days`): the
+/// report compares at most 30, and `/applicationSignons` caps
+/// `samplePeriod × samplePeriodCount × limit` at 100,000.
+pub const MAX_SIGNONS_DAYS: u32 = 90;
+
 /// [`MAX_ACTIVITY_WINDOW_S`] as a duration.
 pub const MAX_ACTIVITY_WINDOW_S_DURATION: Duration = Duration::from_secs(MAX_ACTIVITY_WINDOW_S);
 
@@ -190,6 +195,10 @@ pub struct TenantFile {
     /// `limit` of activity queries.
     #[serde(default = "default_activity_page_size")]
     pub activity_page_size: u32,
+    /// Whole UTC days of PingOne's own sign-on counts (`/applicationSignons`) to read on the
+    /// activity schedule, for the license report's cross-check (at most 90; 0 turns it off).
+    #[serde(default = "default_signons_days")]
+    pub application_signons_days: u32,
     /// `limit` of user and group queries (PingOne may serve fewer).
     #[serde(default = "default_page_size")]
     pub directory_page_size: u32,
@@ -269,6 +278,9 @@ const fn default_overlap_s() -> u64 {
 }
 const fn default_activity_page_size() -> u32 {
     500
+}
+const fn default_signons_days() -> u32 {
+    30
 }
 const fn default_page_size() -> u32 {
     200
@@ -391,6 +403,8 @@ pub struct TenantConfig {
     pub activity_overlap: Duration,
     /// `limit` of activity queries.
     pub activity_page_size: u32,
+    /// Days of PingOne's sign-on counts read on the activity schedule (0: none).
+    pub application_signons_days: u32,
     /// `limit` of directory queries.
     pub directory_page_size: u32,
     /// Snapshot pages per transaction.
@@ -758,6 +772,13 @@ fn validate_tenant(
     if !(1..=1000).contains(&t.activity_page_size) {
         errors.tenant(name, "activity_page_size", "must be between 1 and 1000");
     }
+    if t.application_signons_days > MAX_SIGNONS_DAYS {
+        errors.tenant(
+            name,
+            "application_signons_days",
+            format!("must be at most {MAX_SIGNONS_DAYS} (0 turns the counts off)"),
+        );
+    }
     if !(1..=1000).contains(&t.directory_page_size) {
         errors.tenant(name, "directory_page_size", "must be between 1 and 1000");
     }
@@ -797,6 +818,7 @@ fn validate_tenant(
         activity_window_max: Duration::from_secs(t.activity_window_max_s),
         activity_overlap: Duration::from_secs(t.activity_overlap_s),
         activity_page_size: t.activity_page_size,
+        application_signons_days: t.application_signons_days,
         directory_page_size: t.directory_page_size,
         snapshot_pages_per_transaction: t.snapshot_pages_per_transaction,
         requests_per_second: t.requests_per_second,

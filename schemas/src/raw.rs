@@ -58,6 +58,9 @@ pub mod kind {
     pub const GROUP_MEMBERSHIP: &str = "group_membership";
     /// An audit activity (one element of `_embedded.activities`).
     pub const ACTIVITY: &str = "activity";
+    /// PingOne's sign-on counts of one application (one element of
+    /// `_embedded.applicationSignons`, verbatim): `entity_id` is the application id, no sync id.
+    pub const APPLICATION_SIGNONS: &str = "application_signons";
     /// Stands in for an entity or activity too big for one raw record
     /// ([`crate::topics::MAX_RECORD_BYTES`]): `entity_id` and `sync_id` are those of the
     /// original; the payload is an [`super::Oversized`].

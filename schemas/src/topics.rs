@@ -30,6 +30,9 @@ pub struct OutputTopics {
     pub applications: String,
     /// Application usage per user (compacted), `<prefix>app_usage.v1`.
     pub app_usage: String,
+    /// PingOne's sign-on counts per application and period (compacted),
+    /// `<prefix>app_signons.v1`.
+    pub app_signons: String,
     /// Raw events that could not be normalized (not compacted), `<prefix>deadletter.v1`.
     pub dead_letter: String,
     /// The transformer's internal checkpoints of syncs in progress (compacted),
@@ -44,6 +47,7 @@ impl OutputTopics {
             users: format!("{prefix}users.v1"),
             applications: format!("{prefix}applications.v1"),
             app_usage: format!("{prefix}app_usage.v1"),
+            app_signons: format!("{prefix}app_signons.v1"),
             dead_letter: format!("{prefix}deadletter.v1"),
             state: format!("{prefix}transformer-state.v1"),
         }

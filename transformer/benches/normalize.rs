@@ -55,6 +55,7 @@ fn benches(c: &mut Criterion) {
         users: 1,
         applications: 2,
         app_usage: 3,
+        app_signons: 4,
     };
     let users: Vec<RawEvent> = (0..10_000)
         .map(|i| {

@@ -62,7 +62,7 @@ pub struct KafkaFile {
     /// The raw topic written by the producer.
     pub raw_topic: String,
     /// Prefix of every output topic: `<prefix>users.v1`, `<prefix>applications.v1`,
-    /// `<prefix>app_usage.v1`, `<prefix>deadletter.v1` and the internal
+    /// `<prefix>app_usage.v1`, `<prefix>app_signons.v1`, `<prefix>deadletter.v1` and the internal
     /// `<prefix>transformer-state.v1`.
     pub output_prefix: String,
     /// Consumer group whose committed offsets (written inside each transaction) say where the
@@ -294,6 +294,7 @@ impl FileConfig {
             &topics.users,
             &topics.applications,
             &topics.app_usage,
+            &topics.app_signons,
             &topics.dead_letter,
             &topics.state,
         ]

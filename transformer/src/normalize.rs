@@ -306,6 +306,70 @@ fn resource_id(obj: &Map<String, Value>, resource_type: &str) -> Option<String> 
         .map(str::to_owned)
 }
 
+/// One period of PingOne's sign-on count of an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignonPeriod {
+    /// `startDate`, milliseconds since the Unix epoch.
+    pub start_ms: i64,
+    /// `endDate`, milliseconds since the Unix epoch.
+    pub end_ms: i64,
+    /// `signons`.
+    pub signons: i64,
+    /// `partial` (absent: false).
+    pub partial: bool,
+}
+
+/// Reads one element of `_embedded.applicationSignons`: the application id (`id`, or
+/// `application.id`) and its periods (`authentication`, a list of periods or one period).
+///
+/// # Errors
+/// A missing application id, no `authentication`, or a period without a readable `startDate`,
+/// `endDate` (after its start) or a non-negative integer `signons`.
+pub fn application_signons(
+    obj: &Map<String, Value>,
+    entity_id: Option<&str>,
+) -> Result<(String, Vec<SignonPeriod>), NormalizeError> {
+    let app = required_id(obj, "id").or_else(|_| required_id(obj, "application.id"))?;
+    check_entity(entity_id, &app)?;
+    let periods: Vec<&Map<String, Value>> = match obj.get("authentication") {
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_object).collect(),
+        Some(Value::Object(one)) => vec![one],
+        _ => return Err(NormalizeError::MissingField("authentication")),
+    };
+    let time = |p: &Map<String, Value>, key: &str, field: &'static str| match p.get(key) {
+        Some(Value::String(s)) => parse_time_ms(s).ok_or_else(|| NormalizeError::BadTime {
+            field,
+            value: s.clone(),
+        }),
+        _ => Err(NormalizeError::MissingField(field)),
+    };
+    periods
+        .into_iter()
+        .map(|p| {
+            let start_ms = time(p, "startDate", "authentication.startDate")?;
+            let end_ms = time(p, "endDate", "authentication.endDate")?;
+            let signons = p
+                .get("signons")
+                .and_then(Value::as_i64)
+                .filter(|n| *n >= 0)
+                .ok_or(NormalizeError::MissingField("authentication.signons"))?;
+            if end_ms <= start_ms {
+                return Err(NormalizeError::BadTime {
+                    field: "authentication.endDate",
+                    value: format!("{end_ms} ms, not after startDate"),
+                });
+            }
+            Ok(SignonPeriod {
+                start_ms,
+                end_ms,
+                signons,
+                partial: p.get("partial").and_then(Value::as_bool).unwrap_or(false),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|periods| (app, periods))
+}
+
 /// Classifies one element of `_embedded.activities`.
 ///
 /// The deleted entity of `USER.DELETED` / `APPLICATION.DELETED` is the `resources[]` element of

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use schemas::raw::{RawEvent, kind};
-use schemas::usage::{AppUsage, Application, DailyAccessCount, UserUsage};
+use schemas::usage::{AppSignons, AppUsage, Application, DailyAccessCount, UserUsage};
 use serde::{Deserialize, Serialize};
 
 use crate::normalize::{self, Activity, NormalizeError};
@@ -74,6 +74,8 @@ pub enum Output {
     },
     /// An app usage record for the app usage topic.
     AppUsage(Box<AppUsage>),
+    /// PingOne's sign-on count of one application and period, for the app sign-ons topic.
+    AppSignons(Box<AppSignons>),
     /// The raw event itself goes to the dead-letter topic with this reason, besides whatever
     /// else it produced: evidence the processor would not act on (an `oversized` marker, a sync
     /// seen in part, deletions held back).
@@ -92,6 +94,12 @@ impl Output {
             Output::User(u) => entity_key(&u.tenant_id, &u.user_id),
             Output::Application(a) => entity_key(&a.tenant_id, &a.application_id),
             Output::AppUsage(u) => app_usage_key(&u.tenant_id, &u.application_id, &u.user_id),
+            Output::AppSignons(r) => format!(
+                "{}/{}/{}",
+                r.tenant_id,
+                r.application_id,
+                schemas::time::format_ms(r.period_start)
+            ),
             Output::UserTombstone { key } | Output::ApplicationTombstone { key } => key.clone(),
             Output::DeadLetter { .. } => String::new(),
         }
@@ -434,6 +442,7 @@ impl Processor {
             kind::GROUP_MEMBERSHIP => self.group_membership(event, source, out),
             kind::GROUP => Self::group(event),
             kind::ACTIVITY => self.activity(event, source, out),
+            kind::APPLICATION_SIGNONS => Self::application_signons(event, source, out),
             _ => Ok(Note::UnknownKind),
         };
         if result.is_err() {
@@ -844,6 +853,32 @@ impl Processor {
         // Only the ids still referenced are kept interned.
         t.sync_ids.retain(|_, s| Arc::strong_count(s) > 1);
         Ok(note)
+    }
+
+    /// PingOne's sign-on counts of one application: one record per period, no state.
+    fn application_signons(
+        event: &RawEvent,
+        source: Source<'_>,
+        out: &mut Vec<Output>,
+    ) -> Result<Note, NormalizeError> {
+        let obj = normalize::parse_object(&event.payload)?;
+        let (app, periods) = normalize::application_signons(&obj, event.entity_id.as_deref())?;
+        out.extend(periods.into_iter().map(|p| {
+            Output::AppSignons(Box::new(AppSignons {
+                tenant_id: event.tenant_id.clone(),
+                environment_id: event.environment_id.clone(),
+                application_id: app.clone(),
+                period_start: p.start_ms,
+                period_end: p.end_ms,
+                signons: p.signons,
+                partial: p.partial,
+                source_topic: source.topic.to_owned(),
+                source_partition: source.partition,
+                source_offset: source.offset,
+                observed_at: event.observed_at_ms,
+            }))
+        }));
+        Ok(Note::Processed)
     }
 
     fn activity(

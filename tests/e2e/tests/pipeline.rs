@@ -11,7 +11,10 @@
 //!    and authorized-user counts equal those computed from access control and memberships;
 //! 2. after deleting users and an application (and changing others) and syncing again,
 //!    tombstones appear for exactly the deleted keys and the latest values equal the new truth;
-//! 3. the license report's JSON equals the numbers computed here from the truth.
+//! 3. the license report's JSON equals the numbers computed here from the truth;
+//! 4. PingOne's own sign-on counts (`/applicationSignons`, read by the activity stream) equal the
+//!    activity-derived counts of the same days in the report, and a disagreement injected into the
+//!    simulator's counts is flagged, at the default `--signon-gap` and not at a wider one.
 //!
 //! Needs `eval "$(deploy/local/up)"` (fails naming it otherwise) and `pip install fastavro`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::{Truth, expected_report, format_ms, parse_report, seven_from_pingone, seven_from_record};
-use pingone_sim::admin::SignonSpec;
+use pingone_sim::admin::{SignonCountSpec, SignonSpec};
 use pingone_sim::{RunningSim, SimConfig, TenantSpec};
 use producer::activity::ActivityStream;
 use producer::stream::StreamContext;
@@ -434,6 +437,7 @@ async fn check_report(env: &Env, truth: &Truth, window: (i64, i64), what: &str) 
             group_id: test_harness::unique_name("e2e-report"),
             input_prefix: None,
             prices: None,
+            signon_gap: transformer::report::signons::DEFAULT_GAP,
             action: None,
         },
     )
@@ -460,6 +464,144 @@ async fn check_report(env: &Env, truth: &Truth, window: (i64, i64), what: &str) 
         "{what}: the generated tenant should exercise every column: {everyone:?}"
     );
     check_costs_and_reclaim(env, truth, &activities, &want, as_of, what).await;
+}
+
+/// PingOne's sign-on counts beside ours in the report. The producer asked for every whole UTC
+/// day after its first polling position (`window.0`) and before the day of its last
+/// (`window.1`), at most 30; the report compares those within 30 days of its `as_of`. Both
+/// counts must equal the simulator's sign-on activities of those days, PingOne's plus the
+/// injected `extra` for one application, which alone is flagged (at 10 %, not at 50 %). Returns
+/// the truth's sign-ons per (day, application) of the compared days.
+async fn check_signon_counts(
+    env: &Env,
+    truth: &Truth,
+    window: (i64, i64),
+    injected: Option<(&str, u64)>,
+    what: &str,
+) -> BTreeMap<(i64, String), u64> {
+    const DAY: i64 = 86_400_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let as_of = i64::try_from(now).expect("ms");
+    let ceil_day = |ms: i64| ms.div_euclid(DAY) + i64::from(ms.rem_euclid(DAY) != 0);
+    // Whole days [first_day, last_day): after the first polling position, before the day of the
+    // last, at most 30 (the producer), within 30 days of `as_of` (the report).
+    let last_day = window.1.div_euclid(DAY);
+    let first_day = ceil_day(window.0)
+        .max(last_day - 30)
+        .max(ceil_day(as_of - 30 * DAY));
+    assert!(
+        last_day - first_day >= 7,
+        "{what}: too few whole days polled to compare: {first_day}..{last_day}"
+    );
+    let activities = env
+        .sim
+        .admin(&env.env_id)
+        .truth_activities(&format_ms(first_day * DAY), &format_ms(last_day * DAY))
+        .await
+        .expect("truth activities");
+    let mut counted: BTreeMap<(i64, String), u64> = BTreeMap::new();
+    for a in &activities {
+        if a.pointer("/action/type").and_then(Value::as_str) != Some("USER.ACCESS_ALLOWED") {
+            continue;
+        }
+        let app = a
+            .pointer("/actors/client/id")
+            .and_then(Value::as_str)
+            .expect("client id");
+        let at = a
+            .get("recordedAt")
+            .and_then(e2e::parse_ms)
+            .expect("recordedAt");
+        *counted
+            .entry((at.div_euclid(DAY), app.to_owned()))
+            .or_default() += 1;
+    }
+    let report = |gap: f64| async move {
+        let json = transformer::report::run(
+            &env.transformer,
+            &ReportArgs {
+                format: Format::Json,
+                as_of: Some(format_ms(as_of)),
+                tenant: Some(TENANT.into()),
+                group_id: test_harness::unique_name("e2e-report"),
+                signon_gap: gap,
+                ..ReportArgs::default()
+            },
+        )
+        .await
+        .expect("license report");
+        serde_json::from_str::<Vec<Value>>(&json).expect("report JSON")
+    };
+    let rows = report(transformer::report::signons::DEFAULT_GAP).await;
+    let days = u64::try_from(last_day - first_day).expect("days");
+    let (mut ours_sum, mut pingone_sum) = (0_u64, 0_u64);
+    for app in truth.applications.keys() {
+        let row = rows
+            .iter()
+            .find(|r| r["application_id"] == json!(app))
+            .unwrap_or_else(|| panic!("{what}: no report row for {app}"));
+        let ours: u64 = counted
+            .iter()
+            .filter(|((_, a), _)| a == app)
+            .map(|(_, n)| n)
+            .sum();
+        let extra = injected.filter(|(a, _)| a == app).map_or(0, |(_, n)| n);
+        assert_eq!(
+            row["signon_days"],
+            json!(days),
+            "{what}: days compared for {app}"
+        );
+        assert_eq!(
+            row["signons"],
+            json!(ours),
+            "{what}: activity-derived sign-ons of {app}"
+        );
+        assert_eq!(
+            row["pingone_signons"],
+            json!(ours + extra),
+            "{what}: PingOne's sign-ons of {app}"
+        );
+        assert_eq!(
+            row["signon_gap_flagged"],
+            json!(extra > 0),
+            "{what}: gap flag of {app}: {row}"
+        );
+        ours_sum += ours;
+        pingone_sum += ours + extra;
+    }
+    assert!(
+        ours_sum > 50,
+        "{what}: too few sign-ons to compare: {ours_sum}"
+    );
+    let tenant_row = rows
+        .iter()
+        .find(|r| r["application_id"].is_null())
+        .expect("tenant row");
+    assert_eq!(
+        tenant_row["signons"],
+        json!(ours_sum),
+        "{what}: tenant sign-ons"
+    );
+    assert_eq!(
+        tenant_row["pingone_signons"],
+        json!(pingone_sum),
+        "{what}: tenant PingOne sign-ons"
+    );
+    if let Some((app, _)) = injected {
+        // The injected gap is 20 %: a 50 % tolerance flags nothing.
+        let wide = report(0.5).await;
+        let row = wide
+            .iter()
+            .find(|r| r["application_id"] == json!(app))
+            .expect("row of the injected application");
+        assert_eq!(row["signon_gap_flagged"], json!(false), "{what}: {row}");
+        let gap = row["signon_gap"].as_f64().expect("gap");
+        assert!((0.15..0.25).contains(&gap), "{what}: injected gap {gap}");
+    }
+    counted
 }
 
 /// `--prices` and `license-report reclaim` against the truth: the application with the most
@@ -499,6 +641,7 @@ async fn check_costs_and_reclaim(
         group_id: test_harness::unique_name("e2e-report"),
         input_prefix: None,
         prices: Some(prices.clone()),
+        signon_gap: transformer::report::signons::DEFAULT_GAP,
         action,
     };
     let json = transformer::report::run(&env.transformer, &args(Format::Json, None))
@@ -691,6 +834,16 @@ async fn check_app_usage(env: &Env, topic: &str, window: (i64, i64)) {
 }
 
 /// The activity ids on the raw topic are exactly the truth's in the polled window, once each.
+/// The `application_signons` events on the raw topic.
+async fn raw_signon_counts(env: &Env) -> usize {
+    consume_all(&env.producer.kafka.raw_topic)
+        .await
+        .expect("read the raw topic")
+        .iter()
+        .filter(|r| r.header("kind") == Some(b"application_signons".as_slice()))
+        .count()
+}
+
 async fn check_raw_activities(env: &Env, window: (i64, i64)) {
     let raw = consume_all(&env.producer.kafka.raw_topic)
         .await
@@ -752,6 +905,12 @@ async fn simulator_to_license_report() {
     check_applications(&env, &truth1, &apps1.iter().collect::<Vec<_>>(), "sync 1");
     check_raw_activities(&env, window1).await;
     check_report(&env, &truth1, window1, "sync 1").await;
+    let counted = check_signon_counts(&env, &truth1, window1, None, "sync 1").await;
+    assert_eq!(
+        raw_signon_counts(&env).await,
+        truth1.applications.len(),
+        "sync 1: one application_signons event per application"
+    );
     check_example_consumers(&env, &truth1).await;
 
     // Phase 2: delete users and an application, change others, add sign-ons, sync again.
@@ -815,6 +974,29 @@ async fn simulator_to_license_report() {
         .await
         .expect("append sign-on");
 
+    // PingOne counts sign-ons to the busiest application that the audit log does not show: a
+    // quarter of its compared sign-ons more, on the last compared day, so its gap is 20 %.
+    let mut per_app: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((_, app), n) in &counted {
+        *per_app.entry(app.as_str()).or_default() += n;
+    }
+    let (busiest_app, its_count) = per_app
+        .iter()
+        .filter(|(app, _)| **app != deleted_app.as_str())
+        .max_by_key(|(app, n)| (**n, **app))
+        .map(|(app, n)| ((*app).to_owned(), *n))
+        .expect("sign-ons on the compared days");
+    let last_compared = counted.keys().map(|(day, _)| *day).max().expect("a day");
+    let extra = its_count.div_ceil(4);
+    admin
+        .add_signon_counts(&[SignonCountSpec {
+            application_id: busiest_app.clone(),
+            at: format_ms(last_compared * 86_400_000 + 43_200_000),
+            count: extra,
+        }])
+        .await
+        .expect("extra sign-on counts");
+
     let truth2 = truth(&env).await;
     assert_eq!(truth2.users.len(), truth1.users.len() - deleted_users.len());
     assert!(!truth2.applications.contains_key(&deleted_app));
@@ -874,6 +1056,28 @@ async fn simulator_to_license_report() {
     check_applications(&env, &truth2, &new_apps, "sync 2");
     check_raw_activities(&env, (window1.0, window2.1)).await;
     check_report(&env, &truth2, (window1.0, window2.1), "sync 2").await;
+    check_signon_counts(
+        &env,
+        &truth2,
+        (window1.0, window2.1),
+        Some((&busiest_app, extra)),
+        "sync 2",
+    )
+    .await;
+    // The counts changed (the injected sign-ons, the deleted application): written once more.
+    // Polled again with nothing changed, they are not written again.
+    let written = raw_signon_counts(&env).await;
+    assert_eq!(
+        written,
+        truth1.applications.len() + truth2.applications.len(),
+        "sync 2: application_signons events"
+    );
+    poll_activity(&env).await;
+    assert_eq!(
+        raw_signon_counts(&env).await,
+        written,
+        "unchanged sign-on counts are not written again"
+    );
     // After deletions: the consumers must drop tombstoned users.
     check_example_consumers(&env, &truth2).await;
     check_app_usage(&env, &topics.app_usage, (window1.0, window2.1)).await;

@@ -13,6 +13,7 @@
 //! | POST | `/__admin/{env}/applications` | app JSON (needs `name`) | creates an application |
 //! | DELETE | `/__admin/{env}/applications/{id}` | | deletes an application |
 //! | POST | `/__admin/{env}/signons` | `[{"userId","applicationId","at"}]` | appends `USER.ACCESS_ALLOWED` events |
+//! | POST | `/__admin/{env}/signon-counts` | `[{"applicationId","at","count"}]` | adds sign-ons only `/applicationSignons` counts (no audit event) |
 //! | PUT | `/__admin/{env}/faults` | [`FaultProfile`] | sets probability faults |
 //! | POST | `/__admin/{env}/faults/schedule` | [`ScheduledFault`] | arms a scheduled fault |
 //! | DELETE | `/__admin/{env}/faults` | | clears all faults |
@@ -59,6 +60,7 @@ pub fn router() -> Router<Arc<Server>> {
         .route("/__admin/{env}/applications", post(create_app))
         .route("/__admin/{env}/applications/{id}", delete(delete_app))
         .route("/__admin/{env}/signons", post(signons))
+        .route("/__admin/{env}/signon-counts", post(signon_counts))
         .route(
             "/__admin/{env}/faults",
             put(set_faults).delete(clear_faults),
@@ -412,6 +414,49 @@ async fn signons(
         ));
     }
     Ok((StatusCode::CREATED, axum::Json(Value::Array(out))).into_response())
+}
+
+/// Sign-ons that PingOne's `/applicationSignons` counts but no audit activity shows
+/// (`POST /__admin/{env}/signon-counts`): a disagreement to test the cross-check with.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignonCountSpec {
+    /// The application.
+    pub application_id: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// How many sign-ons.
+    pub count: u64,
+}
+
+async fn signon_counts(
+    State(s): Shared,
+    Path(env): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let t = s.tenant(&env)?;
+    let specs: Vec<SignonCountSpec> = parse_json(&body)?;
+    let apps = t.applications();
+    for spec in &specs {
+        let at =
+            parse_ms(&spec.at).ok_or_else(|| bad(&format!("at {:?} is not RFC 3339", spec.at)))?;
+        let id = spec.application_id.to_ascii_lowercase();
+        if !apps
+            .iter()
+            .any(|a| a.get("id").and_then(Value::as_str) == Some(id.as_str()))
+        {
+            return Err(ApiError::not_found(&format!(
+                "Unable to find application {}.",
+                spec.application_id
+            )));
+        }
+        t.add_signon_count(&id, at, spec.count);
+    }
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"added": specs.len()})),
+    )
+        .into_response())
 }
 
 async fn set_faults(

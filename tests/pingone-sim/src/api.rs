@@ -822,11 +822,11 @@ async fn application_signons(
             .iter()
             .map(|a| (a.clone(), vec![0; usize::try_from(count).unwrap_or(1)]))
             .collect();
-        t.for_each_signon(start_ms, end_ms.min(now), &mut |app, at| {
+        t.for_each_signon(start_ms, end_ms.min(now), &mut |app, at, n| {
             if let Some(v) = counts.get_mut(app) {
                 let b = usize::try_from((at - start_ms) / period_ms).unwrap_or(0);
                 if let Some(slot) = v.get_mut(b) {
-                    *slot += 1;
+                    *slot += n;
                 }
             }
         });
@@ -852,7 +852,7 @@ async fn application_signons(
                         .collect()
                 })
                 .unwrap_or_default();
-            json!({"application": {"id": a}, "authentication": buckets})
+            json!({"id": a, "authentication": buckets})
         })
         .collect();
     let base = s.base(&headers);

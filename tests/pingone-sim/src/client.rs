@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::admin::SignonSpec;
+use crate::admin::{SignonCountSpec, SignonSpec};
 use crate::error::SimError;
 use crate::faults::{FaultProfile, ScheduledFault};
 
@@ -218,6 +218,17 @@ impl AdminClient {
             .value(reqwest::Method::POST, "/signons", Some(signons))
             .await?;
         Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Adds sign-ons that only `/applicationSignons` counts (no audit event): a disagreement
+    /// between PingOne's count and the activities.
+    ///
+    /// # Errors
+    /// Transport errors or a non-2xx answer.
+    pub async fn add_signon_counts(&self, counts: &[SignonCountSpec]) -> Result<(), SimError> {
+        self.call(reqwest::Method::POST, "/signon-counts", Some(counts))
+            .await
+            .map(|_| ())
     }
 
     /// Replaces the probability fault profile.

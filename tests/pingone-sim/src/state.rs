@@ -59,6 +59,9 @@ pub struct Overlay {
     pub events: BTreeMap<(i64, u64), Value>,
     /// Next event sequence number.
     pub next_event: u64,
+    /// Sign-ons counted by `/applicationSignons` only, with no audit event (as when PingOne's
+    /// count and its audit log disagree), by (epoch ms, sequence): (application id, count).
+    pub extra_signon_counts: BTreeMap<(i64, u64), (String, u64)>,
 }
 
 /// One tenant at run time.
@@ -347,21 +350,33 @@ impl Tenant {
         }
     }
 
-    /// Calls `each` for every sign-on event (generated and appended) in `[lo, hi)`, newest first
-    /// within each source.
-    pub fn for_each_signon(&self, lo: i64, hi: i64, each: &mut dyn FnMut(&str, i64)) {
+    /// Calls `each(application, at, count)` for the sign-ons PingOne counts in `[lo, hi)`: every
+    /// sign-on event (generated and appended, count 1) and the extra counts with no event.
+    pub fn for_each_signon(&self, lo: i64, hi: i64, each: &mut dyn FnMut(&str, i64, u64)) {
         let mut it = GenIter::new(&self.data, hi, ActivityPos::START);
         while let Some(e) = it.next_raw(lo) {
             if let Some(app) = self.data.apps.get(e.app as usize) {
-                each(&app.id, e.at_ms);
+                each(&app.id, e.at_ms, 1);
             }
         }
         let ov = self.read();
         for ((at, _), v) in ov.events.range((lo, 0)..(hi, 0)) {
             if let Some(app) = v.pointer("/actors/client/id").and_then(Value::as_str) {
-                each(app, *at);
+                each(app, *at, 1);
             }
         }
+        for ((at, _), (app, count)) in ov.extra_signon_counts.range((lo, 0)..(hi, 0)) {
+            each(app, *at, *count);
+        }
+    }
+
+    /// Adds `count` sign-ons of `app` at `at_ms` that only `/applicationSignons` counts.
+    pub fn add_signon_count(&self, app: &str, at_ms: i64, count: u64) {
+        let mut ov = self.write();
+        let seq = ov.next_event;
+        ov.next_event += 1;
+        ov.extra_signon_counts
+            .insert((at_ms, seq), (app.to_owned(), count));
     }
 
     /// Renders a user's membership list item.

@@ -1259,6 +1259,50 @@ async fn application_signons_count_generated_sign_ons() {
         .await
         .expect("truth");
     assert_eq!(total, truth.len() as u64);
+    // One item per application, named by `id`, with seven day buckets.
+    let items = body["_embedded"]["applicationSignons"]
+        .as_array()
+        .expect("items")
+        .clone();
+    let app = items[0]["id"].as_str().expect("application id").to_owned();
+    assert!(
+        items
+            .iter()
+            .all(|i| i["authentication"].as_array().map(Vec::len) == Some(7))
+    );
+    assert_eq!(
+        items[0]["authentication"][1]["startDate"],
+        json!("2026-11-14T12:00:00.000Z")
+    );
+    // Counts with no audit event (the admin API's disagreement) are added to their bucket.
+    s.admin(&t.environment_id)
+        .add_signon_counts(&[pingone_sim::admin::SignonCountSpec {
+            application_id: app.clone(),
+            at: "2026-11-14T13:00:00Z".into(),
+            count: 5,
+        }])
+        .await
+        .expect("extra counts");
+    let (st, again) = get(
+        &c,
+        &api(
+            &t,
+            &format!(
+                "/applicationSignons?filter={f}&samplePeriod=24&samplePeriodCount=7&limit=100"
+            ),
+        ),
+        &tok,
+    )
+    .await;
+    assert_eq!(st, 200, "{again}");
+    let bucket = |b: &Value| {
+        b["_embedded"]["applicationSignons"][0]["authentication"][1]["signons"].as_u64()
+    };
+    assert_eq!(
+        again["_embedded"]["applicationSignons"][0]["id"],
+        json!(app)
+    );
+    assert_eq!(bucket(&again), bucket(&body).map(|n| n + 5));
     let (st, _) = get(
         &c,
         &api(

@@ -6,13 +6,13 @@ use pipeline_io::kafka::{KafkaCallError, RangeReader, TopicSpec, ensure_topics, 
 use pipeline_io::registry::{Registry, RegistryError};
 use rdkafka::Message;
 use schemas::topics::OutputTopics;
-use schemas::usage::{AppUsage, Application, UserUsage};
+use schemas::usage::{AppSignons, AppUsage, Application, UserUsage};
 use schemas::{SchemaError, wire};
 
 use crate::config::Config;
 use crate::processor::Output;
 
-/// The three normalized topics, each with its record type and schema.
+/// The four normalized topics, each with its record type and schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OutputKind {
     /// `<prefix>users.v1`: [`UserUsage`].
@@ -21,11 +21,20 @@ pub enum OutputKind {
     Applications,
     /// `<prefix>app_usage.v1`: [`AppUsage`].
     AppUsage,
+    /// `<prefix>app_signons.v1`: [`AppSignons`] (no state is kept from it).
+    AppSignons,
 }
 
 impl OutputKind {
-    /// Every kind, in the order state is restored and the report reads.
-    pub const ALL: [Self; 3] = [Self::Users, Self::Applications, Self::AppUsage];
+    /// Every kind, in the order the report reads them.
+    pub const ALL: [Self; 4] = [
+        Self::Users,
+        Self::Applications,
+        Self::AppUsage,
+        Self::AppSignons,
+    ];
+    /// The kinds the processor's state is restored from, in that order.
+    pub const STATE: [Self; 3] = [Self::Users, Self::Applications, Self::AppUsage];
 
     /// This kind's topic among `topics`.
     pub fn topic(self, topics: &OutputTopics) -> &str {
@@ -33,6 +42,7 @@ impl OutputKind {
             Self::Users => &topics.users,
             Self::Applications => &topics.applications,
             Self::AppUsage => &topics.app_usage,
+            Self::AppSignons => &topics.app_signons,
         }
     }
 
@@ -42,6 +52,7 @@ impl OutputKind {
             Self::Users => schemas::usage::USER_USAGE_SCHEMA,
             Self::Applications => schemas::usage::APPLICATION_SCHEMA,
             Self::AppUsage => schemas::usage::APP_USAGE_SCHEMA,
+            Self::AppSignons => schemas::usage::APP_SIGNONS_SCHEMA,
         }
     }
 
@@ -60,6 +71,9 @@ impl OutputKind {
                 OutputRecord::Application(Application::from_avro_datum(writer, datum)?)
             }
             Self::AppUsage => OutputRecord::AppUsage(AppUsage::from_avro_datum(writer, datum)?),
+            Self::AppSignons => {
+                OutputRecord::AppSignons(AppSignons::from_avro_datum(writer, datum)?)
+            }
         })
     }
 }
@@ -75,6 +89,8 @@ pub enum OutputRecord {
     Application(Application),
     /// From the app usage topic.
     AppUsage(AppUsage),
+    /// From the app sign-ons topic.
+    AppSignons(AppSignons),
 }
 
 /// Schema ids of the output subjects.
@@ -86,9 +102,11 @@ pub struct SchemaIds {
     pub applications: u32,
     /// `<app usage topic>-value`.
     pub app_usage: u32,
+    /// `<app sign-ons topic>-value`.
+    pub app_signons: u32,
 }
 
-/// Registers the three output schemas for `topics` (idempotent, concurrently).
+/// Registers the four output schemas for `topics` (idempotent, concurrently).
 ///
 /// # Errors
 /// Registry errors; `Refused` when a schema is incompatible with what is registered.
@@ -100,15 +118,17 @@ pub async fn register_outputs(
         let subject = format!("{}-value", kind.topic(topics));
         registry.register(&subject, kind.schema()).await
     };
-    let (users, applications, app_usage) = tokio::try_join!(
+    let (users, applications, app_usage, app_signons) = tokio::try_join!(
         register(OutputKind::Users),
         register(OutputKind::Applications),
         register(OutputKind::AppUsage),
+        register(OutputKind::AppSignons),
     )?;
     Ok(SchemaIds {
         users,
         applications,
         app_usage,
+        app_signons,
     })
 }
 
@@ -175,6 +195,7 @@ pub async fn prepare(
         spec(&topics.users).compacted(),
         spec(&topics.applications).compacted(),
         spec(&topics.app_usage).compacted(),
+        spec(&topics.app_signons).compacted(),
         spec(&topics.dead_letter),
     ];
     if with_state {
@@ -227,6 +248,10 @@ pub fn encode<'a>(
         Output::AppUsage(u) => (
             OutputKind::AppUsage,
             Some(wire::encode(ids.app_usage, &u.to_avro_datum()?)),
+        ),
+        Output::AppSignons(r) => (
+            OutputKind::AppSignons,
+            Some(wire::encode(ids.app_signons, &r.to_avro_datum()?)),
         ),
         Output::DeadLetter { .. } => return Ok(None),
     };

@@ -55,7 +55,7 @@ pub async fn restore_outputs(
     let group = restore_group(config);
     let topics = &config.kafka.topics;
     let mut restored = 0_u64;
-    for kind in OutputKind::ALL {
+    for kind in OutputKind::STATE {
         let apply = |key: &str, record: Option<OutputRecord>| {
             if !key.contains('/') {
                 tracing::warn!(topic = %kind.topic(topics), key, "output record without a tenant/id key passed over on restore");
@@ -70,6 +70,8 @@ pub async fn restore_outputs(
                     processor.restore_application(key, Some(&a));
                 }
                 (_, Some(OutputRecord::AppUsage(u))) => processor.restore_app_usage(key, Some(u)),
+                // Not in `STATE`: sign-on counts leave no state behind.
+                (OutputKind::AppSignons, None) | (_, Some(OutputRecord::AppSignons(_))) => {}
             }
         };
         restored += read_output(config, registry, &group, topics, kind, apply)

@@ -490,6 +490,71 @@ fn unknown_kinds_are_skipped() {
     assert_eq!(notes, vec![Note::UnknownKind]);
 }
 
+#[test]
+fn pingone_sign_on_counts_become_one_record_per_period() {
+    let mut p = Processor::new(100);
+    let counts = ev(
+        kind::APPLICATION_SIGNONS,
+        Some("app-1"),
+        None,
+        json!({"id": "app-1", "authentication": [
+            {"startDate": "2026-11-27T00:00:00.000Z", "endDate": "2026-11-28T00:00:00.000Z", "signons": 7},
+            {"startDate": "2026-11-28T00:00:00Z", "endDate": "2026-11-29T00:00:00Z", "signons": 2, "partial": true}
+        ]}),
+    );
+    // A single period object and `application.id` are read too.
+    let single = ev(
+        kind::APPLICATION_SIGNONS,
+        Some("app-2"),
+        None,
+        json!({"application": {"id": "app-2"}, "authentication":
+            {"startDate": "2026-11-27T00:00:00Z", "endDate": "2026-11-28T00:00:00Z", "signons": 0}}),
+    );
+    let (out, notes) = feed(&mut p, &[counts, single], 5, Mode::Live);
+    assert_eq!(notes, vec![Note::Processed, Note::Processed]);
+    let records: Vec<(String, &AppSignons)> = out
+        .iter()
+        .map(|o| match o {
+            Output::AppSignons(r) => (o.key(), &**r),
+            other => panic!("unexpected output {other:?}"),
+        })
+        .collect();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0].0, "acme/app-1/2026-11-27T00:00:00.000Z");
+    assert_eq!(records[0].1.signons, 7);
+    assert_eq!(
+        records[0].1.period_end - records[0].1.period_start,
+        86_400_000
+    );
+    assert!(!records[0].1.partial);
+    assert!(records[1].1.partial);
+    assert_eq!(records[1].1.source_offset, 5);
+    assert_eq!(records[2].1.application_id, "app-2");
+    assert_eq!(records[2].1.source_offset, 6);
+
+    // Malformed counts fail (the caller dead-letters them) and write nothing.
+    for bad in [
+        json!({"id": "app-1"}),
+        json!({"id": "app-1", "authentication": [{"startDate": "yesterday", "endDate": "2026-11-28T00:00:00Z", "signons": 1}]}),
+        json!({"id": "app-1", "authentication": [{"startDate": "2026-11-28T00:00:00Z", "endDate": "2026-11-28T00:00:00Z", "signons": 1}]}),
+        json!({"id": "app-1", "authentication": [{"startDate": "2026-11-27T00:00:00Z", "endDate": "2026-11-28T00:00:00Z", "signons": -1}]}),
+        json!({"id": "other", "authentication": []}),
+    ] {
+        let mut out = Vec::new();
+        let e = ev(kind::APPLICATION_SIGNONS, Some("app-1"), None, bad.clone());
+        let source = Source {
+            topic: "raw",
+            partition: 0,
+            offset: 9,
+        };
+        assert!(
+            p.process(&e, source, Mode::Live, &mut out).is_err(),
+            "{bad} must fail"
+        );
+        assert!(out.is_empty());
+    }
+}
+
 /// A restart in the middle of a sync: the state rebuilt from the outputs written so far plus a
 /// restore pass over the in-progress sync gives the same outputs as an uninterrupted run.
 #[test]
@@ -526,7 +591,7 @@ fn restore_mid_sync_matches_an_uninterrupted_run() {
             Output::Application(a) => restored.restore_application(&o.key(), Some(a)),
             Output::ApplicationTombstone { key } => restored.restore_application(key, None),
             Output::AppUsage(u) => restored.restore_app_usage(&o.key(), Some((**u).clone())),
-            Output::DeadLetter { .. } => {}
+            Output::AppSignons(_) | Output::DeadLetter { .. } => {}
         }
     }
     restored.set_restore_plan(plan.clone());

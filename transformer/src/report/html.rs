@@ -330,7 +330,7 @@ pub fn render(
         if let Some(days) = trends.get(tenant) {
             html.push_str(&trend_chart(days));
         }
-        html.push_str(&table(&of_tenant, windows, priced));
+        html.push_str(&table(&of_tenant, windows));
         html.push_str("</section>");
     }
     let _ = writeln!(html, "<script>{SCRIPT}</script></body></html>");
@@ -339,10 +339,11 @@ pub fn render(
 
 /// The report's rows of one tenant as a sortable table: the columns of the text formats
 /// ([`super::number_columns`]), each cell with `data-col` and `data-value`.
-fn table(rows: &[&ReportRow], windows: &[u32], priced: bool) -> String {
+fn table(rows: &[&ReportRow], windows: &[u32]) -> String {
+    let with = super::Columns::of(rows.iter().copied());
     let mut cols: Vec<String> = vec!["application".into(), "application_id".into()];
-    cols.extend(super::number_columns(windows, priced));
-    let sort = if priced {
+    cols.extend(super::number_columns(windows, with));
+    let sort = if with.priced {
         "monthly_waste"
     } else {
         "never_used"
@@ -361,7 +362,7 @@ fn table(rows: &[&ReportRow], windows: &[u32], priced: bool) -> String {
             app_label(r),
             r.application_id.clone().unwrap_or_else(|| "*".into()),
         ];
-        cells.extend(super::number_cells(r, windows, priced));
+        cells.extend(super::number_cells(r, windows, with));
         let id = esc(r.application_id.as_deref().unwrap_or("*"));
         let _ = write!(html, "<tr data-app=\"{id}\">");
         for (col, cell) in cols.iter().zip(&cells) {

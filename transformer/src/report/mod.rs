@@ -16,6 +16,11 @@
 //! `may_use`), unused seats (seats minus the users active in the widest window), the price per
 //! seat and month, and the monthly waste, in the file's currency.
 //!
+//! Where PingOne's own sign-on counts are on the app sign-ons topic ([`signons`]), it adds per
+//! application and tenant: the whole UTC days compared, the sign-ons derived from audit
+//! activities on them, PingOne's count, the gap between the two and whether it exceeds
+//! `--signon-gap`.
+//!
 //! `license-report reclaim --app APP` ([`reclaim`]) lists instead the users whose seats of one
 //! application can be taken back, with the evidence and its provenance, as CSV or JSON.
 //!
@@ -27,6 +32,7 @@
 pub mod html;
 pub mod prices;
 pub mod reclaim;
+pub mod signons;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -83,6 +89,10 @@ pub struct ReportArgs {
     /// counting as active the users active within the widest `--active-days` window.
     #[arg(long)]
     pub prices: Option<PathBuf>,
+    /// Flag an application whose activity-derived sign-on count differs from PingOne's own
+    /// count by more than this share of PingOne's (0.1 = 10 %).
+    #[arg(long, default_value_t = signons::DEFAULT_GAP)]
+    pub signon_gap: f64,
     /// `reclaim`: the seats of one application to take back, with evidence.
     #[command(subcommand)]
     pub action: Option<ReportAction>,
@@ -105,6 +115,7 @@ impl Default for ReportArgs {
             group_id: "license-report".into(),
             input_prefix: None,
             prices: None,
+            signon_gap: signons::DEFAULT_GAP,
             action: None,
         }
     }
@@ -181,6 +192,11 @@ pub struct TenantData {
     /// Days with an access (days since the epoch) by (application id, user id), from the app
     /// usage records' day buckets; read only for the HTML report's chart.
     pub usage_days: HashMap<(String, String), Vec<i32>>,
+    /// Accesses per day (days since the epoch, count) by (application id, user id), only for the
+    /// days [`signons`] may compare ([`Extras::signon_days`]).
+    pub window_counts: HashMap<(String, String), Vec<(i32, u32)>>,
+    /// PingOne's sign-on counts by application id and period start (milliseconds).
+    pub pingone_signons: BTreeMap<String, BTreeMap<i64, signons::PingonePeriod>>,
 }
 
 /// One line of the report; `application_id` is `None` on the tenant's summary line. The seat
@@ -218,6 +234,22 @@ pub struct ReportRow {
     /// ISO 4217 code of the amounts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// Whole UTC days over which the sign-on counts are compared ([`signons`]); `None` when
+    /// PingOne reported no counts for it. Tenant row: the most of any application.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signon_days: Option<u32>,
+    /// Sign-ons derived from audit activities on those days; tenant row: the sum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signons: Option<u64>,
+    /// Sign-ons PingOne counted on those days; tenant row: the sum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pingone_signons: Option<u64>,
+    /// `|signons − pingone_signons| / pingone_signons`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signon_gap: Option<f64>,
+    /// Whether `signon_gap` is over `--signon-gap`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signon_gap_flagged: Option<bool>,
 }
 
 /// Computes the report rows (pure; see the module documentation for each number).
@@ -297,22 +329,54 @@ pub fn compute(
     rows
 }
 
+/// Which optional column groups a report shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Columns {
+    /// Seats and money (`--prices`).
+    pub priced: bool,
+    /// PingOne's sign-on counts beside ours.
+    pub compared: bool,
+}
+
+impl Columns {
+    /// The groups any of `rows` has values for.
+    pub(crate) fn of<'a>(rows: impl IntoIterator<Item = &'a ReportRow>) -> Self {
+        rows.into_iter().fold(Self::default(), |c, r| Self {
+            priced: c.priced || r.currency.is_some(),
+            compared: c.compared || r.pingone_signons.is_some(),
+        })
+    }
+}
+
 /// The names of a row's number columns, in every format's order: `may_use`, `active_<N>d` per
-/// window, `never_used`, `inactive_can_authenticate`, `without_mfa`, and with prices `seats`,
-/// `unused_seats`, `monthly_price`, `monthly_waste`.
-pub(crate) fn number_columns(windows: &[u32], priced: bool) -> Vec<String> {
+/// window, `never_used`, `inactive_can_authenticate`, `without_mfa`; with prices `seats`,
+/// `unused_seats`, `monthly_price`, `monthly_waste`; with PingOne's counts `signon_days`,
+/// `signons`, `pingone_signons`, `signon_gap_pct`, `signon_gap_flag`.
+pub(crate) fn number_columns(windows: &[u32], with: Columns) -> Vec<String> {
     let mut cols = vec!["may_use".to_owned()];
     cols.extend(windows.iter().map(|w| format!("active_{w}d")));
     cols.extend(["never_used", "inactive_can_authenticate", "without_mfa"].map(String::from));
-    if priced {
+    if with.priced {
         cols.extend(["seats", "unused_seats", "monthly_price", "monthly_waste"].map(String::from));
+    }
+    if with.compared {
+        cols.extend(
+            [
+                "signon_days",
+                "signons",
+                "pingone_signons",
+                "signon_gap_pct",
+                "signon_gap_flag",
+            ]
+            .map(String::from),
+        );
     }
     cols
 }
 
 /// A row's values for [`number_columns`]: counts as integers, money with two decimals, empty
 /// where a value is absent.
-pub(crate) fn number_cells(r: &ReportRow, windows: &[u32], priced: bool) -> Vec<String> {
+pub(crate) fn number_cells(r: &ReportRow, windows: &[u32], with: Columns) -> Vec<String> {
     let money = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
     let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     let mut c = vec![r.may_use.to_string()];
@@ -326,7 +390,7 @@ pub(crate) fn number_cells(r: &ReportRow, windows: &[u32], priced: bool) -> Vec<
         r.inactive_can_authenticate.to_string(),
         r.without_mfa.to_string(),
     ]);
-    if priced {
+    if with.priced {
         c.extend([
             count(r.seats),
             count(r.unused_seats),
@@ -334,19 +398,36 @@ pub(crate) fn number_cells(r: &ReportRow, windows: &[u32], priced: bool) -> Vec<
             money(r.monthly_waste),
         ]);
     }
+    if with.compared {
+        c.extend([
+            r.signon_days.map(|d| d.to_string()).unwrap_or_default(),
+            count(r.signons),
+            count(r.pingone_signons),
+            r.signon_gap
+                .map(|g| format!("{:.1}", g * 100.0))
+                .unwrap_or_default(),
+            match r.signon_gap_flagged {
+                Some(true) => "GAP".into(),
+                Some(false) => "ok".into(),
+                None => String::new(),
+            },
+        ]);
+    }
     c
 }
 
 /// Renders rows in `format`.
 pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
-    // Seat and money columns only when prices were applied.
-    let priced = rows.iter().any(|r| r.currency.is_some());
+    // Seat and money columns only when prices were applied; sign-on columns only when PingOne
+    // reported counts.
+    let with = Columns::of(rows);
+    let priced = with.priced;
     let mut header: Vec<String> = vec![
         "tenant".into(),
         "application_id".into(),
         "application_name".into(),
     ];
-    header.extend(number_columns(windows, priced));
+    header.extend(number_columns(windows, with));
     if priced {
         header.push("currency".into());
     }
@@ -356,7 +437,7 @@ pub fn render(rows: &[ReportRow], windows: &[u32], format: Format) -> String {
             r.application_id.clone().unwrap_or_else(|| "*".into()),
             r.application_name.clone().unwrap_or_default(),
         ];
-        c.extend(number_cells(r, windows, priced));
+        c.extend(number_cells(r, windows, with));
         if priced {
             c.push(r.currency.clone().unwrap_or_default());
         }
@@ -420,6 +501,9 @@ pub struct Extras {
     pub evidence: bool,
     /// The app usage records' access days ([`TenantData::usage_days`]), for the HTML chart.
     pub days: bool,
+    /// The UTC days `[first, last]` whose access counts to keep
+    /// ([`TenantData::window_counts`]), for the sign-on comparison.
+    pub signon_days: Option<(i32, i32)>,
 }
 
 /// Reads the normalized topics into per-tenant data, with the [`Extras`] asked for.
@@ -457,7 +541,28 @@ pub async fn read_topics(
                         let pair = (id.to_owned(), user.to_owned());
                         data.last_access.remove(&pair);
                         data.usage_days.remove(&pair);
+                        data.window_counts.remove(&pair);
                     }
+                }
+                (OutputKind::AppSignons, None) => {
+                    let start = parts.next().and_then(parse_rfc3339_ms);
+                    if let (Some(periods), Some(start)) = (data.pingone_signons.get_mut(id), start)
+                    {
+                        periods.remove(&start);
+                    }
+                }
+                (_, Some(OutputRecord::AppSignons(r))) => {
+                    data.pingone_signons
+                        .entry(r.application_id)
+                        .or_default()
+                        .insert(
+                            r.period_start,
+                            signons::PingonePeriod {
+                                end_ms: r.period_end,
+                                signons: r.signons,
+                                partial: r.partial,
+                            },
+                        );
                 }
                 (_, Some(OutputRecord::User(u))) => {
                     let mut groups = u.access_group_ids;
@@ -497,6 +602,19 @@ pub async fn read_topics(
                 }
                 (_, Some(OutputRecord::AppUsage(u))) => {
                     let pair = (u.application_id, u.user_id);
+                    if let Some((first, last)) = with.signon_days {
+                        let counts: Vec<(i32, u32)> = u
+                            .daily_access_counts
+                            .iter()
+                            .filter(|d| (first..=last).contains(&d.day))
+                            .map(|d| (d.day, u32::try_from(d.count).unwrap_or(0)))
+                            .collect();
+                        if counts.is_empty() {
+                            data.window_counts.remove(&pair);
+                        } else {
+                            data.window_counts.insert(pair.clone(), counts);
+                        }
+                    }
                     if with.days {
                         let days = u.daily_access_counts.iter().map(|d| d.day).collect();
                         data.usage_days.insert(pair.clone(), days);
@@ -505,7 +623,20 @@ pub async fn read_topics(
                 }
             }
         };
-        read_output(config, &registry, group_id, topics, kind, apply).await?;
+        match read_output(config, &registry, group_id, topics, kind, apply).await {
+            // Written by transformers since the sign-on counts came: an older deployment's
+            // outputs have none, and the report goes on without the comparison.
+            Err(OutputError::Kafka(e))
+                if kind == OutputKind::AppSignons
+                    && e.source.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) =>
+            {
+                tracing::info!(topic = %topics.app_signons, "no sign-on counts topic: the report has no PingOne comparison");
+            }
+            result => {
+                result?;
+            }
+        }
     }
     Ok(tenants)
 }
@@ -543,6 +674,7 @@ pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportErr
             Extras {
                 evidence: true,
                 days: false,
+                signon_days: None,
             },
         )
         .await?;
@@ -565,6 +697,11 @@ pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportErr
         }
         None => None,
     };
+    if !(args.signon_gap.is_finite() && args.signon_gap >= 0.0) {
+        return Err(ReportError::Args(
+            "--signon-gap needs a share of 0 or more (0.1 = 10 %)".into(),
+        ));
+    }
     let tenants = read_topics(
         config,
         &topics,
@@ -573,10 +710,19 @@ pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportErr
         Extras {
             evidence: false,
             days: args.format == Format::Html,
+            signon_days: Some(signons::window_days(as_of)),
         },
     )
     .await?;
     let mut rows = compute(&tenants, &args.active_days, as_of);
+    // Rows come per tenant, the tenant row first, in the order of `tenants`.
+    let mut rest = rows.as_mut_slice();
+    for (tenant, data) in &tenants {
+        let n = rest.iter().take_while(|r| &r.tenant_id == tenant).count();
+        let (mine, others) = std::mem::take(&mut rest).split_at_mut(n);
+        signons::apply(mine, &signons::compare(data, as_of), args.signon_gap);
+        rest = others;
+    }
     if let Some(p) = &prices {
         let widest = args.active_days.iter().copied().max().unwrap_or(0);
         prices::apply(&mut rows, p, widest);
