@@ -140,6 +140,12 @@ impl ActivityStream {
             let mut from = self.checkpoint.window_end_ms;
             if from >= target {
                 total.signon_counts = self.refresh_signons().await?;
+                tracing::info!(
+                    tenant = %self.ctx.tenant.tenant_id,
+                    position = %format_ms(self.checkpoint.window_end_ms),
+                    written = total.written, duplicates = total.duplicates,
+                    signon_counts = total.signon_counts, "activity poll caught up"
+                );
                 return Ok(total);
             }
             // PingOne serves only the last 14 days (older needs an activity restore): a position

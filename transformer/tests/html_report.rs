@@ -1,7 +1,7 @@
 //! The HTML license report in a real browser: headless Chromium (Debian's `chromium`, or the
 //! binary in `CHROMIUM`) loads the page, runs its script, and the test reads the numbers back
 //! from the DOM it dumps: the summary figures, each application's waste, the table sorted by
-//! waste by the page's own script. It also takes a screenshot, kept at
+//! waste by the page's own script, PingOne's sign-on counts and the gap flag. It also takes a screenshot, kept at
 //! `target/license-report.png` (the READMEs show the demo's, taken the same way).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -56,6 +56,22 @@ fn tenant() -> TenantData {
     used("chat", 0..30, 1);
     used("wiki", 0..2, 5);
     used("wiki", 2..12, 200);
+    // PingOne's counts of yesterday: CRM 10 against our 6 accesses (a gap), Chat 30 as ours.
+    let yesterday = NOW / DAY_MS - 1;
+    for (app, pingone, ours) in [("crm", 10, 6_u32), ("chat", 30, 30)] {
+        t.pingone_signons.entry(app.into()).or_default().insert(
+            yesterday * DAY_MS,
+            transformer::report::signons::PingonePeriod {
+                end_ms: NOW - NOW % DAY_MS,
+                signons: pingone,
+                partial: false,
+            },
+        );
+        t.window_counts.insert(
+            (app.into(), "u00".into()),
+            vec![(i32::try_from(yesterday).unwrap(), ours)],
+        );
+    }
     t
 }
 
@@ -106,6 +122,8 @@ fn the_html_report_renders_in_chromium_with_its_numbers() {
     )
     .unwrap();
     prices::apply(&mut rows, &prices, 90);
+    let compared = transformer::report::signons::compare(&tenants["acme"], NOW);
+    transformer::report::signons::apply(&mut rows, &compared, 0.1);
     let trends = BTreeMap::from([(
         "acme".to_owned(),
         html::daily_active_users(&tenants["acme"], NOW),
@@ -134,6 +152,18 @@ fn the_html_report_renders_in_chromium_with_its_numbers() {
         (
             "Chat waste",
             "<td data-col=\"monthly_waste\" data-value=\"40.00\">40.00</td>",
+        ),
+        (
+            "apps with a sign-on gap",
+            "id=\"signon-gaps-acme\" data-value=\"1\"",
+        ),
+        (
+            "PingOne's CRM count",
+            "<td data-col=\"pingone_signons\" data-value=\"10\">10</td>",
+        ),
+        (
+            "CRM's gap",
+            "<td data-col=\"signon_gap_pct\" data-value=\"40.0\">40.0</td><td data-col=\"signon_gap_flag\" data-value=\"GAP\">GAP</td>",
         ),
     ] {
         assert!(dom.contains(needle), "{what}: {needle:?} not in the DOM");

@@ -287,6 +287,17 @@ pub fn render(
                     format!("{waste:.2}"),
                 );
             }
+            if let Some(days) = total.signon_days {
+                let gaps = apps
+                    .iter()
+                    .filter(|r| r.signon_gap_flagged == Some(true))
+                    .count();
+                card(
+                    "signon-gaps",
+                    &format!("apps whose sign-ons over {days} days differ from PingOne's count"),
+                    gaps.to_string(),
+                );
+            }
         }
         html.push_str("</div>");
         let mut by_waste: Vec<(String, f64, String)> = apps
