@@ -98,21 +98,27 @@ P_ENTITIES=$(jq -r '.fields.users + .fields.groups + .fields.applications + .fie
 PLAIN_ENTITIES=$(jq -r .entities <<<"$PLAIN1")
 [ "$P_ENTITIES" = "$PLAIN_ENTITIES" ] || echo "WARNING: producer wrote $P_ENTITIES entities, plain reader read $PLAIN_ENTITIES"
 if [ "${BENCH_TRANSFORMER:-0}" = 1 ]; then
+  # BENCH_TRANSFORMER_BASELINE=<binary> also runs another transformer build (e.g. the previous
+  # commit's) on the same raw topic first, each with its own outputs and group, so that the two
+  # are compared in one run.
+  i=0
+  for T_BIN in ${BENCH_TRANSFORMER_BASELINE:-} "$TARGET/release/transformer"; do
+  i=$((i + 1))
   cat > "$WORK/transformer.toml" <<TOML
 [kafka]
 bootstrap_servers = "$KAFKA_BOOTSTRAP_SERVERS"
 raw_topic = "bench.raw.$RUN_ID"
-output_prefix = "bench.usage.$RUN_ID."
-group_id = "bench-transformer-$RUN_ID"
-transactional_id = "bench-transformer-$RUN_ID"
+output_prefix = "bench.usage.$RUN_ID.$i."
+group_id = "bench-transformer-$RUN_ID-$i"
+transactional_id = "bench-transformer-$RUN_ID-$i"
 [schema_registry]
 url = "$SCHEMA_REGISTRY_URL"
 TOML
-  echo "transformer run --until-caught-up..."
+  echo "transformer run --until-caught-up ($T_BIN)..."
   # BENCH_TRANSFORMER_WRAP runs it under a profiler, e.g. "perf record -F 999 -o t.perf --"
   # (transformer/README.md, Profiling); the figures then include the profiler's overhead.
   /usr/bin/time -f "%M %e %U %S" -o "$WORK/transformer-time.txt" \
-    ${BENCH_TRANSFORMER_WRAP:-} "$TARGET/release/transformer" --config "$WORK/transformer.toml" run --until-caught-up \
+    ${BENCH_TRANSFORMER_WRAP:-} "$T_BIN" --config "$WORK/transformer.toml" run --until-caught-up \
     2> "$WORK/transformer.log" \
     || { echo "transformer failed:"; tail -n 20 "$WORK/transformer.log"; exit 1; }
   read -r T_RSS_KB T_WALL_S T_USER_S T_SYS_S < "$WORK/transformer-time.txt"
@@ -121,10 +127,13 @@ TOML
   python3 - "$T_EVENTS" "$T_WALL_S" "$T_RSS_KB" "$T_USER_S" "$T_SYS_S" <<'PY'
 import sys
 events, wall_s, rss_kb = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+user_s, sys_s = float(sys.argv[4]), float(sys.argv[5])
 print(f"transformer: {events} raw events in {wall_s:.1f} s (process, start-up included) = "
-      f"{events / wall_s:,.0f} events/s; cpu user {sys.argv[4]} s, sys {sys.argv[5]} s")
+      f"{events / wall_s:,.0f} events/s; cpu user {user_s} s, sys {sys_s} s = "
+      f"{(user_s + sys_s) * 1e6 / events:.1f} us per event")
 print(f"transformer peak RSS: {rss_kb / 1024:.1f} MB")
 PY
+  done
 fi
 
 python3 - "$P_ENTITIES" "$P_SECONDS" "$WALL_S" "$RSS_KB" "$PLAIN1" "$PLAIN2" <<'PY'

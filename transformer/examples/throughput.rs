@@ -3,11 +3,13 @@
 //!
 //! Usage (see `transformer/scripts/throughput.sh`, which builds in release mode first):
 //! `throughput <transformer binary> <syncs> [<syncs> ...]`, with `KAFKA_BOOTSTRAP_SERVERS` and
-//! `SCHEMA_REGISTRY_URL` set. For each size it writes a raw topic of `syncs` snapshot syncs of one
+//! `SCHEMA_REGISTRY_URL` set; `throughput <transformer binary> idle` prints instead the
+//! transformer's RSS at rest (15 s after starting on an empty raw topic). For each size it writes a raw topic of `syncs` snapshot syncs of one
 //! tenant (5,000 users, 5 applications, 200 memberships each) with 1,000 access activities after
 //! each sync, then times (a) the pass-through (this program run as a child process) and (b) the
 //! transformer binary, each from start until its group's committed offsets reach the end of the
-//! raw topic, and reports events/s, the ratio, and each process's peak RSS (VmHWM). The user
+//! raw topic, and reports events/s, the ratio, each process's CPU time per event (user + system
+//! over every thread, from `/proc/<pid>/stat`) and peak RSS (VmHWM). The user
 //! population is fixed, so a flat transformer RSS across sizes means memory does not grow with
 //! the input.
 
@@ -233,6 +235,37 @@ fn wait_committed(
     }
 }
 
+/// CPU seconds (user + system, every thread) a live process has used, from `/proc/<pid>/stat`
+/// (clock ticks of 1/100 s, the kernel's `USER_HZ` on Linux).
+fn cpu_s(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces), from field 3 (state).
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let user: u64 = rest.get(11)?.parse().ok()?;
+            let system: u64 = rest.get(12)?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let s = ticks as f64 / 100.0;
+    s
+}
+
+/// Resident memory now (VmRSS) in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -300,14 +333,14 @@ fn config_toml(c: &Config) -> String {
     )
 }
 
-/// Runs a child until its group committed the whole raw topic; returns its progress and peak
-/// RSS in KiB.
+/// Runs a child until its group committed the whole raw topic; returns its progress, peak RSS
+/// in KiB and CPU seconds.
 fn timed_child(
     mut cmd: Command,
     bootstrap: &str,
     config: &Config,
     end: &HashMap<i32, i64>,
-) -> Res<(Progress, u64)> {
+) -> Res<(Progress, u64, f64)> {
     let started = Instant::now();
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
     let waited = wait_committed(
@@ -319,9 +352,28 @@ fn timed_child(
         Duration::from_secs(1_800),
     );
     let rss = peak_rss_kib(child.id());
+    let cpu = cpu_s(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    Ok((waited?, rss))
+    Ok((waited?, rss, cpu))
+}
+
+/// The transformer's resident memory at rest: started on an empty raw topic, RSS after
+/// `settle`, in KiB.
+fn idle_rss(binary: &str, config_path: &std::path::Path, settle: Duration) -> Res<u64> {
+    let mut child = Command::new(binary)
+        .arg("--config")
+        .arg(config_path)
+        .arg("run")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    std::thread::sleep(settle);
+    let rss = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(rss)
 }
 
 #[tokio::main]
@@ -341,8 +393,32 @@ async fn main() -> Res<()> {
     let registry = Registry::new(&registry_url, None, Duration::from_secs(10))?;
     let dir = std::env::temp_dir().join(unique("transformer-throughput"));
     std::fs::create_dir_all(&dir)?;
+    if args.get(2).map(String::as_str) == Some("idle") {
+        // Base memory: an empty raw topic, the transformer left 15 s to start and settle.
+        let raw_topic = unique("bench-idle-raw");
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()?;
+        admin
+            .create_topics(
+                &[NewTopic::new(&raw_topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await?;
+        let mut config = Config::for_addresses(bootstrap.clone(), registry_url.clone())?
+            .with_output_prefix(&format!("{}.", unique("bench-idle")));
+        config.kafka.raw_topic = raw_topic;
+        config.kafka.group_id = unique("bench-idle");
+        config.kafka.transactional_id = unique("bench-idle");
+        let path = dir.join("idle.toml");
+        std::fs::write(&path, config_toml(&config))?;
+        println!("idle_rss_kib");
+        println!("{}", idle_rss(&binary, &path, Duration::from_secs(15))?);
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
     println!(
-        "syncs,events,passthrough_s,passthrough_ev_per_s,passthrough_peak_rss_kib,transformer_s,transformer_ev_per_s,transformer_peak_rss_kib,ratio,passthrough_first_commit_s,transformer_first_commit_s,passthrough_steady_ev_per_s,transformer_steady_ev_per_s,steady_ratio"
+        "syncs,events,passthrough_s,passthrough_ev_per_s,passthrough_peak_rss_kib,passthrough_cpu_us_per_ev,transformer_s,transformer_ev_per_s,transformer_peak_rss_kib,transformer_cpu_us_per_ev,ratio,passthrough_first_commit_s,transformer_first_commit_s,passthrough_steady_ev_per_s,transformer_steady_ev_per_s,steady_ratio"
     );
     for size in &args[2..] {
         let syncs: usize = size.parse()?;
@@ -384,8 +460,8 @@ async fn main() -> Res<()> {
             }
             runs.push(timed_child(cmd, &bootstrap, &config, &end)?);
         }
-        let (p, pr) = &runs[0];
-        let (t, tr) = &runs[1];
+        let (p, pr, pc) = &runs[0];
+        let (t, tr, tc) = &runs[1];
         #[allow(clippy::cast_precision_loss)]
         let ev = events as f64;
         // Steady state: from each process's first commit to its last, so that start-up (the
@@ -393,11 +469,13 @@ async fn main() -> Res<()> {
         #[allow(clippy::cast_precision_loss)]
         let steady = |x: &Progress| (ev - x.first_records as f64) / (x.done_s - x.first_s);
         println!(
-            "{syncs},{events},{:.2},{:.0},{pr},{:.2},{:.0},{tr},{:.2},{:.2},{:.2},{:.0},{:.0},{:.2}",
+            "{syncs},{events},{:.2},{:.0},{pr},{:.2},{:.2},{:.0},{tr},{:.2},{:.2},{:.2},{:.2},{:.0},{:.0},{:.2}",
             p.done_s,
             ev / p.done_s,
+            pc * 1e6 / ev,
             t.done_s,
             ev / t.done_s,
+            tc * 1e6 / ev,
             p.done_s / t.done_s,
             p.first_s,
             t.first_s,

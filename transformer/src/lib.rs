@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file, `TRANSFORMER__…` overrides, validation into typed values.
-//! - [`normalize`]: pure functions from PingOne JSON to the usage records (table-tested).
+//! - [`normalize`]: pure functions from PingOne JSON to the usage records (table-tested), on
+//!   [`json`]'s lenient borrowing reads.
 //! - [`processor`]: the state machine from raw events to output records (syncs, deletes, usage).
 //! - [`pipeline`]: the transactional consume-transform-produce loop, its start-up restore, and
 //!   the output topics both ways.
@@ -17,6 +18,7 @@
 //! come from `pipeline_io`, shared with the producer.
 
 pub mod config;
+pub mod json;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;

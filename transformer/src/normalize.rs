@@ -16,7 +16,11 @@
 //! - unknown keys are ignored (the raw topic keeps the JSON).
 
 use schemas::usage::{Application, UserUsage};
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
+use crate::json::{Key, Leaf, Obj};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -131,47 +135,151 @@ fn check_entity(entity_id: Option<&str>, payload_id: &str) -> Result<(), Normali
     }
 }
 
-/// Normalizes one element of `_embedded.users`: a [`UserUsage`] with the fields taken from the
-/// JSON; the envelope, access group and provenance fields are left at their defaults.
+/// The fields of a PingOne user that normalization reads, borrowed from the payload
+/// ([`crate::json`]); every other field is skipped unparsed.
+#[derive(Debug, Default)]
+struct UserFields<'a> {
+    not_object: bool,
+    id: Leaf<'a>,
+    username: Leaf<'a>,
+    email: Leaf<'a>,
+    enabled: Leaf<'a>,
+    mfa_enabled: Leaf<'a>,
+    user_type: Leaf<'a>,
+    verify_status: Leaf<'a>,
+    created_at: Leaf<'a>,
+    updated_at: Leaf<'a>,
+    name: Obj<'a>,
+    address: Obj<'a>,
+    account: Obj<'a>,
+    lifecycle: Obj<'a>,
+    population: Obj<'a>,
+    identity_provider: Obj<'a>,
+    last_sign_on: Obj<'a>,
+}
+
+impl<'de> Deserialize<'de> for UserFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct UserVisitor;
+        impl<'de> Visitor<'de> for UserVisitor {
+            type Value = UserFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a PingOne user object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut u = UserFields::default();
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    match key.as_ref() {
+                        "id" => u.id = map.next_value()?,
+                        "username" => u.username = map.next_value()?,
+                        "email" => u.email = map.next_value()?,
+                        "enabled" => u.enabled = map.next_value()?,
+                        "mfaEnabled" => u.mfa_enabled = map.next_value()?,
+                        "type" => u.user_type = map.next_value()?,
+                        "verifyStatus" => u.verify_status = map.next_value()?,
+                        "createdAt" => u.created_at = map.next_value()?,
+                        "updatedAt" => u.updated_at = map.next_value()?,
+                        "name" => u.name = map.next_value()?,
+                        "address" => u.address = map.next_value()?,
+                        "account" => u.account = map.next_value()?,
+                        "lifecycle" => u.lifecycle = map.next_value()?,
+                        "population" => u.population = map.next_value()?,
+                        "identityProvider" => u.identity_provider = map.next_value()?,
+                        "lastSignOn" => u.last_sign_on = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(u)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Self::not_object())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Self::not_object())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Self::not_object())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Self::not_object())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Self::not_object())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Self::not_object())
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Self::not_object())
+            }
+        }
+        impl UserVisitor {
+            fn not_object<'a>() -> UserFields<'a> {
+                UserFields {
+                    not_object: true,
+                    ..UserFields::default()
+                }
+            }
+        }
+        d.deserialize_any(UserVisitor)
+    }
+}
+
+/// Normalizes one element of `_embedded.users` (the JSON text): a [`UserUsage`] with the fields
+/// taken from the JSON; the envelope, access group and provenance fields are left at their
+/// defaults. A field of an unexpected type is absent, never an error.
 ///
 /// # Errors
-/// A missing or empty `id`, or an `entity_id` that names another user.
-pub fn user(
-    obj: &Map<String, Value>,
-    entity_id: Option<&str>,
-) -> Result<UserUsage, NormalizeError> {
-    let user_id = required_id(obj, "id")?;
+/// Invalid JSON, JSON that is not an object, a missing or empty `id`, or an `entity_id` that
+/// names another user.
+pub fn user(payload: &str, entity_id: Option<&str>) -> Result<UserUsage, NormalizeError> {
+    let u: UserFields<'_> =
+        serde_json::from_str(payload).map_err(|e| NormalizeError::InvalidJson(e.to_string()))?;
+    if u.not_object {
+        return Err(NormalizeError::NotAnObject);
+    }
+    let user_id = match u.id.as_str() {
+        Some(s) if !s.trim().is_empty() => s.to_owned(),
+        _ => return Err(NormalizeError::MissingField("id")),
+    };
     check_entity(entity_id, &user_id)?;
-    let display_name = string_at(obj, "name.formatted")
+    let time = |l: &Leaf<'_>| l.as_str().and_then(parse_time_ms);
+    let display_name = u
+        .name
+        .get("formatted")
+        .string()
         .filter(|s| !s.trim().is_empty())
         .or_else(|| {
-            let parts: Vec<String> = ["name.given", "name.family"]
+            let parts: Vec<String> = ["given", "family"]
                 .iter()
-                .filter_map(|p| string_at(obj, p))
+                .filter_map(|p| u.name.get(p).string())
                 .filter(|s| !s.trim().is_empty())
                 .collect();
             (!parts.is_empty()).then(|| parts.join(" "))
         });
     Ok(UserUsage {
         user_id,
-        username: string_at(obj, "username"),
-        email: string_at(obj, "email"),
+        username: u.username.string(),
+        email: u.email.string(),
         display_name,
-        can_authenticate: bool_at(obj, "account.canAuthenticate"),
-        locality: string_at(obj, "address.locality"),
-        mfa_enabled: bool_at(obj, "mfaEnabled"),
-        region: string_at(obj, "address.region"),
-        status: string_at(obj, "account.status"),
-        enabled: bool_at(obj, "enabled"),
-        lifecycle_status: string_at(obj, "lifecycle.status"),
-        user_type: string_at(obj, "type"),
-        verify_status: string_at(obj, "verifyStatus"),
-        population_id: string_at(obj, "population.id"),
-        identity_provider_type: string_at(obj, "identityProvider.type"),
-        identity_provider_id: string_at(obj, "identityProvider.id"),
-        last_sign_on_at: time_at(obj, "lastSignOn.at"),
-        created_at: time_at(obj, "createdAt"),
-        updated_at: time_at(obj, "updatedAt"),
+        can_authenticate: u.account.get("canAuthenticate").flag(),
+        locality: u.address.get("locality").string(),
+        mfa_enabled: u.mfa_enabled.flag(),
+        region: u.address.get("region").string(),
+        status: u.account.get("status").string(),
+        enabled: u.enabled.flag(),
+        lifecycle_status: u.lifecycle.get("status").string(),
+        user_type: u.user_type.string(),
+        verify_status: u.verify_status.string(),
+        population_id: u.population.get("id").string(),
+        identity_provider_type: u.identity_provider.get("type").string(),
+        identity_provider_id: u.identity_provider.get("id").string(),
+        last_sign_on_at: time(u.last_sign_on.get("at")),
+        created_at: time(&u.created_at),
+        updated_at: time(&u.updated_at),
         ..UserUsage::default()
     })
 }
@@ -470,7 +578,7 @@ mod tests {
 
     #[test]
     fn user_with_every_field() {
-        let u = user(&obj(full_user()), Some("u-1")).unwrap();
+        let u = user(&full_user().to_string(), Some("u-1")).unwrap();
         assert_eq!(
             u,
             UserUsage {
@@ -569,9 +677,160 @@ mod tests {
             ),
         ];
         for (what, json, check) in rows {
-            let u = user(&obj(json), None).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let u = user(&json.to_string(), None).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert!(check(&u), "{what}: {u:?}");
         }
+    }
+
+    /// The `Value`-based reading that [`user`] replaced (it parsed every payload into an owned
+    /// map): the reference its borrowing reads must equal.
+    fn reference_user(payload: &str, entity_id: Option<&str>) -> Result<UserUsage, NormalizeError> {
+        let obj = parse_object(payload)?;
+        let user_id = required_id(&obj, "id")?;
+        check_entity(entity_id, &user_id)?;
+        let display_name = string_at(&obj, "name.formatted")
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| {
+                let parts: Vec<String> = ["name.given", "name.family"]
+                    .iter()
+                    .filter_map(|p| string_at(&obj, p))
+                    .filter(|s| !s.trim().is_empty())
+                    .collect();
+                (!parts.is_empty()).then(|| parts.join(" "))
+            });
+        let s = |p| string_at(&obj, p);
+        let b = |p| bool_at(&obj, p);
+        Ok(UserUsage {
+            user_id,
+            username: s("username"),
+            email: s("email"),
+            display_name,
+            can_authenticate: b("account.canAuthenticate"),
+            locality: s("address.locality"),
+            mfa_enabled: b("mfaEnabled"),
+            region: s("address.region"),
+            status: s("account.status"),
+            enabled: b("enabled"),
+            lifecycle_status: s("lifecycle.status"),
+            user_type: s("type"),
+            verify_status: s("verifyStatus"),
+            population_id: s("population.id"),
+            identity_provider_type: s("identityProvider.type"),
+            identity_provider_id: s("identityProvider.id"),
+            last_sign_on_at: time_at(&obj, "lastSignOn.at"),
+            created_at: time_at(&obj, "createdAt"),
+            updated_at: time_at(&obj, "updatedAt"),
+            ..UserUsage::default()
+        })
+    }
+
+    /// Thousands of generated users with every read field given values of every JSON type
+    /// (escaped strings, numbers, floats, booleans in both forms, null, objects, arrays, odd
+    /// times), repeated keys and non-objects: the borrowing reader equals the `Value` reading.
+    #[test]
+    fn user_reads_equal_the_value_reading() {
+        let values = [
+            r#""plain""#,
+            r#""esc\"aped \u00e9 \n""#,
+            r#""""#,
+            r#"" ""#,
+            r#""TRUE""#,
+            r#""false""#,
+            "true",
+            "false",
+            "null",
+            "0",
+            "-7",
+            "12.5",
+            "1e3",
+            "18446744073709551616",
+            "[1, {\"a\": 2}]",
+            "{\"at\": \"2026-11-20T10:00:00Z\", \"status\": \"OK\", \"id\": \"x\"}",
+            r#""2026-11-20T10:00:00.123+01:00""#,
+            r#""2026-13-01T00:00:00Z""#,
+        ];
+        let top = [
+            "id",
+            "username",
+            "email",
+            "enabled",
+            "mfaEnabled",
+            "type",
+            "verifyStatus",
+            "createdAt",
+            "updatedAt",
+            "name",
+            "address",
+            "account",
+            "lifecycle",
+            "population",
+            "identityProvider",
+            "lastSignOn",
+            "_links",
+            "custom",
+        ];
+        let nested = [
+            "formatted",
+            "given",
+            "family",
+            "locality",
+            "region",
+            "canAuthenticate",
+            "status",
+            "id",
+            "type",
+            "at",
+            "other",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % n as u64).unwrap()
+        };
+        let mut checked = 0;
+        for _ in 0..4000 {
+            let mut fields = vec![format!("\"id\": \"u-{}\"", next(3))];
+            for _ in 0..next(12) {
+                let key = top[next(top.len())];
+                let value = if next(2) == 0 {
+                    let inner: Vec<String> = (0..next(4))
+                        .map(|_| {
+                            format!(
+                                "\"{}\": {}",
+                                nested[next(nested.len())],
+                                values[next(values.len())]
+                            )
+                        })
+                        .collect();
+                    format!("{{{}}}", inner.join(", "))
+                } else {
+                    values[next(values.len())].to_owned()
+                };
+                fields.push(format!("\"{key}\": {value}"));
+            }
+            let payload = format!("{{{}}}", fields.join(", "));
+            let entity = ["u-0", "u-1"].get(next(3)).copied();
+            assert_eq!(
+                user(&payload, entity),
+                reference_user(&payload, entity),
+                "{payload}"
+            );
+            checked += 1;
+        }
+        for odd in [
+            "[1, 2]",
+            "\"s\"",
+            "7",
+            "null",
+            "{\"id\": ",
+            "{} x",
+            "{\"id\": \"a\" \"b\": 1}",
+        ] {
+            assert_eq!(user(odd, None), reference_user(odd, None), "{odd}");
+        }
+        assert_eq!(checked, 4000);
     }
 
     #[test]
@@ -606,7 +865,7 @@ mod tests {
             ),
         ];
         for (what, json, entity, err) in rows {
-            assert_eq!(user(&obj(json), entity), Err(err), "{what}");
+            assert_eq!(user(&json.to_string(), entity), Err(err), "{what}");
         }
     }
 

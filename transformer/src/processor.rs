@@ -638,8 +638,7 @@ impl Processor {
         out: &mut Vec<Output>,
     ) -> Result<Note, NormalizeError> {
         let sync_id = Self::sync_id(event)?;
-        let obj = normalize::parse_object(&event.payload)?;
-        let user = normalize::user(&obj, event.entity_id.as_deref())?;
+        let user = normalize::user(&event.payload, event.entity_id.as_deref())?;
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
         let sync = t.intern(sync_id);
@@ -700,9 +699,8 @@ impl Processor {
     ) -> Result<Note, NormalizeError> {
         let sync_id = Self::sync_id(event)?;
         let (group, user) = normalize::membership(event.entity_id.as_deref())?;
-        let obj = normalize::parse_object(&event.payload)?;
         // The payload is the member user: it must be the user the entity id names.
-        let member = normalize::user(&obj, Some(&user))?;
+        let member = normalize::user(&event.payload, Some(&user))?;
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
         let sync = t.intern(sync_id);
