@@ -78,7 +78,8 @@ fn completed(sync: &str) -> RawEvent {
 /// the entity events of its sync since that sync's `sync_started` (an `oversized` marker under
 /// its original kind).
 fn counted(mut events: Vec<RawEvent>) -> Vec<RawEvent> {
-    let mut counts: HashMap<String, serde_json::Map<String, serde_json::Value>> = HashMap::new();
+    let mut counts: HashMap<String, serde_json::Map<String, serde_json::Value>> =
+        HashMap::default();
     for e in &mut events {
         let Some(sync) = e.sync_id.clone() else {
             continue;
@@ -813,4 +814,65 @@ fn unreadable_entities_of_a_whole_sync_are_not_deleted() {
     assert!(tombstones(&out).is_empty(), "{out:?}");
     assert!(dead_letters(&out).is_empty());
     assert_eq!(p.live_users(TENANT), 3);
+}
+
+/// The bit-set count of authorized users equals counting with `normalize::may_use` member by
+/// member: rules over up to 150 groups (more than two words), `ANY_GROUP`, `ALL_GROUPS` and
+/// unseen rule types, members of unnamed groups, and members no longer live.
+#[test]
+fn live_member_counts_equal_may_use() {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % n).unwrap()
+    };
+    for round in 0..20 {
+        let groups = 1 + next(150);
+        let group = |i: usize| format!("g{i:03}");
+        let mut apps = BTreeMap::new();
+        for a in 0..12 {
+            let ids: Vec<String> = (0..1 + next(4))
+                .map(|_| group(next(groups as u64)))
+                .collect();
+            let rule = ["ANY_GROUP", "ALL_GROUPS", "SOMETHING_NEW"][next(3)];
+            apps.insert(
+                format!("a{a}"),
+                Application {
+                    access_control_group_type: Some(rule.into()),
+                    access_control_group_ids: ids,
+                    ..Application::default()
+                },
+            );
+        }
+        let mut member_of: HashMap<String, Vec<String>> = HashMap::default();
+        for u in 0..300 {
+            let mut gs: Vec<String> = (0..next(6))
+                .map(|_| group(next(groups as u64 + 20)))
+                .collect();
+            gs.sort();
+            gs.dedup();
+            member_of.insert(format!("u{u}"), gs);
+        }
+        let live = |u: &str| !u.ends_with('7');
+        let members = LiveMembers::new(&apps, &member_of, live);
+        for (id, app) in &apps {
+            let rule = app.access_control_group_type.as_deref().unwrap();
+            let want = member_of
+                .iter()
+                .filter(|(u, gs)| {
+                    live(u) && normalize::may_use(Some(rule), &app.access_control_group_ids, gs)
+                })
+                .count();
+            assert_eq!(
+                members.count(rule, &app.access_control_group_ids),
+                want,
+                "round {round}, app {id} ({rule} {:?})",
+                app.access_control_group_ids
+            );
+        }
+        let live_members = member_of.keys().filter(|u| live(u)).count();
+        assert_eq!(members.count("ANY_GROUP", &[]), live_members);
+    }
 }
