@@ -207,13 +207,7 @@ impl ActivityStream {
         let value =
             serde_json::to_vec(&checkpoint).map_err(|e| StreamError::Task(e.to_string()))?;
         self.writer.send_checkpoint(&self.key, &value).await?;
-        if let Err(e) = self.writer.commit().await {
-            self.ctx.metrics.transaction(&tenant, "activity", "aborted");
-            return Err(e.into());
-        }
-        self.ctx
-            .metrics
-            .transaction(&tenant, "activity", "committed");
+        self.commit(&tenant).await?;
         if outcome.written > 0 {
             self.ctx
                 .metrics
@@ -432,13 +426,7 @@ impl ActivityStream {
             self.ctx.metrics.transaction(&tenant, "activity", "aborted");
             return Err(e);
         }
-        if let Err(e) = self.writer.commit().await {
-            self.ctx.metrics.transaction(&tenant, "activity", "aborted");
-            return Err(e.into());
-        }
-        self.ctx
-            .metrics
-            .transaction(&tenant, "activity", "committed");
+        self.commit(&tenant).await?;
         self.ctx
             .metrics
             .entities(&tenant, kind::APPLICATION_SIGNONS, written);
@@ -453,6 +441,18 @@ impl ActivityStream {
             applications = written, "pingone sign-on counts committed"
         );
         Ok(written)
+    }
+
+    /// Commits the open transaction, counting it as committed or aborted.
+    async fn commit(&mut self, tenant: &str) -> Result<(), StreamError> {
+        if let Err(e) = self.writer.commit().await {
+            self.ctx.metrics.transaction(tenant, "activity", "aborted");
+            return Err(e.into());
+        }
+        self.ctx
+            .metrics
+            .transaction(tenant, "activity", "committed");
+        Ok(())
     }
 
     /// Aborts an open transaction (shutdown path).

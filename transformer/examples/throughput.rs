@@ -253,29 +253,25 @@ fn cpu_s(pid: u32) -> f64 {
     s
 }
 
-/// Resident memory now (VmRSS) in KiB.
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` memory field (`VmRSS:` now, `VmHWM:` the peak) in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    status_kib(pid, "VmHWM:")
 }
 
 /// The pass-through loop: same consumer and producer settings, same batching and transactions

@@ -1234,17 +1234,11 @@ async fn application_signons_count_generated_sign_ons() {
     let c = http();
     let tok = token(&c, &t).await;
     let f = pingone_sim::api::encode_query("occurredAt ge \"2026-11-13T12:00:00Z\"");
-    let (st, body) = get(
-        &c,
-        &api(
-            &t,
-            &format!(
-                "/applicationSignons?filter={f}&samplePeriod=24&samplePeriodCount=7&limit=100"
-            ),
-        ),
-        &tok,
-    )
-    .await;
+    let week = api(
+        &t,
+        &format!("/applicationSignons?filter={f}&samplePeriod=24&samplePeriodCount=7&limit=100"),
+    );
+    let (st, body) = get(&c, &week, &tok).await;
     assert_eq!(st, 200, "{body}");
     let total: u64 = body["_embedded"]["applicationSignons"]
         .as_array()
@@ -1283,17 +1277,7 @@ async fn application_signons_count_generated_sign_ons() {
         }])
         .await
         .expect("extra counts");
-    let (st, again) = get(
-        &c,
-        &api(
-            &t,
-            &format!(
-                "/applicationSignons?filter={f}&samplePeriod=24&samplePeriodCount=7&limit=100"
-            ),
-        ),
-        &tok,
-    )
-    .await;
+    let (st, again) = get(&c, &week, &tok).await;
     assert_eq!(st, 200, "{again}");
     let bucket = |b: &Value| {
         b["_embedded"]["applicationSignons"][0]["authentication"][1]["signons"].as_u64()
