@@ -1,6 +1,7 @@
 //! The transactional writer and the checkpoint reader against the real broker: committed
 //! checkpoints are read back (the latest per key), aborted ones never are, and a new writer with
-//! the same transactional id fences the old one.
+//! the same transactional id fences the old one; another stream's open transaction never makes
+//! the reader return an older checkpoint.
 
 mod common;
 
@@ -55,6 +56,45 @@ async fn latest_committed_checkpoint_wins_and_aborted_ones_are_invisible() {
         Some(&b"{\"n\":2}"[..])
     );
     assert_eq!(read_checkpoint(&kafka, "b/snapshot").await.unwrap(), None);
+}
+
+/// Every stream writes its checkpoints to one topic. Under `read_committed`, a transaction of
+/// another stream left open on the partition hides everything committed there after it began:
+/// a reader that stopped there would return this stream's older checkpoint, and the stream would
+/// write its pages again. `read_checkpoint` waits until that transaction ends (here, committed
+/// 2 s later) and returns the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_streams_open_transaction_never_yields_an_older_checkpoint() {
+    let mut kafka = kafka_config(&common::unique("txn"));
+    kafka.topic_partitions = 1;
+    ensure_topics(&kafka).await.unwrap();
+    let mut mine = TxnWriter::new(&kafka, common::unique("mine"), 1)
+        .await
+        .unwrap();
+    mine.begin().unwrap();
+    mine.send_checkpoint("a/snapshot", b"old").await.unwrap();
+    mine.commit().await.unwrap();
+    let mut other = TxnWriter::new(&kafka, common::unique("other"), 1)
+        .await
+        .unwrap();
+    other.begin().unwrap();
+    other.send_checkpoint("b/activity", b"open").await.unwrap();
+    mine.begin().unwrap();
+    mine.send_checkpoint("a/snapshot", b"new").await.unwrap();
+    mine.commit().await.unwrap();
+    let settle = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        other.commit().await.unwrap();
+    });
+    assert_eq!(
+        read_checkpoint(&kafka, "a/snapshot")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"new"[..]),
+        "the checkpoint committed after the other stream's transaction began"
+    );
+    settle.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

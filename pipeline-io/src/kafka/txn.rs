@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -204,10 +205,8 @@ impl TxnSession {
         let pending = std::mem::take(&mut self.pending);
         let records = pending.len();
         let started = std::time::Instant::now();
-        // One at a time, in order: the last settles about when all have, and no collection of
-        // every result (large, for big batches) is built.
-        for delivery in pending {
-            let failed = match delivery.await {
+        for delivery in join_all(pending).await {
+            let failed = match delivery {
                 Ok(Ok(_)) => None,
                 Ok(Err((e, _))) => Some(e),
                 Err(_) => Some(KafkaError::Canceled),
