@@ -71,9 +71,24 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), SinkError> {
 /// The latest committed value of `key` on the checkpoint topic (`read_committed`, to the end
 /// of the topic as it is when reading starts); `None` when there is none or it was deleted.
 ///
+/// Every stream and tenant writes its checkpoints to the same topic, each in its own
+/// transactions, so first it waits until the transactions open now have ended
+/// ([`pipeline_io::kafka::wait_settled`], at most the transaction timeout and 30 s: the
+/// broker aborts an expired transaction within its cleanup interval, 10 s by default): a read can
+/// otherwise end at the last stable offset, before this stream's latest checkpoint, when another
+/// stream has a transaction open on the partition; the stream would then resume from an older
+/// checkpoint and write its pages twice (seen in the fault soak, and in
+/// `tests/kafka_checkpoints.rs`).
+///
 /// # Errors
-/// [`SinkError::Kafka`] when the topic cannot be read to its end.
+/// [`SinkError::Kafka`] when the topic cannot be read to its end, or stays held back.
 pub async fn read_checkpoint(kafka: &KafkaConfig, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
+    pipeline_io::kafka::wait_settled(
+        &kafka.client,
+        &kafka.checkpoint_topic,
+        kafka.transaction_timeout + std::time::Duration::from_secs(30),
+    )
+    .await?;
     let group = format!("{}.checkpoint-reader", kafka.transactional_id_prefix);
     let mut found = latest_by_key(&kafka.client, &group, &kafka.checkpoint_topic, |k| {
         k == key.as_bytes()

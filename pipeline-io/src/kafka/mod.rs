@@ -32,7 +32,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 
-pub use reader::{RangeReader, ReaderContext};
+pub use reader::{RangeReader, ReaderContext, wait_settled};
 pub use topics::{TopicSpec, ensure_topics, partitions};
 pub use txn::{TxnSession, TxnSettings};
 

@@ -5,11 +5,16 @@
 //! The end of a partition is reached at an end-of-partition event, or when a message at or after
 //! the end offset arrives (under `read_committed` the last offsets may be transaction markers,
 //! which are never delivered). Every wait is bounded by the settings' timeout.
+//!
+//! A `read_committed` read can end at the last stable offset: a transaction left open by any
+//! writer on a partition then hides everything committed there after it began. [`wait_settled`]
+//! waits until the transactions open at a moment have ended, for reads that must see
+//! everything committed before it (the producer's checkpoints).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -202,4 +207,66 @@ pub async fn latest_by_key(
         };
     }
     Ok(latest)
+}
+
+/// Waits until every transaction open on `topic` when called has ended (committed or aborted):
+/// until each partition's last stable offset has reached the high watermark the partition had
+/// then. A `read_committed` read started afterwards sees every record committed before the call.
+/// Transactions opened meanwhile do not hold it up.
+///
+/// # Errors
+/// When a partition is still held back after `max_wait` (the error names the partitions), or a
+/// metadata or watermark call fails.
+pub async fn wait_settled(
+    settings: &ClientSettings,
+    topic: &str,
+    max_wait: std::time::Duration,
+) -> Result<(), KafkaCallError> {
+    let parts = partitions(settings, topic).await?;
+    // Watermark queries answer by the client's isolation level: the last stable offset under
+    // read_committed, the high watermark under read_uncommitted.
+    let config = |isolation: &str| {
+        let mut c = settings.client_config();
+        c.set("isolation.level", isolation);
+        c
+    };
+    let (committed, uncommitted) = (config("read_committed"), config("read_uncommitted"));
+    let (name, timeout) = (topic.to_owned(), settings.timeout);
+    let held: Vec<i32> = off_runtime(format!("watermarks of {topic}"), move || {
+        let committed: BaseConsumer = committed.create()?;
+        let uncommitted: BaseConsumer = uncommitted.create()?;
+        let mut targets = HashMap::new();
+        for p in parts {
+            targets.insert(p, uncommitted.fetch_watermarks(&name, p, timeout)?.1);
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let mut still = HashMap::new();
+            for (p, high) in targets {
+                if committed.fetch_watermarks(&name, p, timeout)?.1 < high {
+                    still.insert(p, high);
+                }
+            }
+            if still.is_empty() || started.elapsed() >= max_wait {
+                let mut held: Vec<i32> = still.into_keys().collect();
+                held.sort_unstable();
+                return Ok(held);
+            }
+            targets = still;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    })
+    .await?;
+    if held.is_empty() {
+        Ok(())
+    } else {
+        Err(KafkaCallError {
+            context: format!(
+                "{topic} partitions {held:?} still have a transaction open after {} s: their \
+                 last records cannot be read yet",
+                max_wait.as_secs()
+            ),
+            source: KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut),
+        })
+    }
 }
