@@ -101,7 +101,7 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
     std::fs::write(
         &config_path,
         format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\ntransaction_timeout_ms = 20000\nrequest_timeout_ms = 20000\n[schema_registry]\nurl = \"{}\"\n[operations]\nlisten_addr = \"\"\nshutdown_deadline_ms = 20000\n[processing]\nbatch_max_records = 100\nbatch_max_wait_ms = 20\n",
+            "[kafka]\nbootstrap_servers = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\ntransaction_timeout_ms = 20000\nrequest_timeout_ms = 20000\n[schema_registry]\nurl = \"{}\"\n[operations]\nlisten_addr = \"\"\nshutdown_deadline_ms = 20000\n[processing]\nbatch_max_records = 20\nbatch_max_wait_ms = 20\n",
             s.config.kafka.client.bootstrap_servers, s.raw_topic, s.config.kafka.output_prefix, s.config.kafka.group_id, s.config.kafka.transactional_id, s.config.registry.url
         ),
     )
@@ -121,7 +121,8 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
         let mut child = spawn(&config_path, &log);
         // Each kill lands while output is being written, however long start-up takes on a busy
         // machine: once this instance has committed something (or all is done), at a random
-        // moment within the next 0.8 s.
+        // moment within the next 0.3 s. Transactions of 20 records keep the run long enough for
+        // that: with 100 a fast transformer wrote everything before the first kill.
         let started = std::time::Instant::now();
         while before < expected_users + expected_tombstones
             && committed().await <= before
@@ -129,7 +130,7 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(rng.next(800))).await;
+        tokio::time::sleep(Duration::from_millis(rng.next(300))).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let so_far = committed().await;
