@@ -201,7 +201,9 @@ async fn waiting_for_no_open_transaction_sees_one_open() {
         .await
         .expect_err("a transaction is open");
     assert!(
-        waited.to_string().contains("open on partitions 0"),
+        waited
+            .to_string()
+            .contains("partitions [0] still have a transaction open"),
         "{waited}"
     );
 

@@ -398,11 +398,13 @@ fn consume_all_blocking(topic: &str, limit: Duration) -> Result<Vec<ConsumedReco
     Ok(records)
 }
 
-/// Waits until no transaction is open on any partition of `topic`: each partition's last stable
-/// offset (the end a `read_committed` reader sees) equals its high watermark. A producer killed
-/// inside a transaction leaves it open until an instance with the same `transactional.id` starts
-/// or its `transaction.timeout.ms` passes; until then, `read_committed` readers (and
-/// [`consume_all`]) stop before it, and so before everything committed after it.
+/// Waits until the transactions open on `topic` now have ended: each partition's last stable
+/// offset (the end a `read_committed` reader sees) has reached the high watermark it has now
+/// ([`pipeline_io::kafka::wait_settled`], which the producer uses before reading checkpoints). A
+/// producer killed inside a transaction leaves it open until an instance with the same
+/// `transactional.id` starts or its `transaction.timeout.ms` passes; until then,
+/// `read_committed` readers (and [`consume_all`]) stop before it, and so before everything
+/// committed after it.
 ///
 /// # Errors
 /// [`HarnessError::Timeout`] naming the partitions still open after `limit`, or Kafka errors.
@@ -410,62 +412,21 @@ pub async fn wait_for_no_open_transaction(
     topic: &str,
     limit: Duration,
 ) -> Result<(), HarnessError> {
-    let topic = topic.to_owned();
-    let context = format!("wait for no open transaction on {topic}");
-    blocking(&context, move || {
-        no_open_transaction_blocking(&topic, limit)
-    })
-    .await
-}
-
-fn no_open_transaction_blocking(topic: &str, limit: Duration) -> Result<(), HarnessError> {
     let started = Instant::now();
-    let kafka_error = |context: String| move |source| HarnessError::Kafka { context, source };
-    // Watermark queries use the client's isolation level: read_committed answers the last
-    // stable offset, read_uncommitted the high watermark.
-    let client = |isolation: &str| -> Result<BaseConsumer<ReaderContext>, HarnessError> {
-        let mut config = consumer_config(&unique_name("harness-lso"));
-        config.set("isolation.level", isolation);
-        config
-            .create_with_context(ReaderContext)
-            .map_err(kafka_error(format!("consumer for {topic}")))
-    };
-    let (committed, uncommitted) = (client("read_committed")?, client("read_uncommitted")?);
-    let metadata = committed
-        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(kafka_error(format!("metadata of {topic}")))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    loop {
-        let mut open = Vec::new();
-        for &p in &partitions {
-            let watermarks = |c: &BaseConsumer<ReaderContext>| {
-                c.fetch_watermarks(topic, p, REQUEST_TIMEOUT)
-                    .map_err(kafka_error(format!("watermarks of {topic}/{p}")))
-            };
-            let ((_, stable), (_, high)) = (watermarks(&committed)?, watermarks(&uncommitted)?);
-            if stable < high {
-                open.push(format!("{p} (stable {stable}, high {high})"));
-            }
-        }
-        if open.is_empty() {
-            return Ok(());
-        }
-        if started.elapsed() > limit {
-            return Err(HarnessError::Timeout {
-                what: format!(
-                    "{topic}: a transaction is still open on partitions {}",
-                    open.join(", ")
-                ),
+    let mut settings = pipeline_io::kafka::ClientSettings::new(kafka_bootstrap(), "harness");
+    settings.timeout = REQUEST_TIMEOUT;
+    pipeline_io::kafka::wait_settled(&settings, topic, limit)
+        .await
+        .map_err(|e| match e.source.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::OperationTimedOut) => HarnessError::Timeout {
+                what: e.context,
                 waited_ms: started.elapsed().as_millis(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+            },
+            _ => HarnessError::Kafka {
+                context: e.context,
+                source: e.source,
+            },
+        })
 }
 
 /// Runs blocking client work off the async runtime.

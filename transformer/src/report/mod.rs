@@ -715,13 +715,11 @@ pub async fn run(config: &Config, args: &ReportArgs) -> Result<String, ReportErr
     )
     .await?;
     let mut rows = compute(&tenants, &args.active_days, as_of);
-    // Rows come per tenant, the tenant row first, in the order of `tenants`.
-    let mut rest = rows.as_mut_slice();
-    for (tenant, data) in &tenants {
-        let n = rest.iter().take_while(|r| &r.tenant_id == tenant).count();
-        let (mine, others) = std::mem::take(&mut rest).split_at_mut(n);
-        signons::apply(mine, &signons::compare(data, as_of), args.signon_gap);
-        rest = others;
+    // Rows come per tenant, the tenant row first.
+    for of_tenant in rows.chunk_by_mut(|a, b| a.tenant_id == b.tenant_id) {
+        if let Some(data) = tenants.get(&of_tenant[0].tenant_id) {
+            signons::apply(of_tenant, &signons::compare(data, as_of), args.signon_gap);
+        }
     }
     if let Some(p) = &prices {
         let widest = args.active_days.iter().copied().max().unwrap_or(0);
