@@ -498,6 +498,13 @@ impl KafkaBasics<'_> {
                 "kafka.transaction_timeout_ms",
                 "must be between 1000 and 900000",
             );
+        } else if self.request_timeout_ms > self.transaction_timeout_ms + 100 {
+            // librdkafka refuses a transactional producer whose socket timeout (ours: the
+            // request timeout) exceeds the transaction timeout by more than 100 ms.
+            errors.global(
+                "kafka.request_timeout_ms",
+                "must be at most transaction_timeout_ms + 100",
+            );
         }
         for key in RESERVED_OPTIONS {
             if self.librdkafka_options.contains_key(key) {

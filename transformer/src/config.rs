@@ -68,14 +68,16 @@ pub struct KafkaFile {
     /// Consumer group whose committed offsets (written inside each transaction) say where the
     /// raw topic is read from.
     pub group_id: String,
-    /// Transactional id of the producer; a new instance with the same id fences the old one.
+    /// Prefix of the producer's transactional id, `<transactional_id>-<instance_id>`.
     pub transactional_id: String,
+    /// This instance's name in the group, unique among the instances running at once and
+    /// best kept across restarts (a restart then fences its predecessor at once); empty: the
+    /// host name (a Kubernetes pod's name).
+    pub instance_id: String,
     /// `transaction.timeout.ms`: how long the broker keeps an open transaction.
     pub transaction_timeout_ms: u64,
     /// Bound on every blocking Kafka call (init, commit, abort, metadata, committed offsets).
     pub request_timeout_ms: u64,
-    /// Partitions of created output topics; 0 means as many as the raw topic has.
-    pub output_partitions: i32,
     /// Replication factor of created output topics.
     pub output_replication_factor: i32,
     /// Extra librdkafka settings for every client (security settings); values of keys naming a
@@ -91,9 +93,9 @@ impl Default for KafkaFile {
             output_prefix: schemas::topics::OUTPUT_PREFIX.into(),
             group_id: "pingone-transformer".into(),
             transactional_id: "pingone-transformer".into(),
+            instance_id: String::new(),
             transaction_timeout_ms: 60_000,
             request_timeout_ms: pipeline_io::config::default_kafka_request_timeout_ms(),
-            output_partitions: 0,
             output_replication_factor: pipeline_io::config::default_replication_factor(),
             librdkafka_options: BTreeMap::new(),
         }
@@ -160,12 +162,12 @@ pub struct KafkaConfig {
     pub topics: OutputTopics,
     /// Consumer group of the raw topic.
     pub group_id: String,
-    /// Transactional id.
+    /// This instance's transactional id: `<transactional_id>-<instance_id>`.
     pub transactional_id: String,
+    /// This instance's id in its transactional id.
+    pub instance_id: String,
     /// `transaction.timeout.ms`.
     pub transaction_timeout: Duration,
-    /// Partitions of created output topics (0: as many as the raw topic).
-    pub output_partitions: i32,
     /// Replication factor of created output topics.
     pub output_replication_factor: i32,
 }
@@ -270,6 +272,17 @@ impl Config {
     }
 }
 
+/// The host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`), or `transformer` when
+/// neither says.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "transformer".to_owned())
+}
+
 impl FileConfig {
     /// Checks every value and reads secrets from the environment (`env` looks variables up).
     ///
@@ -311,10 +324,19 @@ impl FileConfig {
         if k.transactional_id.is_empty() {
             errors.global("kafka.transactional_id", "must not be empty");
         }
-        if k.output_partitions < 0 {
+        let instance_id = if k.instance_id.is_empty() {
+            host_name()
+        } else {
+            k.instance_id.clone()
+        };
+        if instance_id.is_empty()
+            || !instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             errors.global(
-                "kafka.output_partitions",
-                "must be 0 (as the raw topic) or more",
+                "kafka.instance_id",
+                "must be letters, digits, '.', '_' or '-' (empty: the host name)",
             );
         }
         if k.output_replication_factor < 1 {
@@ -359,9 +381,9 @@ impl FileConfig {
                     topics,
                     output_prefix: k.output_prefix,
                     group_id: k.group_id,
-                    transactional_id: k.transactional_id,
+                    transactional_id: format!("{}-{instance_id}", k.transactional_id),
+                    instance_id,
                     transaction_timeout: Duration::from_millis(k.transaction_timeout_ms),
-                    output_partitions: k.output_partitions,
                     output_replication_factor: k.output_replication_factor,
                 },
                 registry: registry?,
@@ -415,7 +437,9 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let text = "[kafka]\noutput_prefix = 'a b'\n[processing]\nbatch_max_records = 0\n\
+        let text = "[kafka]\noutput_prefix = 'a b'\ninstance_id = 'a/b'\n\
+                    transaction_timeout_ms = 10000\nrequest_timeout_ms = 20000\n\
+                    [processing]\nbatch_max_records = 0\n\
                     [schema_registry]\nurl = 'localhost:8081'\n";
         let err = parse_with_overrides(text, &[])
             .unwrap()
@@ -425,6 +449,8 @@ mod tests {
         for field in [
             "kafka.bootstrap_servers",
             "kafka.output_prefix",
+            "kafka.instance_id",
+            "kafka.request_timeout_ms",
             "processing.batch_max_records",
             "schema_registry.url",
         ] {
@@ -444,6 +470,7 @@ mod tests {
                     "SSL",
                 ),
                 ("TRANSFORMER__OPERATIONS__LISTEN_ADDR", "127.0.0.1:0"),
+                ("TRANSFORMER__KAFKA__INSTANCE_ID", "pod-3"),
             ]),
             &Flags {
                 bootstrap_servers: Some("flag:9092".into()),
@@ -454,6 +481,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.processing.batch_max_records, 17);
         assert_eq!(c.kafka.topics.users, "replay.users.v1");
+        assert_eq!(c.kafka.instance_id, "pod-3");
+        assert_eq!(c.kafka.transactional_id, "pingone-transformer-pod-3");
         assert_eq!(
             c.kafka.client.librdkafka_options["security.protocol"],
             "SSL"

@@ -37,6 +37,11 @@ pub struct Metrics {
     pub transactions_aborted: Counter,
     /// Restarts after transient failures.
     pub restarts: Counter,
+    /// Raw partitions this instance owns in the consumer group.
+    pub assigned_partitions: Gauge,
+    /// Partitions assigned to or taken from this instance, by `change` (`assigned`, `revoked`,
+    /// `lost`: revoked without a clean hand-over, such as after a session timeout).
+    pub rebalanced_partitions: Family<Labels, Counter>,
     /// 1 while the brokers answer the probe ([`pipeline_io::kafka::probe`], every 5 s), 0 when
     /// they did not at the last probe.
     kafka_reachable: Gauge,
@@ -56,6 +61,8 @@ impl Metrics {
         let transactions_committed = Counter::default();
         let transactions_aborted = Counter::default();
         let restarts = Counter::default();
+        let assigned_partitions = Gauge::default();
+        let rebalanced_partitions = Family::<Labels, Counter>::default();
         let kafka_reachable = Gauge::default();
         kafka_reachable.set(1);
         registry.register(
@@ -104,6 +111,16 @@ impl Metrics {
             restarts.clone(),
         );
         registry.register(
+            "assigned_partitions",
+            "Raw topic partitions this instance owns in the consumer group",
+            assigned_partitions.clone(),
+        );
+        registry.register(
+            "rebalanced_partitions",
+            "Raw topic partitions assigned, revoked or lost in rebalances",
+            rebalanced_partitions.clone(),
+        );
+        registry.register(
             "kafka_reachable",
             "1 while the brokers answer a metadata request (every 5 s), 0 when they did not",
             kafka_reachable.clone(),
@@ -119,6 +136,8 @@ impl Metrics {
             transactions_committed,
             transactions_aborted,
             restarts,
+            assigned_partitions,
+            rebalanced_partitions,
             kafka_reachable,
             ready: AtomicBool::new(false),
         }

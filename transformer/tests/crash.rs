@@ -101,7 +101,7 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
     std::fs::write(
         &config_path,
         format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\ntransaction_timeout_ms = 20000\nrequest_timeout_ms = 20000\n[schema_registry]\nurl = \"{}\"\n[operations]\nlisten_addr = \"\"\nshutdown_deadline_ms = 20000\n[processing]\nbatch_max_records = 20\nbatch_max_wait_ms = 20\n",
+            "[kafka]\nbootstrap_servers = \"{}\"\nraw_topic = \"{}\"\noutput_prefix = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\ntransaction_timeout_ms = 20000\nrequest_timeout_ms = 20000\n[kafka.librdkafka_options]\n\"session.timeout.ms\" = \"6000\"\n[schema_registry]\nurl = \"{}\"\n[operations]\nlisten_addr = \"\"\nshutdown_deadline_ms = 20000\n[processing]\nbatch_max_records = 20\nbatch_max_wait_ms = 20\n",
             s.config.kafka.client.bootstrap_servers, s.raw_topic, s.config.kafka.output_prefix, s.config.kafka.group_id, s.config.kafka.transactional_id, s.config.registry.url
         ),
     )

@@ -58,6 +58,13 @@ impl KafkaCallError {
             Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
         )
     }
+
+    /// Whether librdkafka says the open transaction failed but the producer can go on once it
+    /// is aborted: for example offsets sent with the group metadata of a generation that a
+    /// rebalance has just ended (`ILLEGAL_GENERATION`).
+    pub fn is_abortable(&self) -> bool {
+        matches!(&self.source, KafkaError::Transaction(e) if e.txn_requires_abort() && !e.is_fatal())
+    }
 }
 
 /// Wraps a [`KafkaError`] with context: `.map_err(ctx("creating the admin client"))`.

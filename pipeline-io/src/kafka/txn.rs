@@ -156,7 +156,27 @@ impl TxnSession {
         value: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), KafkaCallError> {
+        self.send_to(topic, None, key, value, headers).await
+    }
+
+    /// As [`TxnSession::send`], to `partition` of `topic` when given (else the partitioner
+    /// decides from the key): how the transformer keeps its outputs on the partition of the raw
+    /// record they came from.
+    ///
+    /// # Errors
+    /// As [`TxnSession::send`].
+    pub async fn send_to(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaCallError> {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(v) = value {
             record = record.payload(v);
         }

@@ -194,7 +194,13 @@ pub async fn send_dead_letter(
             })
         });
     session
-        .send(dead_letter_topic, letter.key, letter.value, Some(headers))
+        .send_to(
+            dead_letter_topic,
+            Some(m.partition()),
+            letter.key,
+            letter.value,
+            Some(headers),
+        )
         .await?;
     Ok(truncated)
 }
@@ -216,7 +222,8 @@ pub enum Sent<'a> {
 /// Writes what one raw record `m` produced in the open transaction: its dead letter if it
 /// failed (`failure`: error kind and message), else each of `outputs` (drained), where an
 /// [`Output::DeadLetter`] sends the raw record to the dead-letter topic. `sent` is told of
-/// every record written.
+/// every record written. Every record goes to the partition `m` was read from: the output
+/// topics are co-partitioned with the raw topic (see `pipeline`'s module docs).
 ///
 /// # Errors
 /// Kafka send errors, and encoding errors (a bug).
@@ -249,7 +256,13 @@ pub async fn send_results(
             continue;
         };
         session
-            .send(e.topic, e.key.as_bytes(), e.value.as_deref(), None)
+            .send_to(
+                e.topic,
+                Some(m.partition()),
+                e.key.as_bytes(),
+                e.value.as_deref(),
+                None,
+            )
             .await?;
         sent(Sent::Output(e.topic));
     }

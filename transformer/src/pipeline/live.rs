@@ -1,28 +1,46 @@
-//! The live loop: raw topic -> [`Processor`] -> output topics, one Kafka transaction per batch
-//! with the consumed offsets and a [`Checkpoint`] per partition sent inside it.
+//! The live loop: raw topic -> one [`Processor`] per owned raw partition -> output topics, one
+//! Kafka transaction per batch with the consumed offsets and a [`Checkpoint`] per partition
+//! sent inside it.
+//!
+//! # A consumer group, exactly once (KIP-447)
+//! Any number of instances subscribe to the raw topic in one consumer group (`group_id`,
+//! cooperative-sticky assignment). Each has its own transactional producer
+//! (`<transactional_id>-<instance_id>`) and sends the consumed offsets with the consumer's
+//! group metadata, fetched for every transaction: a zombie that lost its partitions is fenced
+//! by the group generation when it tries to commit, whatever its transactional id.
+//!
+//! Rebalances happen inside the consumer's poll (`recv`), which the loop only calls between
+//! transactions: no transaction is ever open when partitions are revoked or lost, so there is
+//! nothing to commit or abort then. Records of a revoked partition that were received for the
+//! next batch but not yet processed are dropped: the new owner reads them again from the
+//! committed offset. Newly assigned partitions are restored ([`restore_partitions`]) before any
+//! of their records is processed.
 //!
 //! # One attempt ([`run_once`])
 //! 1. Output topics created and schemas registered ([`prepare`]; the first attempt of a process
 //!    registers, later ones reuse the ids, see [`Schemas`]); the transactional session
-//!    opened, which fences an older instance with the same `transactional_id` and aborts its
+//!    opened, which fences an older instance with the same transactional id and aborts its
 //!    open transaction.
-//! 2. State restored ([`super::restore`]).
-//! 3. The raw topic is read from the group's committed offsets, in batches of up to
-//!    `batch_max_records` (or what arrived within `batch_max_wait_ms`). Per batch: begin; per
-//!    event decode, process, send outputs or a dead letter; send one checkpoint per partition;
-//!    send the offsets; commit. Any failure aborts the transaction and ends the attempt.
+//! 2. The raw topic subscribed; partitions restored as they are assigned.
+//! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`). Per
+//!    batch: begin; per event decode, process, send outputs or a dead letter; send one
+//!    checkpoint per partition; send the offsets; commit. Any failure aborts the transaction and
+//!    ends the attempt.
 //!
 //! The attempt's clients close on the blocking pool ([`OffRuntimeDrop`]), so that a failed
 //! attempt ends, and `/readyz` turns 503, without waiting for them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pipeline_io::kafka::{
     KafkaCallError, OffRuntimeDrop, TxnSession, TxnSettings, ctx, is_partition_eof, off_runtime,
 };
 use pipeline_io::registry::Registry;
-use rdkafka::consumer::{Consumer, ConsumerContext, ConsumerGroupMetadata, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
+};
 use rdkafka::message::OwnedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -31,30 +49,67 @@ use tokio_util::sync::CancellationToken;
 use super::PipelineError;
 use super::codec::{Decoded, Sent, decode_raw, send_results};
 use super::outputs::{Prepared, SchemaIds, prepare};
-use super::restore::{Checkpoint, restore_in_progress, restore_outputs};
+use super::restore::{Checkpoint, committed_offsets, restore_partitions};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::processor::{Mode, Processor, Source};
 
-/// Consumer context that turns librdkafka statistics into the lag gauge and the broker
-/// reachability behind `/readyz`.
-#[derive(Debug)]
-pub struct LagContext {
-    metrics: Arc<Metrics>,
-    topic: String,
+/// A change of the partitions this instance owns, as the loop acts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Partitions newly assigned.
+    Assigned(Vec<i32>),
+    /// Partitions taken away.
+    Revoked(Vec<i32>),
 }
 
-impl LagContext {
+/// Consumer context of the raw topic: librdkafka statistics into the lag gauge, and the
+/// rebalances, queued for the loop as [`Change`]s (they happen inside `recv`).
+#[derive(Debug)]
+pub struct RawContext {
+    metrics: Arc<Metrics>,
+    topic: String,
+    changes: Mutex<Vec<Change>>,
+}
+
+impl RawContext {
     /// A context reporting the lag of `topic` into `metrics`.
     pub fn new(metrics: Arc<Metrics>, topic: impl Into<String>) -> Self {
         Self {
             metrics,
             topic: topic.into(),
+            changes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The changes since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<Change> {
+        match self.changes.lock() {
+            Ok(mut changes) => std::mem::take(&mut *changes),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    fn push(&self, change: Change) {
+        match self.changes.lock() {
+            Ok(mut changes) => changes.push(change),
+            Err(poisoned) => poisoned.into_inner().push(change),
+        }
+    }
+
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        let mut ps: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect();
+        ps.sort_unstable();
+        ps
     }
 }
 
-impl ClientContext for LagContext {
+impl ClientContext for RawContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         // End of partition is expected (`stop_at_end`), not an error to log.
         if !is_partition_eof(&error) {
@@ -78,7 +133,32 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for RawContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let count = |change: &str, n: usize| {
+            self.metrics
+                .rebalanced_partitions
+                .get_or_create(&Metrics::label("change", change))
+                .inc_by(n as u64);
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let ps = self.partitions(tpl);
+                tracing::info!(partitions = ?ps, "raw partitions assigned");
+                count("assigned", ps.len());
+                self.push(Change::Assigned(ps));
+            }
+            Rebalance::Revoke(tpl) => {
+                let ps = self.partitions(tpl);
+                let lost = consumer.assignment_lost();
+                tracing::info!(partitions = ?ps, lost, "raw partitions revoked");
+                count(if lost { "lost" } else { "revoked" }, ps.len());
+                self.push(Change::Revoked(ps));
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
 
 /// Settings of the raw topic consumer (shared with the pass-through benchmark).
 pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
@@ -88,6 +168,8 @@ pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
+        // Incremental rebalances: partitions move one by one, the others keep being processed.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000")
         // Bounded wait of an empty fetch: quick start and low latency when the topic is idle.
         .set("fetch.wait.max.ms", "100")
@@ -99,6 +181,16 @@ pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
                 "false"
             },
         );
+    // A dead instance's partitions move after the session timeout. librdkafka heartbeats
+    // from its own thread, whatever the loop is doing, so 10 s (not Kafka's 45 s) is safe.
+    if !config
+        .kafka
+        .client
+        .librdkafka_options
+        .contains_key("session.timeout.ms")
+    {
+        c.set("session.timeout.ms", "10000");
+    }
     c
 }
 
@@ -125,8 +217,8 @@ pub struct Schemas {
     pub ids: Option<SchemaIds>,
 }
 
-/// One attempt: set up, restore, then the loop until shutdown, the end of the raw topic
-/// (`stop_at_end`) or the first failure.
+/// One attempt: set up, join the group, then the loop until shutdown, the end of the raw
+/// topic (`stop_at_end`: every owned partition read to its end) or the first failure.
 ///
 /// # Errors
 /// Any failure; the caller decides whether to restart.
@@ -156,56 +248,23 @@ pub async fn run_once(
         &txn_settings(config, &config.kafka.transactional_id),
     )
     .await?;
-    let prepared_ms = started.elapsed().as_millis() as u64;
 
-    let mut processor = Processor::new(config.processing.activity_dedup_capacity)
-        .with_max_delete_share(config.processing.max_delete_share);
-    restore_outputs(config, &registry, &mut processor).await?;
-    let restored_ms = started.elapsed().as_millis() as u64;
-
-    let consumer: OffRuntimeDrop<Arc<StreamConsumer<LagContext>>> = OffRuntimeDrop::new(Arc::new(
+    let consumer: OffRuntimeDrop<Arc<StreamConsumer<RawContext>>> = OffRuntimeDrop::new(Arc::new(
         raw_consumer_config(config)
-            .create_with_context(LagContext::new(Arc::clone(metrics), raw_topic))
+            .create_with_context(RawContext::new(Arc::clone(metrics), raw_topic))
             .map_err(ctx("creating the raw consumer"))?,
     ));
-    let mut wanted = TopicPartitionList::new();
-    for p in &raw_partitions {
-        wanted.add_partition(raw_topic, *p);
-    }
-    let (c, timeout) = (Arc::clone(&consumer), config.kafka.client.timeout);
-    let committed = off_runtime("reading committed offsets", move || {
-        c.committed_offsets(wanted, timeout)
-    })
-    .await?;
-    let mut start = TopicPartitionList::new();
-    let mut committed_at: HashMap<i32, i64> = HashMap::new();
-    for e in committed.elements() {
-        let offset = match e.offset() {
-            Offset::Offset(o) => {
-                committed_at.insert(e.partition(), o);
-                Offset::Offset(o)
-            }
-            _ => Offset::Beginning,
-        };
-        start
-            .add_partition_offset(raw_topic, e.partition(), offset)
-            .map_err(ctx("building the assignment"))?;
-    }
-    restore_in_progress(config, &registry, &mut processor, &committed_at).await?;
     consumer
-        .assign(&start)
-        .map_err(ctx("assigning the raw topic"))?;
-    let group = Arc::new(consumer.group_metadata().ok_or_else(|| {
-        ctx("consumer group metadata")(rdkafka::error::KafkaError::NoMessageReceived)
-    })?);
-    metrics.set_ready(true);
+        .subscribe(&[raw_topic])
+        .map_err(ctx(format!("subscribing to {raw_topic}")))?;
+    metrics.assigned_partitions.set(0);
     tracing::info!(
         raw_topic,
         partitions = raw_partitions.len(),
-        prepared_ms,
-        restored_ms,
-        ready_ms = started.elapsed().as_millis() as u64,
-        "transformer ready"
+        transactional_id = %config.kafka.transactional_id,
+        group_id = %config.kafka.group_id,
+        prepared_ms = started.elapsed().as_millis() as u64,
+        "transformer joining the group"
     );
 
     let mut batcher = Batcher {
@@ -213,17 +272,23 @@ pub async fn run_once(
         registry,
         ids,
         metrics,
-        processor,
-        group,
+        processors: HashMap::new(),
+        assigned_once: false,
     };
     let max_wait = config.processing.batch_max_wait;
     let max_records = config.processing.batch_max_records;
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max_records);
-    // Partitions whose end was reached (only tracked with `stop_at_end`).
+    // Owned partitions whose end was reached (only tracked with `stop_at_end`).
     let mut at_end: HashSet<i32> = HashSet::new();
+    // How long one wait for a record lasts before the loop looks at its state again (an
+    // instance that owns no partition receives nothing).
+    let idle = Duration::from_millis(500);
     loop {
         batch.clear();
-        if config.processing.stop_at_end && at_end.len() >= raw_partitions.len() {
+        if config.processing.stop_at_end
+            && batcher.assigned_once
+            && batcher.processors.keys().all(|p| at_end.contains(p))
+        {
             tracing::info!("raw topic end reached and committed");
             break;
         }
@@ -231,7 +296,12 @@ pub async fn run_once(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            m = consumer.recv() => take(m, &mut batch, &mut at_end)?,
+            m = tokio::time::timeout(idle, consumer.recv()) => {
+                if let Ok(m) = m {
+                    take(m, &mut batch, &mut at_end)?;
+                }
+                batcher.apply(&consumer, &mut batch, &mut at_end).await?;
+            }
         }
         let deadline = tokio::time::Instant::now() + max_wait;
         while batch.len() < max_records {
@@ -239,9 +309,28 @@ pub async fn run_once(
                 Ok(m) => take(m, &mut batch, &mut at_end)?,
                 Err(_) => break,
             }
+            batcher.apply(&consumer, &mut batch, &mut at_end).await?;
         }
-        if !batch.is_empty() {
-            batcher.transaction(&mut session, &batch).await?;
+        if batch.is_empty() {
+            continue;
+        }
+        let group = consumer.group_metadata().ok_or_else(|| {
+            ctx("consumer group metadata")(rdkafka::error::KafkaError::NoMessageReceived)
+        })?;
+        match batcher
+            .transaction(&mut session, &batch, Arc::new(group))
+            .await
+        {
+            Ok(()) => {}
+            // The group moved on while the transaction was open: the consumer is still a
+            // member and the producer still usable, so rewind rather than restart (a restart
+            // would leave the group and rebalance it once more).
+            Err(PipelineError::Kafka(e)) if e.is_abortable() => {
+                tracing::warn!(error = %e, "transaction aborted; rewinding the owned partitions to their committed offsets");
+                at_end.clear();
+                batcher.rewind(&consumer).await?;
+            }
+            Err(e) => return Err(e),
         }
     }
     tracing::info!("transformer stopped");
@@ -277,25 +366,113 @@ enum Family {
     Outcome,
 }
 
-/// What one transaction of the loop needs.
+/// What one transaction of the loop needs, and the state of the owned partitions.
 struct Batcher<'a> {
     config: &'a Config,
     registry: Registry,
     ids: SchemaIds,
     metrics: &'a Metrics,
-    processor: Processor,
-    group: Arc<ConsumerGroupMetadata>,
+    /// One processor per owned raw partition.
+    processors: HashMap<i32, Processor>,
+    /// Whether the group has assigned this instance anything yet (even nothing).
+    assigned_once: bool,
 }
 
 impl Batcher<'_> {
+    /// Acts on the rebalances of the last `recv`: a revoked partition's processor is dropped,
+    /// with its records in `batch`; newly assigned partitions are restored.
+    async fn apply(
+        &mut self,
+        consumer: &Arc<StreamConsumer<RawContext>>,
+        batch: &mut Vec<OwnedMessage>,
+        at_end: &mut HashSet<i32>,
+    ) -> Result<(), PipelineError> {
+        for change in consumer.context().take_changes() {
+            match change {
+                Change::Revoked(ps) => {
+                    for p in &ps {
+                        self.processors.remove(p);
+                        at_end.remove(p);
+                        self.metrics
+                            .consumer_lag
+                            .remove(&Metrics::label("partition", &p.to_string()));
+                    }
+                    let before = batch.len();
+                    batch.retain(|m| !ps.contains(&m.partition()));
+                    if batch.len() < before {
+                        tracing::info!(
+                            partitions = ?ps,
+                            dropped = before - batch.len(),
+                            "records of revoked partitions left to their new owner"
+                        );
+                    }
+                }
+                Change::Assigned(ps) => {
+                    self.assigned_once = true;
+                    if !ps.is_empty() {
+                        let committed = committed_offsets(self.config, consumer, &ps).await?;
+                        let restored =
+                            restore_partitions(self.config, &self.registry, &ps, &committed)
+                                .await?;
+                        self.processors.extend(restored);
+                    }
+                    self.metrics.set_ready(true);
+                }
+            }
+            self.metrics
+                .assigned_partitions
+                .set(i64::try_from(self.processors.len()).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    }
+
+    /// After an aborted transaction: every owned partition restored anew and read again from
+    /// its committed offset, as a newly assigned one would be (the aborted batch changed the
+    /// processors' state).
+    async fn rewind(
+        &mut self,
+        consumer: &Arc<StreamConsumer<RawContext>>,
+    ) -> Result<(), PipelineError> {
+        let mut ps: Vec<i32> = self.processors.keys().copied().collect();
+        ps.sort_unstable();
+        self.processors.clear();
+        if ps.is_empty() {
+            return Ok(());
+        }
+        let committed = committed_offsets(self.config, consumer, &ps).await?;
+        let mut positions = TopicPartitionList::new();
+        for &p in &ps {
+            let offset = committed
+                .get(&p)
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            positions
+                .add_partition_offset(&self.config.kafka.raw_topic, p, offset)
+                .map_err(ctx("building positions"))?;
+        }
+        let (c, timeout) = (Arc::clone(consumer), self.config.kafka.client.timeout);
+        let sought = off_runtime("seeking the raw partitions back", move || {
+            c.seek_partitions(positions, timeout)
+        })
+        .await?;
+        for e in sought.elements() {
+            if let Err(error) = e.error() {
+                return Err(ctx(format!("seeking raw partition {}", e.partition()))(error).into());
+            }
+        }
+        let restored = restore_partitions(self.config, &self.registry, &ps, &committed).await?;
+        self.processors.extend(restored);
+        Ok(())
+    }
+
     /// One batch in one transaction; aborted on any failure.
     async fn transaction(
         &mut self,
         session: &mut TxnSession,
         batch: &[OwnedMessage],
+        group: Arc<ConsumerGroupMetadata>,
     ) -> Result<(), PipelineError> {
         session.begin()?;
-        let counts = match self.fill(session, batch).await {
+        let counts = match self.fill(session, batch, group).await {
             Ok(counts) => counts,
             Err(e) => {
                 self.metrics.transactions_aborted.inc();
@@ -328,6 +505,7 @@ impl Batcher<'_> {
         &mut self,
         session: &mut TxnSession,
         batch: &[OwnedMessage],
+        group: Arc<ConsumerGroupMetadata>,
     ) -> Result<HashMap<(Family, String), u64>, PipelineError> {
         let raw_topic = self.config.kafka.raw_topic.as_str();
         let topics = &self.config.kafka.topics;
@@ -348,10 +526,14 @@ impl Batcher<'_> {
                         partition: p,
                         offset: o,
                     };
-                    match self
-                        .processor
-                        .process(&ev, source, Mode::Live, &mut outputs)
-                    {
+                    let processor =
+                        self.processors
+                            .get_mut(&p)
+                            .ok_or_else(|| PipelineError::NotOwned {
+                                partition: p,
+                                offset: o,
+                            })?;
+                    match processor.process(&ev, source, Mode::Live, &mut outputs) {
                         Ok(note) => {
                             count(Family::Outcome, note.label());
                             None
@@ -385,20 +567,22 @@ impl Batcher<'_> {
         for (&p, &n) in &next {
             let checkpoint = Checkpoint {
                 committed_offset: n,
-                in_progress: self.processor.in_progress(p),
+                in_progress: self
+                    .processors
+                    .get(&p)
+                    .map(|processor| processor.in_progress(p))
+                    .unwrap_or_default(),
             };
             let value = serde_json::to_vec(&checkpoint).unwrap_or_default();
             let key = Checkpoint::key(raw_topic, p);
             session
-                .send(&topics.state, key.as_bytes(), Some(&value), None)
+                .send_to(&topics.state, Some(p), key.as_bytes(), Some(&value), None)
                 .await?;
             offsets
                 .add_partition_offset(raw_topic, p, Offset::Offset(n))
                 .map_err(ctx("building offsets"))?;
         }
-        session
-            .send_offsets(offsets, Arc::clone(&self.group))
-            .await?;
+        session.send_offsets(offsets, group).await?;
         Ok(counts)
     }
 }

@@ -2,8 +2,10 @@
 //! output topics, restarted after transient failures.
 //!
 //! # Layout
-//! - [`live`]: the consume-transform-produce loop, one transaction per batch.
-//! - [`restore`]: the start-up restore of state from the output and state topics.
+//! - [`live`]: the consume-transform-produce loop in a consumer group, one transaction per
+//!   batch (KIP-447 fencing by group generation).
+//! - [`restore`]: the restore of an assigned raw partition's state from the same partition of
+//!   the output and state topics, which are co-partitioned with the raw topic.
 //! - [`outputs`]: the output topics both ways: setup, encoding, and reading them back as
 //!   typed records ([`outputs::OutputKind`]), shared with the license report.
 //! - [`codec`]: decoding raw records, dead letters, and writing what one raw record produced.
@@ -64,6 +66,20 @@ pub enum PipelineError {
     /// The registry failed (transient unless it refused our schemas).
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// An output or state topic is not partitioned like the raw topic (fatal).
+    #[error("{0}")]
+    Layout(String),
+    /// A raw record of a partition this instance does not own reached processing (a bug;
+    /// the attempt restarts and the partition's new owner reads it).
+    #[error(
+        "raw record of partition {partition} offset {offset}, which this instance does not own"
+    )]
+    NotOwned {
+        /// The partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+    },
 }
 
 impl From<outputs::OutputError> for PipelineError {
@@ -71,6 +87,7 @@ impl From<outputs::OutputError> for PipelineError {
         match e {
             outputs::OutputError::Kafka(e) => Self::Kafka(e),
             outputs::OutputError::Registry(e) => Self::Registry(e),
+            e @ outputs::OutputError::Partitions { .. } => Self::Layout(e.to_string()),
             outputs::OutputError::SchemaLost {
                 topic,
                 partition,
@@ -90,7 +107,8 @@ impl PipelineError {
     /// Whether a restart may help.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Encode(_) | Self::OutputSchemaLost { .. } => false,
+            Self::Encode(_) | Self::OutputSchemaLost { .. } | Self::Layout(_) => false,
+            Self::NotOwned { .. } => true,
             Self::Registry(e) => !matches!(e, RegistryError::Refused { .. }),
             Self::Kafka(_) => true,
         }

@@ -156,6 +156,21 @@ pub enum OutputError {
     /// The registry failed or refused.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A topic is not partitioned like the raw topic (fatal: the topics must be recreated).
+    #[error(
+        "{topic} has {has} partitions but the raw topic has {raw}: the output and state topics \
+         are co-partitioned with the raw topic (each record goes to the partition of the raw \
+         record it came from), so they need as many partitions; recreate them, or replay into \
+         another output_prefix (see transformer/README.md, \"Scaling out\")"
+    )]
+    Partitions {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        has: usize,
+        /// The raw topic's partition count.
+        raw: usize,
+    },
 }
 
 /// What [`prepare`] sets up before the raw topic is read.
@@ -168,7 +183,8 @@ pub struct Prepared {
 }
 
 /// Creates the output topics `topics` if missing (compacted, as many partitions as the raw
-/// topic unless configured; the state topic only when `with_state`) and registers the output
+/// topic; the state topic only when `with_state`), checks that each has as many partitions as
+/// the raw topic ([`OutputError::Partitions`]), and registers the output
 /// schemas with `registry`, unless `registered` already holds their ids: the live loop keeps
 /// them across its attempts, so that recovering from a broker outage does not also wait for the
 /// registry (which keeps its schemas in Kafka and recovers after it). The live loop and a replay
@@ -185,11 +201,7 @@ pub async fn prepare(
 ) -> Result<Prepared, OutputError> {
     let k = &config.kafka;
     let raw_partitions = partitions(&k.client, &k.raw_topic).await?;
-    let n = if k.output_partitions > 0 {
-        k.output_partitions
-    } else {
-        i32::try_from(raw_partitions.len()).unwrap_or(1)
-    };
+    let n = i32::try_from(raw_partitions.len()).unwrap_or(1);
     let spec = |name: &str| TopicSpec::new(name, n, k.output_replication_factor);
     let mut wanted = vec![
         spec(&topics.users).compacted(),
@@ -202,6 +214,20 @@ pub async fn prepare(
         wanted.push(spec(&topics.state).compacted());
     }
     ensure_topics(&k.client, &wanted).await?;
+    let raw = raw_partitions.len();
+    let checks = wanted.iter().map(|t| async move {
+        let has = partitions(&k.client, &t.name).await?.len();
+        if has == raw {
+            Ok(())
+        } else {
+            Err(OutputError::Partitions {
+                topic: t.name.clone(),
+                has,
+                raw,
+            })
+        }
+    });
+    futures::future::try_join_all(checks).await?;
     let ids = match registered {
         Some(ids) => ids,
         None => register_outputs(registry, topics).await?,
@@ -279,7 +305,43 @@ pub async fn read_output(
     mut each: impl FnMut(&str, Option<OutputRecord>),
 ) -> Result<u64, OutputError> {
     let topic = kind.topic(topics);
-    let mut reader = RangeReader::whole_topic(&config.kafka.client, group_id, topic).await?;
+    let reader = RangeReader::whole_topic(&config.kafka.client, group_id, topic).await?;
+    read_records(reader, registry, kind, |_, key, record| each(key, record)).await
+}
+
+/// As [`read_output`], for the given partitions of the topic only; `each` is also told the
+/// partition of every record. How a transformer instance restores the partitions it is
+/// assigned.
+///
+/// # Errors
+/// As [`read_output`].
+pub async fn read_output_partitions(
+    config: &Config,
+    registry: &Registry,
+    group_id: &str,
+    topics: &OutputTopics,
+    kind: OutputKind,
+    partitions: &[i32],
+    each: impl FnMut(i32, &str, Option<OutputRecord>),
+) -> Result<u64, OutputError> {
+    let ranges = partitions
+        .iter()
+        .map(|&p| (p, (rdkafka::Offset::Beginning, None)))
+        .collect();
+    let reader =
+        RangeReader::open(&config.kafka.client, group_id, kind.topic(topics), &ranges).await?;
+    read_records(reader, registry, kind, each).await
+}
+
+/// The loop of [`read_output`] and [`read_output_partitions`].
+async fn read_records(
+    mut reader: RangeReader,
+    registry: &Registry,
+    kind: OutputKind,
+    mut each: impl FnMut(i32, &str, Option<OutputRecord>),
+) -> Result<u64, OutputError> {
+    let topic = reader.topic().to_owned();
+    let topic = topic.as_str();
     let mut read = 0_u64;
     while let Some(m) = reader.next().await? {
         let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
@@ -288,7 +350,7 @@ pub async fn read_output(
         };
         let Some(value) = m.payload() else {
             read += 1;
-            each(key, None);
+            each(m.partition(), key, None);
             continue;
         };
         let (id, datum) = match wire::decode(value) {
@@ -313,7 +375,7 @@ pub async fn read_output(
         match kind.decode(&schema, datum) {
             Ok(record) => {
                 read += 1;
-                each(key, Some(record));
+                each(m.partition(), key, Some(record));
             }
             Err(error) => {
                 tracing::warn!(%topic, offset = m.offset(), %error, "undecodable output record passed over");

@@ -1,24 +1,33 @@
-//! Start-up restore: the processor's state rebuilt from Kafka alone, so that in-memory state
-//! never diverges from committed output.
+//! The restore of the raw partitions an instance is assigned: each partition's processor
+//! state rebuilt from Kafka alone, so that in-memory state never diverges from committed output.
 //!
-//! 1. The users, applications and app usage topics are read to their end (`read_committed`,
-//!    [`read_output`]): what is live, and each (application, user) usage.
-//! 2. The state topic holds one [`Checkpoint`] per raw partition, written in the same
-//!    transaction as the consumed offsets: which syncs were in progress at the committed offset.
-//!    Their raw events, from the sync's start offset to the committed offset, are re-applied in
-//!    [`Mode::Restore`] (no outputs), so a sync that spans a restart still knows which entities
-//!    it has seen and can write the right tombstones when it completes.
+//! Every record the transformer writes goes to the partition of the raw record it came from
+//! (the output and state topics have as many partitions as the raw topic), so the state of raw
+//! partition `p` is in partition `p` of the output and state topics, and only there. An
+//! assignment reads those partitions, never the whole of a topic:
+//!
+//! 1. The committed offsets of the assigned partitions (a `read_committed` fetch waits for a
+//!    transaction that holds offsets of them to end, such as the last one of the previous owner).
+//! 2. Partitions `p` of the users, applications and app usage topics, read to their end
+//!    ([`read_output_partitions`]): what is live, and each (application, user) usage.
+//! 3. Partition `p` of the state topic holds the [`Checkpoint`] of raw partition `p`, written
+//!    in the same transaction as the consumed offsets: which syncs were in progress at the
+//!    committed offset. Their raw events, from the sync's start offset to the committed offset,
+//!    are re-applied in [`Mode::Restore`] (no outputs), so a sync that spans a hand-over still
+//!    knows which entities it has seen and can write the right tombstones when it completes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use pipeline_io::kafka::RangeReader;
+use pipeline_io::kafka::{RangeReader, off_runtime};
 use pipeline_io::registry::Registry;
-use rdkafka::{Message, Offset};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::PipelineError;
 use super::codec::{Decoded, decode_raw};
-use super::outputs::{OutputError, OutputKind, OutputRecord, read_output};
+use super::outputs::{OutputError, OutputKind, OutputRecord, read_output_partitions};
 use crate::config::Config;
 use crate::processor::{InProgress, Mode, Processor, Source};
 
@@ -43,20 +52,98 @@ fn restore_group(config: &Config) -> String {
     format!("{}-restore", config.kafka.group_id)
 }
 
-/// Step 1: reads every output topic into `processor`.
+/// The committed offsets of `partitions` of the raw topic in `consumer`'s group.
+///
+/// # Errors
+/// Kafka errors (a timeout while a transaction holding offsets of them stays open).
+pub async fn committed_offsets<C: ConsumerContext + 'static>(
+    config: &Config,
+    consumer: &Arc<StreamConsumer<C>>,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, PipelineError> {
+    let mut wanted = TopicPartitionList::new();
+    for &p in partitions {
+        wanted.add_partition(&config.kafka.raw_topic, p);
+    }
+    let (c, timeout) = (Arc::clone(consumer), config.kafka.client.timeout);
+    let committed = off_runtime("reading committed offsets", move || {
+        c.committed_offsets(wanted, timeout)
+    })
+    .await?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Rebuilds one processor per partition of `partitions` (newly assigned; `committed_at`: their
+/// committed offsets, where the group has one), each from that partition of the output and
+/// state topics (see the module documentation).
 ///
 /// # Errors
 /// [`PipelineError::OutputSchemaLost`] (fatal), Kafka or registry errors.
-pub async fn restore_outputs(
+pub async fn restore_partitions(
     config: &Config,
     registry: &Registry,
-    processor: &mut Processor,
+    partitions: &[i32],
+    committed_at: &HashMap<i32, i64>,
+) -> Result<HashMap<i32, Processor>, PipelineError> {
+    let started = std::time::Instant::now();
+    let mut processors: HashMap<i32, Processor> = partitions
+        .iter()
+        .map(|&p| {
+            let processor = Processor::new(config.processing.activity_dedup_capacity)
+                .with_max_delete_share(config.processing.max_delete_share);
+            (p, processor)
+        })
+        .collect();
+    let records = restore_outputs(config, registry, partitions, &mut processors).await?;
+    let syncs = restore_in_progress(config, registry, &mut processors, committed_at).await?;
+    tracing::info!(
+        ?partitions,
+        records,
+        syncs_in_progress = syncs,
+        restore_ms = started.elapsed().as_millis() as u64,
+        rss_mb = resident_mb().unwrap_or(f64::NAN),
+        "partitions restored"
+    );
+    Ok(processors)
+}
+
+/// The process's resident set size in MB (`VmRSS` of `/proc/self/status`; Linux only), for the
+/// restore's log line: how much the restored state weighs.
+fn resident_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// Step 2: reads `partitions` of every state-bearing output topic into `processors`.
+async fn restore_outputs(
+    config: &Config,
+    registry: &Registry,
+    partitions: &[i32],
+    processors: &mut HashMap<i32, Processor>,
 ) -> Result<u64, PipelineError> {
     let group = restore_group(config);
     let topics = &config.kafka.topics;
     let mut restored = 0_u64;
     for kind in OutputKind::STATE {
-        let apply = |key: &str, record: Option<OutputRecord>| {
+        let apply = |partition: i32, key: &str, record: Option<OutputRecord>| {
+            let Some(processor) = processors.get_mut(&partition) else {
+                return;
+            };
             if !key.contains('/') {
                 tracing::warn!(topic = %kind.topic(topics), key, "output record without a tenant/id key passed over on restore");
                 return;
@@ -74,50 +161,57 @@ pub async fn restore_outputs(
                 (OutputKind::AppSignons, None) | (_, Some(OutputRecord::AppSignons(_))) => {}
             }
         };
-        restored += read_output(config, registry, &group, topics, kind, apply)
-            .await
-            .map_err(|e| match e {
-                OutputError::SchemaLost {
-                    topic,
-                    partition,
-                    offset,
-                    source,
-                } => PipelineError::OutputSchemaLost {
-                    topic,
-                    partition,
-                    offset,
-                    source,
-                },
-                other => other.into(),
-            })?;
+        restored +=
+            read_output_partitions(config, registry, &group, topics, kind, partitions, apply)
+                .await
+                .map_err(|e| match e {
+                    OutputError::SchemaLost {
+                        topic,
+                        partition,
+                        offset,
+                        source,
+                    } => PipelineError::OutputSchemaLost {
+                        topic,
+                        partition,
+                        offset,
+                        source,
+                    },
+                    other => other.into(),
+                })?;
     }
-    tracing::info!(records = restored, "state restored from output topics");
     Ok(restored)
 }
 
-/// Step 2: re-applies the raw events of the syncs in progress at `committed_at` (the group's
-/// committed offset per raw partition).
-///
-/// # Errors
-/// Kafka or registry errors.
-pub async fn restore_in_progress(
+/// Step 3: re-applies the raw events of the syncs in progress at `committed_at` in each of
+/// `processors`' partitions. Returns how many syncs were re-read.
+async fn restore_in_progress(
     config: &Config,
     registry: &Registry,
-    processor: &mut Processor,
+    processors: &mut HashMap<i32, Processor>,
     committed_at: &HashMap<i32, i64>,
-) -> Result<(), PipelineError> {
+) -> Result<usize, PipelineError> {
     let group = restore_group(config);
     let raw_topic = &config.kafka.raw_topic;
     let prefix = format!("{raw_topic}/");
     let mut checkpoints: HashMap<i32, Checkpoint> = HashMap::new();
-    let mut reader =
-        RangeReader::whole_topic(&config.kafka.client, &group, &config.kafka.topics.state).await?;
+    let state_ranges = processors
+        .keys()
+        .map(|&p| (p, (Offset::Beginning, None)))
+        .collect();
+    let mut reader = RangeReader::open(
+        &config.kafka.client,
+        &group,
+        &config.kafka.topics.state,
+        &state_ranges,
+    )
+    .await?;
     while let Some(m) = reader.next().await? {
         let Some(partition) = m
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .and_then(|k| k.strip_prefix(&prefix))
             .and_then(|p| p.parse::<i32>().ok())
+            .filter(|p| processors.contains_key(p))
         else {
             continue;
         };
@@ -131,7 +225,7 @@ pub async fn restore_in_progress(
             }
         }
     }
-    let mut plan = Vec::new();
+    let mut syncs = 0;
     let mut ranges: HashMap<i32, (Offset, Option<i64>)> = HashMap::new();
     for (p, c) in checkpoints {
         let Some(&committed) = committed_at.get(&p) else {
@@ -146,22 +240,24 @@ pub async fn restore_in_progress(
             );
             continue;
         }
-        if let Some(first) = c.in_progress.iter().map(|s| s.start_offset).min() {
+        if let Some(first) = c.in_progress.iter().map(|s| s.start_offset).min()
+            && let Some(processor) = processors.get_mut(&p)
+        {
             ranges.insert(p, (Offset::Offset(first), Some(committed)));
-            plan.extend(c.in_progress);
+            syncs += c.in_progress.len();
+            processor.set_restore_plan(c.in_progress);
         }
     }
-    if plan.is_empty() {
-        return Ok(());
+    if ranges.is_empty() {
+        return Ok(0);
     }
-    tracing::info!(
-        syncs = plan.len(),
-        "re-reading raw events of syncs in progress"
-    );
-    processor.set_restore_plan(plan);
+    tracing::info!(syncs, "re-reading raw events of syncs in progress");
     let mut reader = RangeReader::open(&config.kafka.client, &group, raw_topic, &ranges).await?;
     let mut out = Vec::new();
     while let Some(m) = reader.next().await? {
+        let Some(processor) = processors.get_mut(&m.partition()) else {
+            continue;
+        };
         if let Decoded::Event(ev) = decode_raw(registry, m.key(), m.payload()).await? {
             let source = Source {
                 topic: raw_topic,
@@ -171,6 +267,8 @@ pub async fn restore_in_progress(
             let _ = processor.process(&ev, source, Mode::Restore, &mut out);
         }
     }
-    processor.set_restore_plan(Vec::new());
-    Ok(())
+    for processor in processors.values_mut() {
+        processor.set_restore_plan(Vec::new());
+    }
+    Ok(syncs)
 }

@@ -133,6 +133,9 @@ pub enum ReportError {
     /// Registry failure.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The normalized topics are not laid out as the transformer writes them.
+    #[error("license-report: {0}")]
+    Layout(String),
     /// The price file cannot be read or is invalid (every problem, one per line).
     #[error("license-report: price file {path}:\n{problems}")]
     Prices {
@@ -150,6 +153,7 @@ impl From<OutputError> for ReportError {
             OutputError::Registry(e) | OutputError::SchemaLost { source: e, .. } => {
                 Self::Registry(e)
             }
+            e @ OutputError::Partitions { .. } => Self::Layout(e.to_string()),
         }
     }
 }
