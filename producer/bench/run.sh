@@ -133,6 +133,19 @@ print(f"transformer: {events} raw events in {wall_s:.1f} s (process, start-up in
       f"{(user_s + sys_s) * 1e6 / events:.1f} us per event")
 print(f"transformer peak RSS: {rss_kb / 1024:.1f} MB")
 PY
+  # A second run on the same outputs and group: nothing left to process, so it is the restore
+  # of the tenant's state from the output topics, timed, with its RSS once restored.
+  echo "transformer restart (restore only)..."
+  /usr/bin/time -f "%M %e %U %S" -o "$WORK/restore-time.txt" \
+    "$T_BIN" --config "$WORK/transformer.toml" run --until-caught-up \
+    2> "$WORK/restore.log" \
+    || { echo "transformer restart failed:"; tail -n 20 "$WORK/restore.log"; exit 1; }
+  read -r R_RSS_KB R_WALL_S R_USER_S R_SYS_S < "$WORK/restore-time.txt"
+  R_LINE=$(grep 'partitions restored' "$WORK/restore.log" | head -n1 | sed 's/\x1b\[[0-9;]*m//g')
+  R_MS=$(grep -o 'restore_ms=[0-9]*' <<<"$R_LINE" | cut -d= -f2)
+  R_RECORDS=$(grep -o 'records=[0-9]*' <<<"$R_LINE" | cut -d= -f2)
+  R_STATE=$(grep -o 'rss_mb=[0-9.]*' <<<"$R_LINE" | cut -d= -f2)
+  echo "transformer restore: ${R_RECORDS:-?} records in ${R_MS:-?} ms; process ${R_WALL_S} s, cpu user ${R_USER_S} s; peak RSS $((R_RSS_KB / 1024)) MB; RSS once restored ${R_STATE:-?} MB"
   done
 fi
 

@@ -4,7 +4,9 @@
 //! Usage (see `transformer/scripts/throughput.sh`, which builds in release mode first):
 //! `throughput <transformer binary> <syncs> [<syncs> ...]`, with `KAFKA_BOOTSTRAP_SERVERS` and
 //! `SCHEMA_REGISTRY_URL` set; `throughput <transformer binary> idle` prints instead the
-//! transformer's RSS at rest (15 s after starting on an empty raw topic). For each size it writes a raw topic of `syncs` snapshot syncs of one
+//! transformer's RSS at rest (15 s after starting on an empty raw topic), and
+//! `throughput <transformer binary> scale <syncs>` one instance against two in a consumer group
+//! on two tenants' partitions (see [`scale`]). For each size it writes a raw topic of `syncs` snapshot syncs of one
 //! tenant (5,000 users, 5 applications, 200 memberships each) with 1,000 access activities after
 //! each sync, then times (a) the pass-through (this program run as a child process) and (b) the
 //! transformer binary, each from start until its group's committed offsets reach the end of the
@@ -122,13 +124,22 @@ fn sync_events(n: usize) -> Vec<RawEvent> {
     v
 }
 
-async fn write_input(bootstrap: &str, topic: &str, schema_id: u32, syncs: usize) -> Res<u64> {
+/// Writes `syncs` syncs of each of `tenants` tenants, tenant `t` on partition `t` of a new
+/// topic (one tenant: `bench`; more: `bench-0`, `bench-1`, ...). Returns the events written.
+async fn write_input(
+    bootstrap: &str,
+    topic: &str,
+    schema_id: u32,
+    syncs: usize,
+    tenants: usize,
+) -> Res<u64> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
+    let partitions = i32::try_from(tenants)?;
     admin
         .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
             &AdminOptions::new(),
         )
         .await?;
@@ -139,11 +150,21 @@ async fn write_input(bootstrap: &str, topic: &str, schema_id: u32, syncs: usize)
         .set("compression.type", "lz4")
         .create()?;
     let mut count = 0_u64;
-    for n in 0..syncs {
+    for (n, t) in (0..syncs).flat_map(|n| (0..tenants).map(move |t| (n, t))) {
         let mut pending = Vec::new();
-        for e in sync_events(n) {
+        let tenant = if tenants == 1 {
+            "bench".to_owned()
+        } else {
+            format!("bench-{t}")
+        };
+        let partition = i32::try_from(t)?;
+        for mut e in sync_events(n) {
+            e.tenant_id.clone_from(&tenant);
             let value = schemas::wire::encode(schema_id, &e.to_avro_datum()?);
-            let mut record = FutureRecord::to(topic).key("bench").payload(&value);
+            let mut record = FutureRecord::to(topic)
+                .key(tenant.as_str())
+                .partition(partition)
+                .payload(&value);
             loop {
                 match producer.send_result(record) {
                     Ok(f) => {
@@ -166,12 +187,16 @@ async fn write_input(bootstrap: &str, topic: &str, schema_id: u32, syncs: usize)
     Ok(count)
 }
 
-fn end_offsets(bootstrap: &str, topic: &str) -> Res<HashMap<i32, i64>> {
+fn end_offsets(bootstrap: &str, topic: &str, partitions: usize) -> Res<HashMap<i32, i64>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
-    let (_, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
-    Ok(HashMap::from([(0, high)]))
+    let mut end = HashMap::new();
+    for p in 0..i32::try_from(partitions)? {
+        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        end.insert(p, high);
+    }
+    Ok(end)
 }
 
 /// Waits until `group` committed the end of `topic`.
@@ -183,6 +208,10 @@ struct Progress {
     first_records: i64,
     /// Seconds from the start until everything was committed.
     done_s: f64,
+    /// The longest time the committed offsets stood still after `later_from` (seconds from
+    /// the start), until everything was committed: with a second instance joining then, the
+    /// rebalance pause.
+    max_stall_s: f64,
 }
 
 /// Polls the group's committed offsets every 50 ms until they reach `end`.
@@ -193,12 +222,14 @@ fn wait_committed(
     end: &HashMap<i32, i64>,
     started: Instant,
     limit: Duration,
+    mut on_first: impl FnMut() -> Res<()>,
 ) -> Res<Progress> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()?;
     let mut first: Option<(f64, i64)> = None;
+    let (mut last_sum, mut last_move, mut max_stall) = (0_i64, 0.0_f64, 0.0_f64);
     loop {
         let mut tpl = TopicPartitionList::new();
         for p in end.keys() {
@@ -214,8 +245,18 @@ fn wait_committed(
             })
             .collect();
         let sum: i64 = offsets.iter().filter_map(|(_, o)| *o).sum();
+        let now = started.elapsed().as_secs_f64();
         if first.is_none() && sum > 0 {
-            first = Some((started.elapsed().as_secs_f64(), sum));
+            first = Some((now, sum));
+            on_first()?;
+            last_move = now;
+        }
+        if sum != last_sum {
+            if first.is_some() {
+                max_stall = max_stall.max(now - last_move);
+            }
+            last_sum = sum;
+            last_move = now;
         }
         let done = offsets
             .iter()
@@ -226,6 +267,7 @@ fn wait_committed(
                 first_s,
                 first_records,
                 done_s: started.elapsed().as_secs_f64(),
+                max_stall_s: max_stall,
             });
         }
         if started.elapsed() > limit {
@@ -332,13 +374,31 @@ fn config_toml(c: &Config) -> String {
 /// Runs a child until its group committed the whole raw topic; returns its progress, peak RSS
 /// in KiB and CPU seconds.
 fn timed_child(
-    mut cmd: Command,
+    cmd: Command,
+    bootstrap: &str,
+    config: &Config,
+    end: &HashMap<i32, i64>,
+) -> Res<(Progress, u64, f64)> {
+    timed_children(cmd, None, bootstrap, config, end)
+}
+
+/// As [`timed_child`]; `second`, if given, is started once the first has committed something
+/// (a second instance joining its group). Peak RSS and CPU are the sums over the children.
+fn timed_children(
+    mut first: Command,
+    second: Option<Command>,
     bootstrap: &str,
     config: &Config,
     end: &HashMap<i32, i64>,
 ) -> Res<(Progress, u64, f64)> {
     let started = Instant::now();
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?;
+    let mut children = vec![
+        first
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    ];
+    let mut second = second;
     let waited = wait_committed(
         bootstrap,
         &config.kafka.group_id,
@@ -346,12 +406,69 @@ fn timed_child(
         end,
         started,
         Duration::from_secs(1_800),
+        || {
+            if let Some(mut cmd) = second.take() {
+                children.push(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?);
+            }
+            Ok(())
+        },
     );
-    let rss = peak_rss_kib(child.id());
-    let cpu = cpu_s(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    let rss = children.iter().map(|c| peak_rss_kib(c.id())).sum();
+    let cpu = children.iter().map(|c| cpu_s(c.id())).sum();
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     Ok((waited?, rss, cpu))
+}
+
+/// `throughput <binary> scale <syncs>`: two tenants on a two-partition raw topic, normalized by
+/// one transformer instance, then by two in one group (the second joining once the first has
+/// committed). Prints CSV: per run seconds, events/s, CPU µs per event, summed peak RSS, and the
+/// longest stall of the group's committed offsets after the first commit (with two instances:
+/// the rebalance pause as the second joins).
+async fn scale(binary: &str, bootstrap: &str, registry: &Registry, syncs: usize) -> Res<()> {
+    let registry_url = env("SCHEMA_REGISTRY_URL")?;
+    let dir = std::env::temp_dir().join(unique("transformer-scale"));
+    std::fs::create_dir_all(&dir)?;
+    let raw_topic = unique("bench-scale-raw");
+    let schema_id = registry
+        .register(&format!("{raw_topic}-value"), RAW_EVENT_SCHEMA)
+        .await?;
+    let events = write_input(bootstrap, &raw_topic, schema_id, syncs, 2).await?;
+    let end = end_offsets(bootstrap, &raw_topic, 2)?;
+    println!("instances,events,seconds,ev_per_s,cpu_us_per_ev,peak_rss_kib_sum,max_stall_s");
+    for instances in [1, 2] {
+        let mut config = Config::for_addresses(bootstrap.to_owned(), registry_url.clone())?
+            .with_output_prefix(&format!("{}.", unique("bench-scale")));
+        config.kafka.raw_topic.clone_from(&raw_topic);
+        config.kafka.group_id = unique("bench-scale");
+        config.kafka.transactional_id = unique("bench-scale");
+        let path = dir.join(format!("scale-{instances}.toml"));
+        std::fs::write(&path, config_toml(&config))?;
+        let command = |id: &str| {
+            let mut cmd = Command::new(binary);
+            cmd.arg("--config")
+                .arg(&path)
+                .arg("run")
+                .env("RUST_LOG", "warn")
+                .env("TRANSFORMER__KAFKA__INSTANCE_ID", id);
+            cmd
+        };
+        let second = (instances == 2).then(|| command("b"));
+        let (p, rss, cpu) = timed_children(command("a"), second, bootstrap, &config, &end)?;
+        #[allow(clippy::cast_precision_loss)]
+        let ev = events as f64;
+        println!(
+            "{instances},{events},{:.2},{:.0},{:.2},{rss},{:.2}",
+            p.done_s,
+            ev / p.done_s,
+            cpu * 1e6 / ev,
+            p.max_stall_s
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// The transformer's resident memory at rest: started on an empty raw topic, RSS after
@@ -389,6 +506,11 @@ async fn main() -> Res<()> {
     let registry = Registry::new(&registry_url, None, Duration::from_secs(10))?;
     let dir = std::env::temp_dir().join(unique("transformer-throughput"));
     std::fs::create_dir_all(&dir)?;
+    if args.get(2).map(String::as_str) == Some("scale") {
+        let syncs: usize = args.get(3).map_or(Ok(8), |s| s.parse())?;
+        let _ = std::fs::remove_dir_all(&dir);
+        return scale(&binary, &bootstrap, &registry, syncs).await;
+    }
     if args.get(2).map(String::as_str) == Some("idle") {
         // Base memory: an empty raw topic, the transformer left 15 s to start and settle.
         let raw_topic = unique("bench-idle-raw");
@@ -422,8 +544,8 @@ async fn main() -> Res<()> {
         let schema_id = registry
             .register(&format!("{raw_topic}-value"), RAW_EVENT_SCHEMA)
             .await?;
-        let events = write_input(&bootstrap, &raw_topic, schema_id, syncs).await?;
-        let end = end_offsets(&bootstrap, &raw_topic)?;
+        let events = write_input(&bootstrap, &raw_topic, schema_id, syncs, 1).await?;
+        let end = end_offsets(&bootstrap, &raw_topic, 1)?;
         let mut runs = Vec::new();
         for which in ["passthrough", "transformer"] {
             let mut config = Config::for_addresses(bootstrap.clone(), registry_url.clone())?

@@ -4,6 +4,9 @@
 #
 # Usage: transformer/scripts/throughput.sh [SYNCS...]   (default: 2 8)
 #        transformer/scripts/throughput.sh idle         (RSS at rest: an empty raw topic, 15 s)
+#        transformer/scripts/throughput.sh scale [SYNCS] (1 vs 2 instances in a group, two tenants
+#                                                  of SYNCS syncs each on two partitions; the
+#                                                  longest commit stall while the second joins)
 # Needs KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL (eval "$(deploy/local/up)").
 # Prints CSV: per input size, seconds, events/s, CPU microseconds per event (user + system of
 # the process over events) and peak RSS of each, and the ratio transformer/pass-through (issue

@@ -39,6 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::normalize::{self, Activity, NormalizeError};
 
+mod ids;
+use ids::{LiveIds, SyncIds};
+
 /// The state's maps hash with foldhash (seeded per process): hashing ids with the standard
 /// library's SipHash was a visible share of the per-record time.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -231,6 +234,8 @@ impl std::fmt::Display for Counts {
 #[derive(Debug)]
 struct SyncInProgress {
     sync_id: Arc<str>,
+    /// Its number in the tenant's [`SyncIds`].
+    number: u32,
     start_offset: i64,
     /// Whether its `sync_started` was seen (not started implicitly by a later event).
     from_start: bool,
@@ -274,24 +279,13 @@ impl RecentIds {
 #[derive(Debug, Default)]
 struct TenantState {
     partition: Option<i32>,
-    users: HashMap<Box<str>, Arc<str>>,
-    apps: HashMap<Box<str>, Arc<str>>,
+    users: LiveIds,
+    apps: LiveIds,
     in_progress: Option<SyncInProgress>,
     usage: HashMap<Box<str>, AppUsage>,
     recent_activities: RecentIds,
-    /// Interned sync ids, so that each live entity holds a pointer, not a copy.
-    sync_ids: HashMap<Box<str>, Arc<str>>,
-}
-
-impl TenantState {
-    fn intern(&mut self, sync_id: &str) -> Arc<str> {
-        if let Some(s) = self.sync_ids.get(sync_id) {
-            return s.clone();
-        }
-        let s: Arc<str> = sync_id.into();
-        self.sync_ids.insert(sync_id.into(), s.clone());
-        s
-    }
+    /// The syncs live entities were last seen by, by number.
+    sync_ids: SyncIds,
 }
 
 /// The default of [`Processor::with_max_delete_share`]: a whole sync may delete at most half of
@@ -355,7 +349,7 @@ impl Processor {
         &mut self,
         key: &str,
         sync: Option<Option<&str>>,
-        live: fn(&mut TenantState) -> &mut HashMap<Box<str>, Arc<str>>,
+        live: fn(&mut TenantState) -> &mut LiveIds,
     ) {
         let Some((tenant, id)) = key.split_once('/') else {
             return;
@@ -363,8 +357,8 @@ impl Processor {
         let t = self.tenant(tenant);
         match sync {
             Some(sync) => {
-                let sync = t.intern(sync.unwrap_or(""));
-                live(t).insert(id.into(), sync);
+                let sync = t.sync_ids.intern(sync.unwrap_or(""));
+                live(t).insert(id, sync);
             }
             None => {
                 live(t).remove(id);
@@ -517,12 +511,12 @@ impl Processor {
         {
             return;
         }
-        let sync = t.intern(sync_id);
+        let sync = t.sync_ids.intern(sync_id);
         match kind {
-            kind::USER if marker || t.users.contains_key(id) => {
-                t.users.insert(id.into(), sync);
+            kind::USER if marker || t.users.contains(id) => {
+                t.users.insert(id, sync);
             }
-            kind::APPLICATION if marker || t.apps.contains_key(id) => {
+            kind::APPLICATION if marker || t.apps.contains(id) => {
                 if let Some(s) = t.in_progress.as_mut() {
                     s.kept_apps.insert(id.to_owned());
                 }
@@ -596,9 +590,10 @@ impl Processor {
             return false;
         }
         let abandoned = t.in_progress.is_some();
-        let sync_id = t.intern(sync_id);
+        let number = t.sync_ids.intern(sync_id);
         t.in_progress = Some(SyncInProgress {
-            sync_id,
+            sync_id: sync_id.into(),
+            number,
             start_offset: source.offset,
             from_start: false,
             seen: Counts::default(),
@@ -646,14 +641,11 @@ impl Processor {
         let user = normalize::user(&event.payload, event.entity_id.as_deref())?;
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
-        let sync = t.intern(sync_id);
-        if t.users
-            .get(user.user_id.as_str())
-            .is_some_and(|s| Arc::ptr_eq(s, &sync))
-        {
+        let sync = t.sync_ids.intern(sync_id);
+        if t.users.get(&user.user_id) == Some(sync) {
             return Ok(Note::DuplicateUser);
         }
-        t.users.insert(user.user_id.as_str().into(), sync);
+        t.users.insert(&user.user_id, sync);
         let access_group_ids = t
             .in_progress
             .as_ref()
@@ -708,11 +700,8 @@ impl Processor {
         let member = normalize::user(&event.payload, Some(&user))?;
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
-        let sync = t.intern(sync_id);
-        let already_written = t
-            .users
-            .get(user.as_str())
-            .is_some_and(|s| Arc::ptr_eq(s, &sync));
+        let sync = t.sync_ids.intern(sync_id);
+        let already_written = t.users.get(&user) == Some(sync);
         let Some(s) = t.in_progress.as_mut() else {
             return Ok(Note::Processed);
         };
@@ -783,18 +772,9 @@ impl Processor {
             note = Note::SyncUnverified;
         }
         // Users of earlier syncs that this complete sync did not see are gone.
-        let mut gone: Vec<Box<str>> = t
-            .users
-            .iter()
-            .filter(|(_, s)| !Arc::ptr_eq(s, &sync.sync_id))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut gone_apps: Vec<Box<str>> = t
-            .apps
-            .keys()
-            .filter(|k| !sync.apps.contains_key(&***k) && !sync.kept_apps.contains(&***k))
-            .cloned()
-            .collect();
+        let mut gone = t.users.not_seen_by(sync.number);
+        let mut gone_apps = t.apps.not_seen_by(sync.number);
+        gone_apps.retain(|k| !sync.apps.contains_key(k) && !sync.kept_apps.contains(k));
         if whole {
             for (what, gone, live) in [
                 ("users", &mut gone, t.users.len()),
@@ -832,25 +812,21 @@ impl Processor {
             });
         }
         for id in &sync.kept_apps {
-            if let Some(s) = t.apps.get_mut(id.as_str()) {
-                *s = sync.sync_id.clone();
-            }
+            t.apps.touch(id, sync.number);
         }
         let all_users = t.users.len();
-        let members = LiveMembers::new(&sync.apps, &sync.member_of, |user| {
-            t.users.contains_key(user)
-        });
+        let members = LiveMembers::new(&sync.apps, &sync.member_of, |user| t.users.contains(user));
         for (id, mut app) in sync.apps {
             let count = match app.access_control_group_type.as_deref() {
                 None => all_users,
                 Some(rule) => members.count(rule, &app.access_control_group_ids),
             };
             app.authorized_user_count = i64::try_from(count).unwrap_or(i64::MAX);
-            t.apps.insert(id.as_str().into(), sync.sync_id.clone());
+            t.apps.insert(&id, sync.number);
             out.push(Output::Application(Box::new(app)));
         }
-        // Only the ids still referenced are kept interned.
-        t.sync_ids.retain(|_, s| Arc::strong_count(s) > 1);
+        // Only the numbers still referenced are kept.
+        t.sync_ids.keep_only(t.users.syncs().chain(t.apps.syncs()));
         Ok(note)
     }
 

@@ -17,21 +17,35 @@ use test_harness::kafka::consume_all;
 const USERS: [std::ops::Range<usize>; 3] = [0..1_000, 0..900, 0..800];
 const KILLS: usize = 8;
 
-fn spawn(config_path: &std::path::Path, log: &std::path::Path) -> Child {
+/// A transformer process, killed when dropped, so that a failed assertion leaves none behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn(config_path: &std::path::Path, log: &std::path::Path) -> Running {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_transformer"))
-        .arg("--config")
-        .arg(config_path)
-        .arg("run")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_transformer"))
+            .arg("--config")
+            .arg(config_path)
+            .arg("run")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// A small deterministic generator (seed printed on failure).
@@ -131,8 +145,8 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.next(300))).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
         let so_far = committed().await;
         eprintln!("killed with {so_far} user records committed");
         progress.push(so_far);
@@ -150,13 +164,13 @@ async fn kill_minus_nine_never_duplicates_or_loses_output() {
     .await;
     let status = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     assert!(status.success());
     let started = Instant::now();
     let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
+        if let Some(exit) = child.0.try_wait().unwrap() {
             break exit;
         }
         assert!(

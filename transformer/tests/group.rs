@@ -21,11 +21,21 @@ use test_harness::kafka::consume_all;
 const TENANTS: usize = 12;
 const USERS: [std::ops::Range<usize>; 3] = [0..300, 0..270, 0..240];
 
-/// One transformer process and its operations address.
+/// One transformer process and its operations address; killed when dropped, so that a failed
+/// assertion leaves no process behind.
 struct Instance {
     name: &'static str,
     child: Child,
     ops: SocketAddr,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn spawn(config: &Path, log: &Path, name: &'static str) -> Instance {
@@ -196,9 +206,7 @@ async fn a_killed_instance_hands_its_partitions_over_with_nothing_lost_or_repeat
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let b_owned = metric(&b, "transformer_assigned_partitions");
-    let mut b = b;
-    b.child.kill().unwrap(); // SIGKILL
-    b.child.wait().unwrap();
+    drop(b); // SIGKILL
     let at_kill = committed().await;
     eprintln!(
         "killed b (owning {b_owned:?} partitions) with {at_kill} of {total} user records committed"
