@@ -11,54 +11,36 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use schemas::raw::kind;
 use test_harness::kafka::consume_all;
 
 const TENANTS: usize = 12;
 const USERS: [std::ops::Range<usize>; 3] = [0..300, 0..270, 0..240];
 
-/// One transformer process and its operations address; killed when dropped, so that a failed
-/// assertion leaves no process behind.
+/// One transformer process and its operations address.
 struct Instance {
     name: &'static str,
-    child: Child,
+    process: Running,
     ops: SocketAddr,
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn spawn(config: &Path, log: &Path, name: &'static str) -> Instance {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
     let ops: SocketAddr = format!("127.0.0.1:{}", test_harness::ops::free_port())
         .parse()
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_transformer"))
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .env("RUST_LOG", "info")
-        .env("TRANSFORMER__KAFKA__INSTANCE_ID", name)
-        .env("TRANSFORMER__OPERATIONS__LISTEN_ADDR", ops.to_string())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Instance { name, child, ops }
+    let process = Running::start(
+        env!("CARGO_BIN_EXE_transformer"),
+        config,
+        log,
+        &[
+            ("RUST_LOG", "info".to_owned()),
+            ("TRANSFORMER__KAFKA__INSTANCE_ID", name.to_owned()),
+            ("TRANSFORMER__OPERATIONS__LISTEN_ADDR", ops.to_string()),
+        ],
+    );
+    Instance { name, process, ops }
 }
 
 /// A metric's value on `instance`'s `/metrics`, if it answers and has it.
@@ -89,34 +71,6 @@ async fn wait_assigned(instances: &[&Instance]) {
     }
 }
 
-/// Stops `instance` with SIGTERM and requires a clean exit.
-async fn stop(mut instance: Instance, log: &Path) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(instance.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = instance.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{} did not exit after SIGTERM",
-            instance.name
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        exit.success(),
-        "{} exit status {exit}; log in {}",
-        instance.name,
-        log.display()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_hands_its_partitions_over_with_nothing_lost_or_repeated() {
     let s = setup("group", 6).await;
@@ -124,39 +78,11 @@ async fn a_killed_instance_hands_its_partitions_over_with_nothing_lost_or_repeat
     let tenants: Vec<String> = (0..TENANTS).map(|t| format!("g{t}")).collect();
 
     // Input: per tenant three syncs, with accesses between them.
-    let mut events = Vec::new();
-    let mut accesses: BTreeMap<String, u64> = BTreeMap::new();
-    for tenant in &tenants {
-        for (n, users) in USERS.iter().enumerate() {
-            let ids: Vec<usize> = users.clone().collect();
-            let rule: &[&str] = &["g1"];
-            let members: Vec<(&str, usize)> = (0..20).map(|u| ("g1", u)).collect();
-            events.extend(sync_events(
-                tenant,
-                &format!("{tenant}-s{n}"),
-                &ids,
-                &[("open", None), ("gated", Some(("ANY_GROUP", rule)))],
-                &members,
-            ));
-            for a in 0..40 {
-                let app = if a % 3 == 0 { "gated" } else { "open" };
-                let user = format!("u-{}", (a * 7 + n) % 10);
-                let id = format!("{tenant}-act-{n}-{a}");
-                let at = format!("2026-11-{:02}T{:02}:00:00Z", 1 + a % 20, a % 24);
-                *accesses
-                    .entry(format!("{tenant}/{app}/{user}"))
-                    .or_default() += 1;
-                events.push(event(
-                    tenant,
-                    kind::ACTIVITY,
-                    Some(&id),
-                    None,
-                    &access_json(&id, app, &user, &at),
-                ));
-            }
-        }
-    }
-    produce_events(&s, &events).await;
+    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    let workload = syncs_with_accesses(&names, &USERS, 20, 40, |n, a| {
+        ((a * 7 + n) % 10, 1 + a as u64 % 20, a as u64 % 24)
+    });
+    produce_events(&s, &workload.events).await;
     // Where the producer's partitioner put each tenant.
     let raw = consume_all(&s.raw_topic).await.unwrap();
     let partition_of: BTreeMap<String, i32> = raw
@@ -217,79 +143,27 @@ async fn a_killed_instance_hands_its_partitions_over_with_nothing_lost_or_repeat
     );
 
     let d = spawn(&config, &log, "d");
-    let users = wait_for(&topics.users, Duration::from_secs(120), |r| {
+    wait_for(&topics.users, Duration::from_secs(120), |r| {
         r.len() >= total
     })
     .await;
-    let usage = wait_for(&topics.app_usage, Duration::from_secs(120), |r| {
-        r.len() as u64 >= accesses.values().sum::<u64>()
+    wait_for(&topics.app_usage, Duration::from_secs(120), |r| {
+        r.len() as u64 >= workload.accesses.values().sum::<u64>()
     })
     .await;
     // The newcomer takes part: the group gives it partitions.
     wait_assigned(&[&a, &c, &d]).await;
     for instance in [a, c, d] {
-        stop(instance, &log).await;
+        instance.process.stop(&log).await;
     }
-
-    let reg = registry(&s.config);
-    // Users: each (user, sync) exactly once; each tombstone exactly once; on its tenant's
-    // raw partition.
-    let mut per_sync: BTreeMap<(String, String), u32> = BTreeMap::new();
-    let mut tombstones: BTreeMap<String, u32> = BTreeMap::new();
-    for r in &users {
-        let k = key(r);
-        let tenant = k.split('/').next().unwrap();
-        assert_eq!(
-            Some(&r.partition),
-            partition_of.get(tenant),
-            "{k} not on its tenant's raw partition"
-        );
-        match &r.value {
-            None => *tombstones.entry(k).or_default() += 1,
-            Some(_) => {
-                let u = decode_user(&reg, r).await;
-                *per_sync.entry((k, u.sync_id.unwrap())).or_default() += 1;
-            }
-        }
-    }
-    assert_eq!(users.len(), total, "log in {}", log.display());
-    for tenant in &tenants {
-        for (n, range) in USERS.iter().enumerate() {
-            for i in range.clone() {
-                let k = (format!("{tenant}/u-{i}"), format!("{tenant}-s{n}"));
-                assert_eq!(per_sync.get(&k), Some(&1), "{k:?}");
-            }
-        }
-        for i in USERS[2].end..USERS[0].end {
-            assert_eq!(
-                tombstones.get(&format!("{tenant}/u-{i}")),
-                Some(&1),
-                "tombstone {tenant}/u-{i}"
-            );
-        }
-    }
-    assert_eq!(tombstones.len(), expected_tombstones);
-    // App usage: the totals of each pair are exactly 1..=n in order.
-    let mut totals: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for r in &usage {
-        let k = key(r);
-        assert_eq!(
-            Some(&r.partition),
-            partition_of.get(k.split('/').next().unwrap()),
-            "{k}"
-        );
-        let u = decode_usage(&reg, r).await;
-        totals.entry(k).or_default().push(u.access_count_total);
-    }
-    assert_eq!(totals.len(), accesses.len());
-    for (pair, n) in &accesses {
-        let want: Vec<i64> = (1..=i64::try_from(*n).unwrap()).collect();
-        assert_eq!(totals.get(pair), Some(&want), "{pair}");
-    }
-    // Applications: each (app, sync) once: 2 apps x 3 syncs per tenant.
-    let apps = consume_all(&topics.applications).await.unwrap();
-    assert_eq!(apps.len(), TENANTS * 6);
-    let dead = consume_all(&topics.dead_letter).await.unwrap();
-    assert!(dead.is_empty(), "no dead letters expected");
+    check_exactly_once(
+        &s.config,
+        &names,
+        &USERS,
+        &workload,
+        Some(&partition_of),
+        &format!("log in {}", log.display()),
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -289,3 +289,209 @@ pub async fn decode_usage(reg: &Registry, r: &ConsumedRecord) -> AppUsage {
 pub fn registry(config: &Config) -> Registry {
     config.registry.client().unwrap()
 }
+
+/// What [`syncs_with_accesses`] wrote: the raw events, and per `<tenant>/<app>/<user>` pair how
+/// many accesses.
+pub struct Workload {
+    pub events: Vec<RawEvent>,
+    pub accesses: std::collections::BTreeMap<String, u64>,
+}
+
+/// Per tenant, one complete sync of each range of `users` (sync ids `<tenant>-s<n>`, apps
+/// `open` and `gated` with `members` members of `g1`), each followed by `accesses` access
+/// activities; `pick(n, a)` chooses the user, day (1–28) and hour of access `a` after sync `n`.
+pub fn syncs_with_accesses(
+    tenants: &[&str],
+    users: &[std::ops::Range<usize>],
+    members: usize,
+    accesses: usize,
+    mut pick: impl FnMut(usize, usize) -> (usize, u64, u64),
+) -> Workload {
+    let mut events = Vec::new();
+    let mut counted: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for tenant in tenants {
+        for (n, range) in users.iter().enumerate() {
+            let ids: Vec<usize> = range.clone().collect();
+            let rule: &[&str] = &["g1"];
+            let group: Vec<(&str, usize)> = (0..members).map(|u| ("g1", u)).collect();
+            events.extend(sync_events(
+                tenant,
+                &format!("{tenant}-s{n}"),
+                &ids,
+                &[("open", None), ("gated", Some(("ANY_GROUP", rule)))],
+                &group,
+            ));
+            for a in 0..accesses {
+                let app = if a % 3 == 0 { "gated" } else { "open" };
+                let (u, day, hour) = pick(n, a);
+                let user = format!("u-{u}");
+                let id = format!("{tenant}-act-{n}-{a}");
+                let at = format!("2026-11-{day:02}T{hour:02}:00:00Z");
+                *counted.entry(format!("{tenant}/{app}/{user}")).or_default() += 1;
+                events.push(event(
+                    tenant,
+                    kind::ACTIVITY,
+                    Some(&id),
+                    None,
+                    &access_json(&id, app, &user, &at),
+                ));
+            }
+        }
+    }
+    Workload {
+        events,
+        accesses: counted,
+    }
+}
+
+/// Checks the `read_committed` outputs of a [`syncs_with_accesses`] workload: every (user, sync)
+/// exactly once, a tombstone exactly once for each user of the first range missing from the
+/// last, each pair's access totals exactly 1..=n in order, two applications per sync, and no
+/// dead letter. With `partition_of` (tenant -> raw partition), every user and usage record must
+/// be on its tenant's raw partition. `context` is added to failure messages.
+pub async fn check_exactly_once(
+    config: &Config,
+    tenants: &[&str],
+    users: &[std::ops::Range<usize>],
+    workload: &Workload,
+    partition_of: Option<&std::collections::BTreeMap<String, i32>>,
+    context: &str,
+) {
+    use std::collections::BTreeMap;
+    let topics = &config.kafka.topics;
+    let reg = registry(config);
+    let on_its_partition = |r: &ConsumedRecord| {
+        let k = key(r);
+        if let Some(map) = partition_of {
+            let tenant = k.split('/').next().unwrap();
+            assert_eq!(
+                Some(&r.partition),
+                map.get(tenant),
+                "{k} not on its tenant's raw partition; {context}"
+            );
+        }
+        k
+    };
+    let records = consume_all(&topics.users).await.unwrap();
+    let mut per_sync: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let mut tombstones: BTreeMap<String, u32> = BTreeMap::new();
+    for r in &records {
+        let k = on_its_partition(r);
+        match &r.value {
+            None => *tombstones.entry(k).or_default() += 1,
+            Some(_) => {
+                let u = decode_user(&reg, r).await;
+                *per_sync.entry((k, u.sync_id.unwrap())).or_default() += 1;
+            }
+        }
+    }
+    let first = &users[0];
+    let last = &users[users.len() - 1];
+    let expected_users = tenants.len() * users.iter().map(ExactSizeIterator::len).sum::<usize>();
+    let expected_tombstones = tenants.len() * (first.len() - last.len());
+    assert_eq!(
+        records.len(),
+        expected_users + expected_tombstones,
+        "{context}"
+    );
+    for tenant in tenants {
+        for (n, range) in users.iter().enumerate() {
+            for i in range.clone() {
+                let k = (format!("{tenant}/u-{i}"), format!("{tenant}-s{n}"));
+                assert_eq!(per_sync.get(&k), Some(&1), "{k:?}; {context}");
+            }
+        }
+        for i in last.end..first.end {
+            assert_eq!(
+                tombstones.get(&format!("{tenant}/u-{i}")),
+                Some(&1),
+                "tombstone {tenant}/u-{i}; {context}"
+            );
+        }
+    }
+    assert_eq!(tombstones.len(), expected_tombstones, "{context}");
+    let mut totals: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in &consume_all(&topics.app_usage).await.unwrap() {
+        let k = on_its_partition(r);
+        let u = decode_usage(&reg, r).await;
+        totals.entry(k).or_default().push(u.access_count_total);
+    }
+    assert_eq!(totals.len(), workload.accesses.len(), "{context}");
+    for (pair, n) in &workload.accesses {
+        let want: Vec<i64> = (1..=i64::try_from(*n).unwrap()).collect();
+        assert_eq!(totals.get(pair), Some(&want), "{pair}; {context}");
+    }
+    let apps = consume_all(&topics.applications).await.unwrap();
+    assert_eq!(apps.len(), tenants.len() * users.len() * 2, "{context}");
+    let dead = consume_all(&topics.dead_letter).await.unwrap();
+    assert!(dead.is_empty(), "no dead letters expected; {context}");
+}
+
+/// A `transformer` process, killed (SIGKILL) when dropped, so that a failed assertion leaves
+/// none behind.
+pub struct Running {
+    pub child: std::process::Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Running {
+    /// Starts the transformer binary `bin` with `--config config run`, stderr appended to
+    /// `log`, with `envs` set.
+    pub fn start(
+        bin: &str,
+        config: &std::path::Path,
+        log: &std::path::Path,
+        envs: &[(&str, String)],
+    ) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self { child }
+    }
+
+    /// Stops it with SIGTERM and requires a clean exit within 60 s (`log` named on failure).
+    pub async fn stop(mut self, log: &std::path::Path) {
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = std::time::Instant::now();
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no exit after SIGTERM; log in {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            exit.success(),
+            "graceful shutdown exit status {exit}; log in {}",
+            log.display()
+        );
+    }
+}
