@@ -15,6 +15,25 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+/// A memory field of `/proc/<pid>/status` (of `/proc/self/status` without a pid) in KiB:
+/// `VmRSS:` (resident now) or `VmHWM:` (the peak). `None` without such a file (not Linux) or
+/// field. What the transformer logs once it has restored its state, and what its benchmark
+/// reads of the processes it times.
+pub fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_owned(),
+        |pid| format!("/proc/{pid}/status"),
+    );
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// What a binary tells its operations endpoints.
 pub trait Observable: Send + Sync + 'static {
     /// The metrics in the Prometheus / OpenMetrics text format.
@@ -116,5 +135,22 @@ impl OpsServer {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn status_fields_of_this_process() {
+        let rss = status_kib(None, "VmRSS:").unwrap();
+        assert!(rss > 0);
+        assert_eq!(
+            status_kib(Some(std::process::id()), "VmHWM:").map(|hwm| hwm >= rss),
+            Some(true)
+        );
+        assert_eq!(status_kib(None, "NoSuchField:"), None);
     }
 }

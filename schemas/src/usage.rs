@@ -247,12 +247,16 @@ impl Enc {
     }
 
     /// `["null", "boolean"]`.
+    fn boolean(&mut self, v: bool) {
+        self.0.push(u8::from(v));
+    }
+
     fn opt_bool(&mut self, v: Option<bool>) {
         match v {
             None => self.long(0),
             Some(v) => {
                 self.long(1);
-                self.0.push(u8::from(v));
+                self.boolean(v);
             }
         }
     }
@@ -460,7 +464,7 @@ impl AppSignons {
         e.long(self.period_start);
         e.long(self.period_end);
         e.long(self.signons);
-        e.0.push(u8::from(self.partial));
+        e.boolean(self.partial);
         e.string(&self.source_topic);
         e.long(i64::from(self.source_partition));
         e.long(self.source_offset);

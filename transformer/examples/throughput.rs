@@ -295,25 +295,12 @@ fn cpu_s(pid: u32) -> f64 {
     s
 }
 
-/// A `/proc/<pid>/status` memory field (`VmRSS:` now, `VmHWM:` the peak) in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
+    pipeline_io::ops::status_kib(Some(pid), "VmRSS:").unwrap_or(0)
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
+    pipeline_io::ops::status_kib(Some(pid), "VmHWM:").unwrap_or(0)
 }
 
 /// The pass-through loop: same consumer and producer settings, same batching and transactions

@@ -278,7 +278,6 @@ impl RecentIds {
 
 #[derive(Debug, Default)]
 struct TenantState {
-    partition: Option<i32>,
     users: LiveIds,
     apps: LiveIds,
     in_progress: Option<SyncInProgress>,
@@ -387,12 +386,12 @@ impl Processor {
         self.restore_plan = plan.into_iter().map(|p| (p.tenant_id.clone(), p)).collect();
     }
 
-    /// The syncs in progress on `partition`, for the checkpoint written with each commit.
-    pub fn in_progress(&self, partition: i32) -> Vec<InProgress> {
+    /// The syncs in progress, for the checkpoint written with each commit (the live loop keeps
+    /// one processor per raw partition).
+    pub fn in_progress(&self) -> Vec<InProgress> {
         let mut out: Vec<InProgress> = self
             .tenants
             .iter()
-            .filter(|(_, t)| t.partition == Some(partition))
             .filter_map(|(tenant, t)| {
                 t.in_progress.as_ref().map(|s| InProgress {
                     tenant_id: tenant.clone(),
@@ -582,7 +581,6 @@ impl Processor {
     /// abandoned.
     fn ensure_sync(&mut self, tenant_id: &str, sync_id: &str, source: Source<'_>) -> bool {
         let t = self.tenant(tenant_id);
-        t.partition = Some(source.partition);
         if t.in_progress
             .as_ref()
             .is_some_and(|s| &*s.sync_id == sync_id)

@@ -638,6 +638,37 @@ async fn output_record_with_a_lost_schema_stops_the_restore() {
     }
 }
 
+/// The output topics hold each raw partition's state in the partition of the same number, so an
+/// output topic with another partition count than the raw topic (created by hand, or before
+/// the outputs were co-partitioned) stops the transformer, naming the topic, instead of
+/// restoring the wrong state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_topics_partitioned_unlike_the_raw_topic_stop_it() {
+    let s = setup("partitions", 2).await;
+    let topics = s.config.kafka.topics.clone();
+    create_topic(&topics.app_usage, &TopicOptions::new(1).compacted())
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let outcome = tokio::time::timeout(
+        WAIT,
+        transformer::pipeline::run(s.config.clone(), shutdown.clone(), Arc::new(Metrics::new())),
+    )
+    .await;
+    shutdown.cancel();
+    let error = outcome
+        .expect("the transformer kept restarting instead of stopping")
+        .expect_err("the transformer ran on output topics partitioned unlike the raw topic");
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    for part in [
+        topics.app_usage.as_str(),
+        "has 1 partitions but the raw topic has 2",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+}
+
 /// Once a process has registered its output schemas, restarting the live loop needs Kafka alone:
 /// here the registry is cut off (a relay that closes every connection) and another instance with
 /// the same transactional id fences this one. The fenced loop restarts, restores its state and

@@ -33,7 +33,7 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 
 pub use reader::{RangeReader, ReaderContext, wait_settled};
-pub use topics::{TopicSpec, ensure_topics, partitions};
+pub use topics::{TopicSpec, ensure_topics, partitions, partitions_of};
 pub use txn::{TxnSession, TxnSettings};
 
 use crate::config::redacted_options;

@@ -108,27 +108,44 @@ pub async fn partitions(
     settings: &ClientSettings,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaCallError> {
+    let mut all = partitions_of(settings, &[topic]).await?;
+    Ok(all.pop().unwrap_or_default())
+}
+
+/// The partition ids of each of `topics`, in order, asked on one client.
+///
+/// # Errors
+/// Metadata errors, or `UnknownTopicOrPartition` naming the first topic that does not exist.
+pub async fn partitions_of(
+    settings: &ClientSettings,
+    topics: &[&str],
+) -> Result<Vec<Vec<i32>>, KafkaCallError> {
     let config = settings.client_config();
     let timeout = settings.timeout;
-    let name = topic.to_owned();
-    let parts = off_runtime(format!("metadata of {topic}"), move || {
+    let names: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    let all = off_runtime(format!("metadata of {}", topics.join(", ")), move || {
         let consumer: BaseConsumer = config.create()?;
-        let metadata = consumer.fetch_metadata(Some(&name), timeout)?;
-        Ok(metadata
-            .topics()
+        names
             .iter()
-            .filter(|t| t.name() == name && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect::<Vec<i32>>())
+            .map(|name| {
+                let metadata = consumer.fetch_metadata(Some(name), timeout)?;
+                Ok(metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == name && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect::<Vec<i32>>())
+            })
+            .collect::<Result<Vec<_>, KafkaError>>()
     })
     .await?;
-    if parts.is_empty() {
+    if let Some((topic, _)) = topics.iter().zip(&all).find(|(_, p)| p.is_empty()) {
         return Err(KafkaCallError {
             context: format!("topic {topic} does not exist"),
             source: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
         });
     }
-    Ok(parts)
+    Ok(all)
 }
 
 /// The low and high watermarks of one partition.

@@ -31,6 +31,7 @@
 //! attempt ends, and `/readyz` turns 503, without waiting for them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,8 @@ pub struct RawContext {
     metrics: Arc<Metrics>,
     topic: String,
     changes: Mutex<Vec<Change>>,
+    /// Whether `changes` has any: the loop looks after every record, without taking the lock.
+    pending: AtomicBool,
 }
 
 impl RawContext {
@@ -79,11 +82,15 @@ impl RawContext {
             metrics,
             topic: topic.into(),
             changes: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
         }
     }
 
     /// The changes since the last call, oldest first.
     pub fn take_changes(&self) -> Vec<Change> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
         match self.changes.lock() {
             Ok(mut changes) => std::mem::take(&mut *changes),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -95,6 +102,7 @@ impl RawContext {
             Ok(mut changes) => changes.push(change),
             Err(poisoned) => poisoned.into_inner().push(change),
         }
+        self.pending.store(true, Ordering::Release);
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -414,13 +422,7 @@ impl Batcher<'_> {
                 }
                 Change::Assigned(ps) => {
                     self.assigned_once = true;
-                    if !ps.is_empty() {
-                        let committed = committed_offsets(self.config, consumer, &ps).await?;
-                        let restored =
-                            restore_partitions(self.config, &self.registry, &ps, &committed)
-                                .await?;
-                        self.processors.extend(restored);
-                    }
+                    self.restore(consumer, &ps).await?;
                     self.metrics.set_ready(true);
                 }
             }
@@ -429,6 +431,22 @@ impl Batcher<'_> {
                 .set(i64::try_from(self.processors.len()).unwrap_or(i64::MAX));
         }
         Ok(())
+    }
+
+    /// Restores the processors of `partitions` as of their committed offsets, which it returns.
+    async fn restore(
+        &mut self,
+        consumer: &Arc<StreamConsumer<RawContext>>,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, PipelineError> {
+        if partitions.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let committed = committed_offsets(self.config, consumer, partitions).await?;
+        let restored =
+            restore_partitions(self.config, &self.registry, partitions, &committed).await?;
+        self.processors.extend(restored);
+        Ok(committed)
     }
 
     /// After an aborted transaction: every owned partition restored anew and read again from
@@ -444,7 +462,7 @@ impl Batcher<'_> {
         if ps.is_empty() {
             return Ok(());
         }
-        let committed = committed_offsets(self.config, consumer, &ps).await?;
+        let committed = self.restore(consumer, &ps).await?;
         let mut positions = TopicPartitionList::new();
         for &p in &ps {
             let offset = committed
@@ -464,8 +482,6 @@ impl Batcher<'_> {
                 return Err(ctx(format!("seeking raw partition {}", e.partition()))(error).into());
             }
         }
-        let restored = restore_partitions(self.config, &self.registry, &ps, &committed).await?;
-        self.processors.extend(restored);
         Ok(())
     }
 
@@ -575,7 +591,7 @@ impl Batcher<'_> {
                 in_progress: self
                     .processors
                     .get(&p)
-                    .map(|processor| processor.in_progress(p))
+                    .map(Processor::in_progress)
                     .unwrap_or_default(),
             };
             let value = serde_json::to_vec(&checkpoint).unwrap_or_default();

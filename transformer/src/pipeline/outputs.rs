@@ -2,7 +2,9 @@
 //! registered), encoding a [`Output`] for its topic, and reading a topic back into typed
 //! records ([`read_output`]), which the start-up restore and the license report share.
 
-use pipeline_io::kafka::{KafkaCallError, RangeReader, TopicSpec, ensure_topics, partitions};
+use pipeline_io::kafka::{
+    KafkaCallError, RangeReader, TopicSpec, ensure_topics, partitions, partitions_of,
+};
 use pipeline_io::registry::{Registry, RegistryError};
 use rdkafka::Message;
 use schemas::topics::OutputTopics;
@@ -214,20 +216,17 @@ pub async fn prepare(
         wanted.push(spec(&topics.state).compacted());
     }
     ensure_topics(&k.client, &wanted).await?;
+    let names: Vec<&str> = wanted.iter().map(|t| t.name.as_str()).collect();
     let raw = raw_partitions.len();
-    let checks = wanted.iter().map(|t| async move {
-        let has = partitions(&k.client, &t.name).await?.len();
-        if has == raw {
-            Ok(())
-        } else {
-            Err(OutputError::Partitions {
-                topic: t.name.clone(),
-                has,
+    for (topic, has) in names.iter().zip(partitions_of(&k.client, &names).await?) {
+        if has.len() != raw {
+            return Err(OutputError::Partitions {
+                topic: (*topic).to_owned(),
+                has: has.len(),
                 raw,
-            })
+            });
         }
-    });
-    futures::future::try_join_all(checks).await?;
+    }
     let ids = match registered {
         Some(ids) => ids,
         None => register_outputs(registry, topics).await?,

@@ -108,25 +108,12 @@ pub async fn restore_partitions(
         records,
         syncs_in_progress = syncs,
         restore_ms = started.elapsed().as_millis() as u64,
-        rss_mb = resident_mb().unwrap_or(f64::NAN),
+        // How much the restored state weighs (Linux only).
+        rss_mb = pipeline_io::ops::status_kib(None, "VmRSS:")
+            .map_or(f64::NAN, |kb| (kb as f64 / 102.4).round() / 10.0),
         "partitions restored"
     );
     Ok(processors)
-}
-
-/// The process's resident set size in MB (`VmRSS` of `/proc/self/status`; Linux only), for the
-/// restore's log line: how much the restored state weighs.
-fn resident_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
 
 /// Step 2: reads `partitions` of every state-bearing output topic into `processors`.

@@ -229,7 +229,7 @@ fn a_complete_sync_writes_users_then_applications_with_counts() {
     );
     assert!(tombstones(&out).is_empty());
     assert_eq!(out[0].key(), "acme/u1");
-    assert!(p.in_progress(0).is_empty());
+    assert!(p.in_progress().is_empty());
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn malformed_events_fail_without_touching_state() {
     ));
     // The malformed entities of sync `s` count as seen by it (started implicitly, so it can
     // never decide deletions), and nothing else changed.
-    let plan = p.in_progress(0);
+    let plan = p.in_progress();
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].sync_id, "s");
     assert_eq!(p.live_users(TENANT), 0);
@@ -579,7 +579,7 @@ fn restore_mid_sync_matches_an_uninterrupted_run() {
 
     let mut first = unguarded();
     let (before, _) = feed(&mut first, &events[..cut], 0, Mode::Live);
-    let plan = first.in_progress(0);
+    let plan = first.in_progress();
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].start_offset, 12);
 
