@@ -616,24 +616,35 @@ async fn output_record_with_a_lost_schema_stops_the_restore() {
     )
     .await;
 
+    stops_with_a_fatal_error(
+        &s.config,
+        "the transformer restored state from a record it cannot decode",
+        &[
+            topics.users.as_str(),
+            "partition 0",
+            "offset 0",
+            "schema id 2000000000",
+        ],
+    )
+    .await;
+}
+
+/// Runs the transformer on `config` and requires it to stop on its own (within [`WAIT`]) with
+/// a fatal error whose message holds every one of `parts`; `why` says what it did otherwise.
+async fn stops_with_a_fatal_error(config: &transformer::Config, why: &str, parts: &[&str]) {
     let shutdown = CancellationToken::new();
     let outcome = tokio::time::timeout(
         WAIT,
-        transformer::pipeline::run(s.config.clone(), shutdown.clone(), Arc::new(Metrics::new())),
+        transformer::pipeline::run(config.clone(), shutdown.clone(), Arc::new(Metrics::new())),
     )
     .await;
     shutdown.cancel();
     let error = outcome
         .expect("the transformer kept restarting instead of stopping")
-        .expect_err("the transformer restored state from a record it cannot decode");
+        .expect_err(why);
     assert!(!error.is_transient(), "{error}");
     let message = error.to_string();
-    for part in [
-        topics.users.as_str(),
-        "partition 0",
-        "offset 0",
-        "schema id 2000000000",
-    ] {
+    for part in parts {
         assert!(message.contains(part), "{part:?} missing from: {message}");
     }
 }
@@ -649,24 +660,15 @@ async fn output_topics_partitioned_unlike_the_raw_topic_stop_it() {
     create_topic(&topics.app_usage, &TopicOptions::new(1).compacted())
         .await
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let outcome = tokio::time::timeout(
-        WAIT,
-        transformer::pipeline::run(s.config.clone(), shutdown.clone(), Arc::new(Metrics::new())),
+    stops_with_a_fatal_error(
+        &s.config,
+        "the transformer ran on output topics partitioned unlike the raw topic",
+        &[
+            topics.app_usage.as_str(),
+            "has 1 partitions but the raw topic has 2",
+        ],
     )
     .await;
-    shutdown.cancel();
-    let error = outcome
-        .expect("the transformer kept restarting instead of stopping")
-        .expect_err("the transformer ran on output topics partitioned unlike the raw topic");
-    assert!(!error.is_transient(), "{error}");
-    let message = error.to_string();
-    for part in [
-        topics.app_usage.as_str(),
-        "has 1 partitions but the raw topic has 2",
-    ] {
-        assert!(message.contains(part), "{part:?} missing from: {message}");
-    }
 }
 
 /// Once a process has registered its output schemas, restarting the live loop needs Kafka alone:
