@@ -42,6 +42,9 @@ pub enum MainError {
     Shutdown(#[from] ShutdownError),
 }
 
+/// Most threads of the runtime's blocking pool.
+pub const BLOCKING_THREADS: usize = 32;
+
 /// Installs logging in `format`, starts a multi-threaded runtime, wires SIGINT and SIGTERM to a
 /// cancellation token, and runs `work(token)` to its end; after a signal, at most `deadline`
 /// longer. Then it waits at most `deadline` again for what still runs on the blocking pool
@@ -60,7 +63,13 @@ where
     Fut: Future<Output = T> + Send + 'static,
 {
     crate::logging::init(format);
-    let runtime = tokio::runtime::Runtime::new().map_err(MainError::Runtime)?;
+    // The blocking pool runs librdkafka's blocking calls and DNS lookups; bounded so that
+    // hundreds of tenants resolving at once cannot start hundreds of threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .map_err(MainError::Runtime)?;
     let outcome = runtime.block_on(async move {
         let shutdown = on_signals();
         let future = work(shutdown.clone());

@@ -52,10 +52,13 @@ impl TopicSpec {
     }
 }
 
-/// Creates the topics of `specs` that do not exist yet.
+/// Creates the topics of `specs` that do not exist yet, and waits until every partition of
+/// those it created has a leader (at most the client timeout): a read or write right after
+/// creation would otherwise meet `NotLeaderForPartition`.
 ///
 /// # Errors
-/// Admin errors other than "already exists", naming the topic.
+/// Admin errors other than "already exists", naming the topic; a created topic still without
+/// leaders after the client timeout.
 pub async fn ensure_topics(
     settings: &ClientSettings,
     specs: &[TopicSpec],
@@ -85,9 +88,13 @@ pub async fn ensure_topics(
         .create_topics(new.iter(), &options)
         .await
         .map_err(ctx(format!("creating topics {}", names.join(", "))))?;
+    let mut created = Vec::new();
     for result in results {
         match result {
-            Ok(topic) => tracing::info!(%topic, "topic created"),
+            Ok(topic) => {
+                tracing::info!(%topic, "topic created");
+                created.push(topic);
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 return Err(KafkaCallError {
@@ -97,7 +104,43 @@ pub async fn ensure_topics(
             }
         }
     }
-    Ok(())
+    if created.is_empty() {
+        return Ok(());
+    }
+    let config = settings.client_config();
+    let timeout = settings.timeout;
+    let context = format!("waiting for leaders of {}", created.join(", "));
+    let led = off_runtime(context.clone(), move || {
+        let consumer: BaseConsumer = config.create()?;
+        let started = std::time::Instant::now();
+        loop {
+            let mut all = true;
+            for name in &created {
+                let metadata = consumer.fetch_metadata(Some(name), timeout)?;
+                all &= metadata.topics().iter().any(|t| {
+                    t.name() == name
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0)
+                });
+            }
+            if all || started.elapsed() >= timeout {
+                return Ok(all);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    })
+    .await?;
+    if led {
+        Ok(())
+    } else {
+        Err(KafkaCallError {
+            context,
+            source: KafkaError::MetadataFetch(RDKafkaErrorCode::LeaderNotAvailable),
+        })
+    }
 }
 
 /// The partition ids of `topic`.
