@@ -3,7 +3,9 @@
 //! Windows run from the checkpoint to now minus a safety lag (PingOne's search index lags), each
 //! at most `activity_window_max` (≤ 14 days). Each window is queried once per action type
 //! (PingOne allows one `action.type eq` per filter), every page is read, and the window's events
-//! plus the new checkpoint go into one Kafka transaction. Each query starts `activity_overlap`
+//! plus the new checkpoint become one unit of the partition's writer (one Kafka transaction). A
+//! window whose events would exceed [`WINDOW_MAX_BYTES`] is read again as two halves, so that
+//! memory stays bounded however busy the tenant. Each query starts `activity_overlap`
 //! before the window so that nothing at a boundary is lost; activities seen in that overlap are
 //! remembered in the checkpoint by id and dropped when read again.
 //!
@@ -17,7 +19,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::checkpoint::{self, ActivityCheckpoint, CHECKPOINT_VERSION, activity_key};
-use crate::kafka::{Sent, TxnWriter};
+use crate::kafka::{EncodedEvent, Sent};
 use crate::pingone::page::{item_id, item_recorded_at};
 use crate::stream::{StreamContext, StreamError};
 use schemas::raw::kind;
@@ -27,6 +29,12 @@ use serde_json::value::RawValue;
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
 
+/// Most bytes of encoded activities one window may hold before it is split in two.
+pub const WINDOW_MAX_BYTES: usize = 8 << 20;
+
+/// Shortest window a split makes: a busier second is written whole.
+const MIN_WINDOW_MS: i64 = 1_000;
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -35,7 +43,6 @@ fn millis(d: Duration) -> i64 {
 #[derive(Debug)]
 pub struct ActivityStream {
     ctx: StreamContext,
-    writer: TxnWriter,
     checkpoint: ActivityCheckpoint,
     key: String,
 }
@@ -52,14 +59,11 @@ pub struct WindowOutcome {
 }
 
 impl ActivityStream {
-    /// Opens the writer and reads the checkpoint back; without one, polling starts
+    /// Takes the committed checkpoint from the partition's writer; without one, polling starts
     /// `activity_initial_lookback` ago.
-    ///
-    /// # Errors
-    /// [`StreamError::Kafka`].
-    pub async fn open(ctx: StreamContext) -> Result<Self, StreamError> {
+    pub fn open(ctx: StreamContext) -> Self {
         let key = activity_key(&ctx.tenant.tenant_id);
-        let (writer, stored) = ctx.open("activity", key.clone()).await?;
+        let stored = ctx.stored_checkpoint(&key);
         let env = ctx.tenant.environment_id.to_string();
         let fresh = || ActivityCheckpoint {
             version: CHECKPOINT_VERSION,
@@ -92,12 +96,11 @@ impl ActivityStream {
             .covered_from_ms
             .get_or_insert(checkpoint.window_end_ms);
         tracing::info!(tenant = %ctx.tenant.tenant_id, from = %format_ms(checkpoint.window_end_ms), "activity polling position");
-        Ok(Self {
+        Self {
             ctx,
-            writer,
             checkpoint,
             key,
-        })
+        }
     }
 
     /// The committed position: everything recorded before it was written.
@@ -133,6 +136,9 @@ impl ActivityStream {
         // clock with ever smaller windows and never return to the poll interval's sleep.
         let now = now_ms();
         let target = now - millis(self.ctx.tenant.activity_safety_lag);
+        // Halved when a window holds too much, doubled back after each window that fits.
+        let max_span = millis(self.ctx.tenant.activity_window_max);
+        let mut span = max_span;
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Err(StreamError::Cancelled);
@@ -165,55 +171,63 @@ impl ActivityStream {
                 // Days before the gap are no longer complete: their sign-on counts are not compared.
                 self.checkpoint.covered_from_ms = Some(oldest);
             }
-            let to = target.min(from.saturating_add(millis(self.ctx.tenant.activity_window_max)));
-            let outcome = self.window(from, to).await?;
+            let to = target.min(from.saturating_add(span));
+            let Some(outcome) = self.window(from, to, to - from <= MIN_WINDOW_MS).await? else {
+                span = ((to - from) / 2).max(MIN_WINDOW_MS);
+                tracing::info!(tenant = %self.ctx.tenant.tenant_id, from = %format_ms(from),
+                    span_ms = span, "activity window over the memory bound, read again in halves");
+                continue;
+            };
+            span = span.saturating_mul(2).min(max_span);
             total.written += outcome.written;
             total.duplicates += outcome.duplicates;
         }
     }
 
-    async fn window(&mut self, from: i64, to: i64) -> Result<WindowOutcome, StreamError> {
+    /// Reads the window `[from, to)` and commits it; `None` when its events would exceed
+    /// [`WINDOW_MAX_BYTES`] (nothing written) unless `whole`.
+    async fn window(
+        &mut self,
+        from: i64,
+        to: i64,
+        whole: bool,
+    ) -> Result<Option<WindowOutcome>, StreamError> {
         let tenant = self.ctx.tenant.tenant_id.clone();
         let overlap = millis(self.ctx.tenant.activity_overlap);
-        let query_from = from - overlap;
-        let tail_from = to - overlap;
-        let mut outcome = WindowOutcome::default();
-        let mut oversized = 0;
-        let mut new_overlap = BTreeSet::new();
-        self.writer.begin()?;
-        let result = self
-            .read_window(
-                query_from,
-                to,
-                tail_from,
-                &mut new_overlap,
-                &mut outcome,
-                &mut oversized,
-            )
-            .await;
-        if let Err(e) = result {
-            self.writer.abort().await;
-            self.ctx.metrics.transaction(&tenant, "activity", "aborted");
-            return Err(e);
+        let mut read = WindowRead {
+            query_from: from - overlap,
+            to,
+            tail_from: to - overlap,
+            limit: if whole { usize::MAX } else { WINDOW_MAX_BYTES },
+            bytes: 0,
+            events: Vec::new(),
+            new_overlap: BTreeSet::new(),
+            outcome: WindowOutcome::default(),
+            oversized: 0,
+        };
+        if !self.read_window(&mut read).await? {
+            return Ok(None);
         }
         let checkpoint = ActivityCheckpoint {
             version: CHECKPOINT_VERSION,
             environment_id: self.checkpoint.environment_id.clone(),
             window_end_ms: to,
-            overlap_ids: new_overlap,
+            overlap_ids: read.new_overlap,
             covered_from_ms: self.checkpoint.covered_from_ms,
             signons_sha256: self.checkpoint.signons_sha256.clone(),
         };
         let value =
             serde_json::to_vec(&checkpoint).map_err(|e| StreamError::Task(e.to_string()))?;
-        self.writer.send_checkpoint(&self.key, &value).await?;
-        self.commit(&tenant).await?;
+        self.ctx
+            .commit("activity", read.events, &self.key, value, None)
+            .await?;
+        let outcome = read.outcome;
         if outcome.written > 0 {
             self.ctx
                 .metrics
                 .entities(&tenant, kind::ACTIVITY, outcome.written);
         }
-        for _ in 0..oversized {
+        for _ in 0..read.oversized {
             self.ctx.metrics.oversized(&tenant, kind::ACTIVITY);
         }
         self.ctx
@@ -224,25 +238,19 @@ impl ActivityStream {
             tenant = %tenant, from = %format_ms(from), to = %format_ms(to),
             written = outcome.written, duplicates = outcome.duplicates, "activity window committed"
         );
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
-    async fn read_window(
-        &mut self,
-        query_from: i64,
-        to: i64,
-        tail_from: i64,
-        new_overlap: &mut BTreeSet<String>,
-        outcome: &mut WindowOutcome,
-        oversized: &mut u64,
-    ) -> Result<(), StreamError> {
+    /// Reads every page of the window into `read`; `false` as soon as its events pass
+    /// `read.limit`.
+    async fn read_window(&mut self, read: &mut WindowRead) -> Result<bool, StreamError> {
         let tenant = self.ctx.tenant.tenant_id.clone();
         let action_types = self.ctx.tenant.activity_action_types.clone();
         for action in &action_types {
             let filter = format!(
                 "recordedat gt \"{}\" and recordedat lt \"{}\" and action.type eq \"{}\"",
-                format_ms(query_from),
-                format_ms(to),
+                format_ms(read.query_from),
+                format_ms(read.to),
                 action
             );
             let query = url::form_urlencoded::Serializer::new(String::new())
@@ -263,11 +271,11 @@ impl ActivityStream {
                     let id = item_id(item);
                     let recorded = item_recorded_at(item).and_then(|s| parse_rfc3339_ms(&s));
                     if let Some(id) = &id {
-                        if recorded.is_some_and(|r| r >= tail_from) {
-                            new_overlap.insert(id.clone());
+                        if recorded.is_some_and(|r| r >= read.tail_from) {
+                            read.new_overlap.insert(id.clone());
                         }
                         if self.checkpoint.overlap_ids.contains(id) {
-                            outcome.duplicates += 1;
+                            read.outcome.duplicates += 1;
                             continue;
                         }
                     } else {
@@ -284,19 +292,25 @@ impl ActivityStream {
                         observed_at_ms,
                         item.get().to_owned(),
                     );
-                    if let Sent::Oversized(info) = self.writer.send_event(&event).await? {
+                    let (record, sent) = self.ctx.encode(&event)?;
+                    if let Sent::Oversized(info) = sent {
                         tracing::warn!(
                             tenant = %tenant, entity_id = %info.entity_id, size = info.size,
                             limit = info.limit, "activity over the record limit, written as an oversized marker"
                         );
-                        *oversized += 1;
+                        read.oversized += 1;
                     }
-                    outcome.written += 1;
+                    read.bytes += record.len();
+                    read.events.push(record);
+                    read.outcome.written += 1;
+                    if read.bytes > read.limit {
+                        return Ok(false);
+                    }
                 }
                 url = page.next;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The whole UTC days `[start, end)` whose sign-on counts to read: complete days after
@@ -380,10 +394,9 @@ impl ActivityStream {
             return Ok(0);
         }
         let observed_at_ms = now_ms();
-        self.writer.begin()?;
         let mut oversized = 0;
         let mut written = 0;
-        let mut sent: Result<(), StreamError> = Ok(());
+        let mut events = Vec::with_capacity(items.len());
         for item in &items {
             let id = item_id(item).or_else(|| application_id(item));
             if id.is_none() {
@@ -397,36 +410,22 @@ impl ActivityStream {
                 observed_at_ms,
                 item.get().to_owned(),
             );
-            match self.writer.send_event(&event).await {
-                Ok(Sent::Oversized(_)) => oversized += 1,
-                Ok(_) => {}
-                Err(e) => {
-                    sent = Err(e.into());
-                    break;
-                }
+            let (record, sent) = self.ctx.encode(&event)?;
+            if matches!(sent, Sent::Oversized(_)) {
+                oversized += 1;
             }
+            events.push(record);
             written += 1;
         }
         let checkpoint = ActivityCheckpoint {
             signons_sha256: Some(digest),
             ..self.checkpoint.clone()
         };
-        if sent.is_ok() {
-            sent = match serde_json::to_vec(&checkpoint) {
-                Ok(value) => self
-                    .writer
-                    .send_checkpoint(&self.key, &value)
-                    .await
-                    .map_err(Into::into),
-                Err(e) => Err(StreamError::Task(e.to_string())),
-            };
-        }
-        if let Err(e) = sent {
-            self.writer.abort().await;
-            self.ctx.metrics.transaction(&tenant, "activity", "aborted");
-            return Err(e);
-        }
-        self.commit(&tenant).await?;
+        let value =
+            serde_json::to_vec(&checkpoint).map_err(|e| StreamError::Task(e.to_string()))?;
+        self.ctx
+            .commit("activity", events, &self.key, value, None)
+            .await?;
         self.ctx
             .metrics
             .entities(&tenant, kind::APPLICATION_SIGNONS, written);
@@ -442,23 +441,19 @@ impl ActivityStream {
         );
         Ok(written)
     }
+}
 
-    /// Commits the open transaction, counting it as committed or aborted.
-    async fn commit(&mut self, tenant: &str) -> Result<(), StreamError> {
-        if let Err(e) = self.writer.commit().await {
-            self.ctx.metrics.transaction(tenant, "activity", "aborted");
-            return Err(e.into());
-        }
-        self.ctx
-            .metrics
-            .transaction(tenant, "activity", "committed");
-        Ok(())
-    }
-
-    /// Aborts an open transaction (shutdown path).
-    pub async fn close(mut self) {
-        self.writer.abort().await;
-    }
+/// A window being read: its bounds, and what it holds so far.
+struct WindowRead {
+    query_from: i64,
+    to: i64,
+    tail_from: i64,
+    limit: usize,
+    bytes: usize,
+    events: Vec<EncodedEvent>,
+    new_overlap: BTreeSet<String>,
+    outcome: WindowOutcome,
+    oversized: u64,
 }
 
 /// `application.id` of an `/applicationSignons` element that has no top-level `id`.

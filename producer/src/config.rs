@@ -19,7 +19,7 @@ use pipeline_io::config::{
 };
 use pipeline_io::kafka::ClientSettings;
 use pipeline_io::secret::Secret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
@@ -125,6 +125,32 @@ pub struct KafkaFile {
     /// are redacted in any output.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,
+    /// Where the tenants are kept: `file` (the `[[tenants]]` of this file) or `topic` (the
+    /// tenants topic, managed with `producer tenants …`).
+    #[serde(default)]
+    pub tenant_source: TenantSource,
+    /// Compacted topic of tenant settings (key = tenant id), read with `tenant_source = "topic"`.
+    #[serde(default = "default_tenants_topic")]
+    pub tenants_topic: String,
+    /// Partitions of the tenants topic when the producer creates it, and the number of writer
+    /// slots with `tenant_source = "file"`: one transactional producer per partition or slot.
+    #[serde(default = "default_tenant_partitions")]
+    pub tenant_partitions: i32,
+    /// Consumer group of the producer instances on the tenants topic (default: the
+    /// transactional id prefix).
+    #[serde(default)]
+    pub group_id: Option<String>,
+}
+
+/// Where the producer's tenants are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantSource {
+    /// The `[[tenants]]` entries of the configuration file, run by this one process.
+    #[default]
+    File,
+    /// The tenants topic, shared by every instance in the consumer group.
+    Topic,
 }
 
 impl fmt::Debug for KafkaFile {
@@ -141,8 +167,9 @@ impl fmt::Debug for KafkaFile {
     }
 }
 
-/// One `[[tenants]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[tenants]]` entry; also the value of a tenants topic record (it holds a reference to
+/// the secret, never the secret).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantFile {
     /// Operator-chosen id: record key and label; letters, digits, `-`, `_`, `.`.
@@ -154,19 +181,19 @@ pub struct TenantFile {
     /// Worker application's client id.
     pub client_id: String,
     /// Environment variable holding the client secret.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_env: Option<String>,
     /// File holding the client secret (trailing newline trimmed).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_file: Option<PathBuf>,
     /// Auth host override (custom domain, simulator), e.g. `https://auth.example.com`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_base_url: Option<String>,
     /// API base override, e.g. `https://api.example.com/v1`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_base_url: Option<String>,
     /// Extra PEM CA file trusted beside the system roots.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// Time between snapshot sync starts.
     #[serde(default = "default_snapshot_interval_s")]
@@ -178,7 +205,7 @@ pub struct TenantFile {
     #[serde(default = "default_activity_interval_s")]
     pub activity_poll_interval_s: u64,
     /// Activity action types to poll (one query per type and window).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity_action_types: Option<Vec<String>>,
     /// How far back the first activity poll of a tenant starts (at most 14 days).
     #[serde(default = "default_lookback_s")]
@@ -254,6 +281,12 @@ const fn default_true() -> bool {
 }
 const fn default_partitions() -> i32 {
     3
+}
+fn default_tenants_topic() -> String {
+    schemas::topics::PRODUCER_TENANTS_TOPIC.into()
+}
+const fn default_tenant_partitions() -> i32 {
+    6
 }
 const fn default_snapshot_interval_s() -> u64 {
     24 * 3600
@@ -353,6 +386,14 @@ pub struct KafkaConfig {
     pub topic_partitions: i32,
     /// Replication factor of created topics.
     pub topic_replication_factor: i32,
+    /// Where the tenants are kept.
+    pub tenant_source: TenantSource,
+    /// The tenants topic.
+    pub tenants_topic: String,
+    /// Partitions of a created tenants topic; writer slots of file tenants.
+    pub tenant_partitions: i32,
+    /// Consumer group of the instances on the tenants topic.
+    pub group_id: String,
 }
 
 impl fmt::Debug for KafkaConfig {
@@ -522,32 +563,32 @@ impl FileConfig {
             .operations
             .validate(Some(DEFAULT_LISTEN_ADDR), &mut errors);
 
-        if self.tenants.is_empty() {
-            errors.global("tenants", "at least one [[tenants]] entry is required");
+        check_topic(&mut errors, "kafka.tenants_topic", &k.tenants_topic);
+        if [&k.raw_topic, &k.checkpoint_topic].contains(&&k.tenants_topic) {
+            errors.global(
+                "kafka.tenants_topic",
+                "must differ from kafka.raw_topic and kafka.checkpoint_topic",
+            );
         }
-        let mut seen_ids = BTreeSet::new();
-        let mut tenants = Vec::new();
-        for (index, t) in self.tenants.iter().enumerate() {
-            let name = if valid_tenant_id(&t.tenant_id) {
-                t.tenant_id.clone()
-            } else {
-                errors.tenant(
-                    &format!("#{}", index + 1),
-                    "tenant_id",
-                    format!(
-                        "`{}` must be 1-64 characters of letters, digits, `-`, `_`, `.`",
-                        t.tenant_id
-                    ),
-                );
-                format!("#{}", index + 1)
-            };
-            if !seen_ids.insert(t.tenant_id.clone()) {
-                errors.tenant(&name, "tenant_id", "is used by more than one tenant");
-            }
-            if let Some(tenant) = validate_tenant(&name, t, &env, &mut errors) {
-                tenants.push(tenant);
-            }
+        if !(1..=1024).contains(&k.tenant_partitions) {
+            errors.global("kafka.tenant_partitions", "must be between 1 and 1024");
         }
+        if k.group_id.as_deref().is_some_and(str::is_empty) {
+            errors.global("kafka.group_id", "must not be empty");
+        }
+        match k.tenant_source {
+            TenantSource::File if self.tenants.is_empty() => errors.global(
+                "tenants",
+                "at least one [[tenants]] entry is required (or kafka.tenant_source = \"topic\")",
+            ),
+            TenantSource::Topic if !self.tenants.is_empty() => errors.global(
+                "tenants",
+                "kafka.tenant_source = \"topic\" reads the tenants from kafka.tenants_topic: \
+                 add them with `producer tenants add`, not as [[tenants]] entries",
+            ),
+            _ => {}
+        }
+        let tenants = check_tenants(&self.tenants, &env, &mut errors);
 
         let k = self.kafka;
         errors.finish(|| {
@@ -558,6 +599,9 @@ impl FileConfig {
                         .with_timeout(Duration::from_millis(k.request_timeout_ms)),
                     raw_topic: k.raw_topic,
                     checkpoint_topic: k.checkpoint_topic,
+                    group_id: k
+                        .group_id
+                        .unwrap_or_else(|| k.transactional_id_prefix.clone()),
                     transactional_id_prefix: k.transactional_id_prefix,
                     transaction_timeout: Duration::from_millis(k.transaction_timeout_ms),
                     message_timeout: Duration::from_millis(k.message_timeout_ms),
@@ -565,6 +609,9 @@ impl FileConfig {
                     create_topics: k.create_topics,
                     topic_partitions: k.topic_partitions,
                     topic_replication_factor: k.topic_replication_factor,
+                    tenant_source: k.tenant_source,
+                    tenants_topic: k.tenants_topic,
+                    tenant_partitions: k.tenant_partitions,
                 },
                 registry: registry?,
                 operations,
@@ -572,6 +619,51 @@ impl FileConfig {
             })
         })
     }
+}
+
+/// Validates tenant entries (`[[tenants]]` or tenants topic records) and reads their secrets, as
+/// `validate-config` does: ids unique and well formed, every field checked.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] listing every problem, each naming tenant and field.
+pub fn validate_tenants(
+    files: &[TenantFile],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<TenantConfig>, ConfigError> {
+    let mut errors = Errors::default();
+    let tenants = check_tenants(files, &env, &mut errors);
+    errors.finish(|| Some(tenants))
+}
+
+fn check_tenants(
+    files: &[TenantFile],
+    env: &impl Fn(&str) -> Option<String>,
+    errors: &mut Errors,
+) -> Vec<TenantConfig> {
+    let mut seen_ids = BTreeSet::new();
+    let mut tenants = Vec::new();
+    for (index, t) in files.iter().enumerate() {
+        let name = if valid_tenant_id(&t.tenant_id) {
+            t.tenant_id.clone()
+        } else {
+            errors.tenant(
+                &format!("#{}", index + 1),
+                "tenant_id",
+                format!(
+                    "`{}` must be 1-64 characters of letters, digits, `-`, `_`, `.`",
+                    t.tenant_id
+                ),
+            );
+            format!("#{}", index + 1)
+        };
+        if !seen_ids.insert(t.tenant_id.clone()) {
+            errors.tenant(&name, "tenant_id", "is used by more than one tenant");
+        }
+        if let Some(tenant) = validate_tenant(&name, t, env, errors) {
+            tenants.push(tenant);
+        }
+    }
+    tenants
 }
 
 fn validate_tenant(

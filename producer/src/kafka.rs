@@ -1,15 +1,16 @@
 //! The producer's use of Kafka and the schema registry: registering the raw event schema,
-//! creating its two topics, the transactional writer of one tenant stream, and reading a
-//! stream's checkpoint back. The client plumbing itself is `pipeline_io::kafka`.
+//! creating its topics, encoding raw events, the transactional writer, and reading checkpoints
+//! back. The client plumbing itself is `pipeline_io::kafka`; the writer shared by the tenants
+//! of one partition is [`crate::writer`].
 //!
-//! Each tenant stream (snapshot, activity) has its own transactional id
-//! (`<prefix>.<tenant>.<stream>`), so a restarted producer fences the previous instance and
-//! `init_transactions` settles whatever it left open. A stream's raw events and its checkpoint
-//! go into one transaction; checkpoints are read back with `read_committed` at start.
+//! A stream's raw events and its checkpoint go into one transaction; checkpoints are read back
+//! with `read_committed` when a writer opens.
 //!
 //! A raw event whose record (key, Confluent-framed value, headers) would exceed
 //! `schemas::topics::MAX_RECORD_BYTES` is replaced by a small `oversized` marker carrying the
 //! original's kind, id, size and SHA-256, so that one huge PingOne object cannot stop a sync.
+
+use std::collections::HashMap;
 
 use pipeline_io::config::RegistrySettings;
 use pipeline_io::kafka::reader::latest_by_key;
@@ -19,7 +20,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use schemas::raw::{Oversized, RAW_EVENT_SCHEMA, RawEvent, kind};
 use schemas::topics::MAX_RECORD_BYTES;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, TenantSource};
 
 /// Why writing to Kafka, or setting it up, failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,13 @@ pub enum SinkError {
     /// A raw event could not be encoded (a bug, not bad input).
     #[error("encoding a raw event: {0}")]
     Encode(#[from] schemas::SchemaError),
+    /// The writer of the tenant's partition stopped (fenced by another instance, or the
+    /// partition was given up); the tenant resumes from its checkpoint once it runs again.
+    #[error("the writer of tenant partition {slot} stopped")]
+    WriterStopped {
+        /// The partition (slot).
+        slot: i32,
+    },
 }
 
 /// Registers the raw event schema under `<raw_topic>-value` (compatibility
@@ -50,11 +58,16 @@ pub async fn register_raw_schema(
         .await?)
 }
 
-/// Creates the raw topic and the compacted checkpoint topic if they are missing.
+/// Creates the raw topic and the compacted checkpoint topic if they are missing, and the
+/// compacted tenants topic with `tenant_source = "topic"`.
 ///
 /// # Errors
 /// [`SinkError::Kafka`] when the admin client fails (an existing topic is fine).
 pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), SinkError> {
+    let mut specs = vec![];
+    if kafka.tenant_source == TenantSource::Topic {
+        specs.push(tenants_topic_spec(kafka));
+    }
     let raw = TopicSpec::new(
         &kafka.raw_topic,
         kafka.topic_partitions,
@@ -64,25 +77,46 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), SinkError> {
     let checkpoints = TopicSpec::new(&kafka.checkpoint_topic, 1, kafka.topic_replication_factor)
         .compacted()
         .with("min.compaction.lag.ms", "60000");
-    pipeline_io::kafka::ensure_topics(&kafka.client, &[raw, checkpoints]).await?;
+    specs.extend([raw, checkpoints]);
+    pipeline_io::kafka::ensure_topics(&kafka.client, &specs).await?;
     Ok(())
+}
+
+/// The tenants topic: compacted, `tenant_partitions` partitions.
+pub fn tenants_topic_spec(kafka: &KafkaConfig) -> TopicSpec {
+    TopicSpec::new(
+        &kafka.tenants_topic,
+        kafka.tenant_partitions,
+        kafka.topic_replication_factor,
+    )
+    .compacted()
 }
 
 /// The latest committed value of `key` on the checkpoint topic (`read_committed`, to the end
 /// of the topic as it is when reading starts); `None` when there is none or it was deleted.
 ///
-/// Every stream and tenant writes its checkpoints to the same topic, each in its own
-/// transactions, so first it waits until the transactions open now have ended
-/// ([`pipeline_io::kafka::wait_settled`], at most the transaction timeout and 30 s: the
-/// broker aborts an expired transaction within its cleanup interval, 10 s by default): a read can
-/// otherwise end at the last stable offset, before this stream's latest checkpoint, when another
-/// stream has a transaction open on the partition; the stream would then resume from an older
-/// checkpoint and write its pages twice (seen in the fault soak, and in
-/// `tests/kafka_checkpoints.rs`).
+/// # Errors
+/// As [`read_checkpoints`].
+pub async fn read_checkpoint(kafka: &KafkaConfig, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
+    Ok(read_checkpoints(kafka, |k| k == key).await?.remove(key))
+}
+
+/// The latest committed checkpoints whose key `wanted` accepts, by key.
+///
+/// Every writer puts its checkpoints on the same topic, each in its own transactions, so first
+/// it waits until the transactions open now have ended ([`pipeline_io::kafka::wait_settled`],
+/// at most the transaction timeout and 30 s: the broker aborts an expired transaction within
+/// its cleanup interval, 10 s by default): a read can otherwise end at the last stable offset,
+/// before a stream's latest checkpoint, when another writer has a transaction open on the
+/// partition; the stream would then resume from an older checkpoint and write its pages twice
+/// (seen in the fault soak, and in `tests/kafka_checkpoints.rs`).
 ///
 /// # Errors
 /// [`SinkError::Kafka`] when the topic cannot be read to its end, or stays held back.
-pub async fn read_checkpoint(kafka: &KafkaConfig, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
+pub async fn read_checkpoints(
+    kafka: &KafkaConfig,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Vec<u8>>, SinkError> {
     pipeline_io::kafka::wait_settled(
         &kafka.client,
         &kafka.checkpoint_topic,
@@ -90,11 +124,58 @@ pub async fn read_checkpoint(kafka: &KafkaConfig, key: &str) -> Result<Option<Ve
     )
     .await?;
     let group = format!("{}.checkpoint-reader", kafka.transactional_id_prefix);
-    let mut found = latest_by_key(&kafka.client, &group, &kafka.checkpoint_topic, |k| {
-        k == key.as_bytes()
+    let found = latest_by_key(&kafka.client, &group, &kafka.checkpoint_topic, |k| {
+        std::str::from_utf8(k).is_ok_and(&wanted)
     })
     .await?;
-    Ok(found.remove(key.as_bytes()))
+    Ok(found
+        .into_iter()
+        .filter_map(|(k, v)| Some((String::from_utf8(k).ok()?, v)))
+        .collect())
+}
+
+/// A raw event encoded for the raw topic: key and `tenant_id` header = tenant id, `kind`
+/// header, Confluent-framed Avro value. Encoded by the stream, so that the shared writer only
+/// enqueues bytes.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    tenant_id: String,
+    kind: String,
+    value: Vec<u8>,
+}
+
+impl EncodedEvent {
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.value.len() + self.tenant_id.len() + self.kind.len()
+    }
+
+    /// Whether it holds nothing (never: a value has at least the Confluent header).
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+}
+
+/// Encodes `event` with the raw schema `schema_id`, or its `oversized` marker when its record
+/// would exceed `MAX_RECORD_BYTES`.
+///
+/// # Errors
+/// [`SinkError::Encode`] (a bug, not bad input).
+pub fn encode_event(schema_id: u32, event: &RawEvent) -> Result<(EncodedEvent, Sent), SinkError> {
+    let encode = |e: &RawEvent| -> Result<EncodedEvent, SinkError> {
+        let datum = e.to_avro_datum()?;
+        Ok(EncodedEvent {
+            tenant_id: e.tenant_id.clone(),
+            kind: e.kind.clone(),
+            value: schemas::wire::encode(schema_id, &datum),
+        })
+    };
+    let encoded = encode(event)?;
+    if record_bytes(event, &encoded.value) > MAX_RECORD_BYTES {
+        let (marker, info) = oversized_marker(event);
+        return Ok((encode(&marker)?, Sent::Oversized(info)));
+    }
+    Ok((encoded, Sent::Event))
 }
 
 /// What [`TxnWriter::send_event`] wrote.
@@ -136,7 +217,7 @@ pub fn oversized_marker(event: &RawEvent) -> (RawEvent, Oversized) {
     (marker, info)
 }
 
-/// The transactional writer of one tenant stream: raw events and the stream's checkpoint.
+/// A transactional writer of raw events and checkpoints.
 #[derive(Debug)]
 pub struct TxnWriter {
     session: TxnSession,
@@ -190,24 +271,16 @@ impl TxnWriter {
     /// # Errors
     /// [`SinkError`] when encoding or enqueueing fails.
     pub async fn send_event(&mut self, event: &RawEvent) -> Result<Sent, SinkError> {
-        let datum = event.to_avro_datum()?;
-        let value = schemas::wire::encode(self.schema_id, &datum);
-        if record_bytes(event, &value) > MAX_RECORD_BYTES {
-            let (marker, info) = oversized_marker(event);
-            self.send_record(&marker).await?;
-            return Ok(Sent::Oversized(info));
-        }
-        self.send_encoded(event, &value).await?;
-        Ok(Sent::Event)
+        let (encoded, sent) = encode_event(self.schema_id, event)?;
+        self.send_encoded(&encoded).await?;
+        Ok(sent)
     }
 
-    async fn send_record(&mut self, event: &RawEvent) -> Result<(), SinkError> {
-        let datum = event.to_avro_datum()?;
-        let value = schemas::wire::encode(self.schema_id, &datum);
-        self.send_encoded(event, &value).await
-    }
-
-    async fn send_encoded(&mut self, event: &RawEvent, value: &[u8]) -> Result<(), SinkError> {
+    /// Adds an encoded raw event to the open transaction.
+    ///
+    /// # Errors
+    /// [`SinkError::Kafka`] when enqueueing fails.
+    pub async fn send_encoded(&mut self, event: &EncodedEvent) -> Result<(), SinkError> {
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "kind",
@@ -221,7 +294,7 @@ impl TxnWriter {
             .send(
                 &self.raw_topic,
                 event.tenant_id.as_bytes(),
-                Some(value),
+                Some(&event.value),
                 Some(headers),
             )
             .await?;

@@ -1,26 +1,36 @@
-//! PingOne to Kafka: polls each configured tenant and writes raw events, exactly once (see
+//! PingOne to Kafka: polls each tenant and writes raw events, exactly once (see
 //! `producer/README.md`).
 //!
 //! # Layout
 //! - [`config`]: the TOML file, environment overrides, validation into typed values.
 //! - [`pingone`]: tokens, retrying rate-limited requests, tolerant HAL parsing.
-//! - [`kafka`]: schema registration, topics, the transactional writer, checkpoint reading.
+//! - [`kafka`]: schema registration, topics, encoding, the transactional writer, checkpoints.
 //! - [`checkpoint`]: the stream positions stored in the compacted checkpoint topic.
 //! - [`snapshot`] and [`activity`]: a tenant's two streams; [`stream`]: what they share.
-//! - [`tenant`]: supervision of a tenant's streams; [`ops`] and [`metrics`]: operations.
+//! - [`tenant`]: supervision of a tenant's streams.
+//! - [`writer`]: the one transactional producer of a tenant partition, shared by its tenants;
+//!   [`slot`]: a partition's writer and tenants.
+//! - [`registry`]: the tenants topic; [`group`]: instances sharing it in a consumer group.
+//! - [`ops`] and [`metrics`]: operations.
 //!
 //! [`run`] is the whole producer (the binary's `run` command); [`sync_once`] is `sync --once`.
+//! With `tenant_source = "file"` the file's tenants are spread over `tenant_partitions` fixed
+//! slots, each with its writer, exactly as an instance of a group runs the partitions it owns.
 
 pub mod activity;
 pub mod checkpoint;
 pub mod config;
+pub mod group;
 pub mod kafka;
 pub mod metrics;
 pub mod ops;
 pub mod pingone;
+pub mod registry;
+pub mod slot;
 pub mod snapshot;
 pub mod stream;
 pub mod tenant;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,13 +41,21 @@ use pipeline_io::ops::{ListenError, OpsServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Completed;
-use crate::config::Config;
+use crate::config::{Config, TenantSource};
 use crate::kafka::SinkError;
 use crate::metrics::Metrics;
 use crate::pingone::{Client, PingOneError};
+use crate::registry::partition_for;
+use crate::slot::{Shared, TenantChange};
 use crate::snapshot::SnapshotStream;
 use crate::stream::{StreamContext, StreamError};
-use crate::tenant::{StreamKind, supervise};
+use crate::writer::Budget;
+
+/// PingOne data read and not yet committed, across every tenant of a process.
+pub const READ_BUDGET_BYTES: usize = 16 << 20;
+
+/// Snapshot syncs running at once in a process; the others wait for a turn.
+pub const CONCURRENT_SYNCS: usize = 16;
 
 /// Why the producer could not run.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +93,9 @@ pub enum RunError {
     /// `sync --tenant` named an unknown tenant.
     #[error("no tenant `{0}` in the configuration")]
     UnknownTenant(String),
+    /// The tenants topic could not be followed.
+    #[error("tenants topic: {0}")]
+    Group(#[from] pipeline_io::kafka::KafkaCallError),
     /// A `sync --once` failed.
     #[error("tenant `{tenant}`: snapshot sync failed: {source}")]
     Sync {
@@ -100,7 +121,7 @@ const MAX_SETUP_BACKOFF: Duration = Duration::from_secs(60);
 /// Creates the topics and registers the raw schema, each step bounded: the topics by
 /// `kafka.request_timeout_ms`, the registration by twice `schema_registry.request_timeout_ms`
 /// (it makes two requests).
-async fn setup(config: &Config, metrics: &Metrics) -> Result<u32, RunError> {
+async fn setup(config: &Config) -> Result<(u32, i32), RunError> {
     if config.kafka.create_topics {
         let waited = config.kafka.client.timeout;
         let servers = &config.kafka.client.bootstrap_servers;
@@ -126,10 +147,30 @@ async fn setup(config: &Config, metrics: &Metrics) -> Result<u32, RunError> {
         waited,
     })??;
     tracing::info!(schema_id, subject = %format!("{}-value", config.kafka.raw_topic), "raw event schema registered");
-    for t in &config.tenants {
-        metrics.add_tenant(&t.tenant_id);
+    let waited = config.kafka.client.timeout;
+    let slots = tokio::time::timeout(waited, slot_count(config))
+        .await
+        .map_err(|_| RunError::SetupTimeout {
+            what: format!(
+                "kafka brokers `{}` (tenants topic metadata)",
+                config.kafka.client.bootstrap_servers
+            ),
+            waited,
+        })??;
+    Ok((schema_id, slots))
+}
+
+/// How many partitions tenant ids hash into: the tenants topic's, or the file's fixed slots.
+async fn slot_count(config: &Config) -> Result<i32, RunError> {
+    match config.kafka.tenant_source {
+        TenantSource::File => Ok(config.kafka.tenant_partitions),
+        TenantSource::Topic => {
+            let ps =
+                pipeline_io::kafka::partitions(&config.kafka.client, &config.kafka.tenants_topic)
+                    .await?;
+            Ok(i32::try_from(ps.len()).unwrap_or(i32::MAX))
+        }
     }
-    Ok(schema_id)
 }
 
 /// [`setup`] until it succeeds (`run`): Kafka or the registry being unreachable at start is
@@ -138,13 +179,12 @@ async fn setup(config: &Config, metrics: &Metrics) -> Result<u32, RunError> {
 /// shutdown.
 async fn setup_until_done(
     config: &Config,
-    metrics: &Metrics,
     shutdown: &CancellationToken,
-) -> Result<Option<u32>, RunError> {
+) -> Result<Option<(u32, i32)>, RunError> {
     let mut backoff = Duration::from_secs(1);
     loop {
         let attempt = tokio::select! {
-            r = setup(config, metrics) => r,
+            r = setup(config) => r,
             () = shutdown.cancelled() => return Ok(None),
         };
         match attempt {
@@ -165,33 +205,34 @@ async fn setup_until_done(
     }
 }
 
-fn contexts(
-    config: &Config,
-    schema_id: u32,
-    metrics: &Metrics,
-    cancel: &CancellationToken,
-) -> Result<Vec<StreamContext>, RunError> {
-    let kafka = Arc::new(config.kafka.clone());
-    config
-        .tenants
-        .iter()
-        .map(|t| {
-            let client = Client::new(t, metrics.clone(), cancel.clone()).map_err(|source| {
-                RunError::Client {
-                    tenant: t.tenant_id.clone(),
-                    source: Box::new(source),
-                }
-            })?;
-            Ok(StreamContext {
-                tenant: Arc::new(t.clone()),
-                kafka: Arc::clone(&kafka),
-                schema_id,
-                client,
-                metrics: metrics.clone(),
-                cancel: cancel.clone(),
-            })
-        })
-        .collect()
+/// Runs the file's tenants over `kafka.tenant_partitions` fixed slots, each with its writer.
+async fn run_file(shared: Shared, config: &Config, shutdown: &CancellationToken) {
+    let mut by_slot: std::collections::BTreeMap<i32, Vec<config::TenantConfig>> =
+        std::collections::BTreeMap::new();
+    for t in &config.tenants {
+        by_slot
+            .entry(partition_for(t.tenant_id.as_bytes(), shared.slots))
+            .or_default()
+            .push(t.clone());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    // Held open until the slots end: a closed channel would stop its slot.
+    let mut senders = Vec::new();
+    for (slot, tenants) in by_slot {
+        let (changes, rx) = tokio::sync::mpsc::channel(tenants.len());
+        for t in tenants {
+            // The channel has room for every tenant of the slot.
+            let _ = changes.try_send(TenantChange::Upsert(Box::new(t)));
+        }
+        tasks.spawn(slot::run(shared.clone(), slot, rx, shutdown.clone()));
+        senders.push(changes);
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "partition task failed");
+        }
+    }
+    drop(senders);
 }
 
 /// Runs the producer until `shutdown` is cancelled: every tenant's snapshot and activity
@@ -225,18 +266,21 @@ pub async fn run_with(
         metrics: metrics.clone(),
     });
     let result = async {
-        let Some(schema_id) = setup_until_done(&config, &metrics, &shutdown).await? else {
+        let Some((schema_id, slots)) = setup_until_done(&config, &shutdown).await? else {
             return Ok(());
         };
         ready.store(true, Ordering::Relaxed);
-        let mut tasks = tokio::task::JoinSet::new();
-        for ctx in contexts(&config, schema_id, &metrics, &shutdown)? {
-            tasks.spawn(supervise(ctx.clone(), StreamKind::Snapshot));
-            tasks.spawn(supervise(ctx, StreamKind::Activity));
-        }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                tracing::error!(error = %e, "tenant task failed");
+        let shared = Shared {
+            kafka: Arc::new(config.kafka.clone()),
+            slots,
+            schema_id,
+            metrics: metrics.clone(),
+            budget: Budget::new(READ_BUDGET_BYTES, CONCURRENT_SYNCS),
+        };
+        match config.kafka.tenant_source {
+            TenantSource::File => run_file(shared, &config, &shutdown).await,
+            TenantSource::Topic => {
+                group::run(shared, |name| std::env::var(name).ok(), shutdown.clone()).await?;
             }
         }
         Ok(())
@@ -249,7 +293,9 @@ pub async fn run_with(
 }
 
 /// `sync --tenant T --once`: completes the tenant's unfinished sync or runs a new one, then
-/// returns. Activity polling is not run.
+/// returns. Activity polling is not run. It opens the writer of the tenant's partition, which
+/// fences a running producer's writer of that partition: that one reopens after a backoff
+/// (fencing this one in turn), and either resumes from the checkpoints committed.
 ///
 /// # Errors
 /// [`RunError::Sync`] when the sync did not complete (its committed pages stay for a resume);
@@ -261,21 +307,32 @@ pub async fn sync_once(
     shutdown: CancellationToken,
 ) -> Result<Completed, RunError> {
     let metrics = Metrics::new();
-    let mut config = config;
-    config.tenants.retain(|t| t.tenant_id == tenant_id);
-    if config.tenants.is_empty() {
+    let Some(tenant) = config.tenants.iter().find(|t| t.tenant_id == tenant_id) else {
         return Err(RunError::UnknownTenant(tenant_id.into()));
-    }
-    let schema_id = setup(&config, &metrics).await?;
-    let ctx = contexts(&config, schema_id, &metrics, &shutdown)?
-        .pop()
-        .ok_or_else(|| RunError::UnknownTenant(tenant_id.into()))?;
-    let sync_err = |source| RunError::Sync {
+    };
+    let (schema_id, slots) = setup(&config).await?;
+    let (handle, writer_task) =
+        writer::open_for(&config.kafka, slots, tenant_id, schema_id, metrics.clone()).await?;
+    let client = Client::new(tenant, metrics.clone(), shutdown.clone()).map_err(|source| {
+        RunError::Client {
+            tenant: tenant_id.into(),
+            source: Box::new(source),
+        }
+    })?;
+    let ctx = StreamContext {
+        tenant: Arc::new(tenant.clone()),
+        writer: handle,
+        budget: Budget::new(READ_BUDGET_BYTES, CONCURRENT_SYNCS),
+        schema_id,
+        client,
+        metrics,
+        cancel: shutdown,
+    };
+    let result = SnapshotStream::open(ctx).sync_once().await;
+    // Every unit was answered: nothing is open.
+    writer_task.abort();
+    result.map_err(|source| RunError::Sync {
         tenant: tenant_id.into(),
         source: Box::new(source),
-    };
-    let mut stream = SnapshotStream::open(ctx).await.map_err(sync_err)?;
-    let result = stream.sync_once().await;
-    stream.close().await;
-    result.map_err(sync_err)
+    })
 }

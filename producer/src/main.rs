@@ -45,6 +45,38 @@ enum Command {
         #[arg(long, env = "PRODUCER_CONFIG")]
         config: PathBuf,
     },
+    /// Manage the tenants topic (`kafka.tenants_topic`, with `kafka.tenant_source = "topic"`).
+    Tenants {
+        /// Configuration file.
+        #[arg(long, env = "PRODUCER_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TenantsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsAction {
+    /// Register the tenants of a file of `[[tenants]]` entries; refused if one is registered.
+    Add {
+        /// File of `[[tenants]]` entries, with the same fields as the configuration file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Change registered tenants from a file of `[[tenants]]` entries.
+    Update {
+        /// File of `[[tenants]]` entries.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Remove a tenant: the instance running it stops it.
+    Remove {
+        /// The tenant's `tenant_id`.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print the registered tenants: id, partition, environment, region, secret reference.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +88,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config }
         | Command::Sync { config, .. }
         | Command::ValidateConfig { config } => config.clone(),
+        Command::Tenants { config: None, .. } => {
+            return Ok(invalid_config("--config (or PRODUCER_CONFIG) is required"));
+        }
+        Command::Tenants {
+            config: Some(config),
+            ..
+        } => config.clone(),
     };
     let config = match config::load(&path) {
         Ok(c) => c,
@@ -90,7 +129,76 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })??;
             tracing::info!(tenant = %completed.0, sync_id = %completed.1.sync_id, "sync completed");
         }
+        Command::Tenants { action, .. } => {
+            return pipeline_io::cli::run(format, deadline, |_| tenants(config, action))?;
+        }
         Command::ValidateConfig { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `producer tenants …`.
+async fn tenants(config: config::Config, action: TenantsAction) -> anyhow::Result<ExitCode> {
+    use producer::registry;
+    if config.kafka.tenant_source != config::TenantSource::Topic {
+        return Ok(invalid_config(
+            "kafka.tenant_source is \"file\": this configuration runs the [[tenants]] of its \
+             file; set kafka.tenant_source = \"topic\" to use the tenants topic",
+        ));
+    }
+    let kafka = &config.kafka;
+    let env = |name: &str| std::env::var(name).ok();
+    let outcome = match action {
+        TenantsAction::Add { file } => match registry::read_tenant_file(&file, env) {
+            Ok(list) => {
+                registry::put(kafka, &list, false).await?;
+                for t in &list {
+                    println!("added {}", t.tenant_id);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        TenantsAction::Update { file } => match registry::read_tenant_file(&file, env) {
+            Ok(list) => {
+                registry::put(kafka, &list, true).await?;
+                for t in &list {
+                    println!("updated {}", t.tenant_id);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        TenantsAction::Remove { tenant } => {
+            registry::remove(kafka, &tenant).await?;
+            println!("removed {tenant}");
+            Ok(())
+        }
+        TenantsAction::List => {
+            for (id, r) in registry::list(kafka).await? {
+                match r.tenant {
+                    Ok(t) => println!(
+                        "{id}\tpartition={}\tenvironment={}\tregion={}\tsecret={}",
+                        r.partition,
+                        t.environment_id,
+                        t.region,
+                        t.client_secret_env
+                            .map(|v| format!("env:{v}"))
+                            .or_else(|| t
+                                .client_secret_file
+                                .map(|f| format!("file:{}", f.display())))
+                            .unwrap_or_else(|| "-".into())
+                    ),
+                    Err(reason) => {
+                        println!("{id}\tpartition={}\tunreadable: {reason}", r.partition)
+                    }
+                }
+            }
+            Ok(())
+        }
+    };
+    Ok(match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => invalid_config(e),
+    })
 }

@@ -38,6 +38,8 @@ struct Inner {
     healthy: Family<Labels, Gauge>,
     oversized: Family<Labels, Counter>,
     kafka_reachable: Gauge,
+    owned_partitions: Gauge,
+    running_tenants: Gauge,
     /// Whether each (tenant, stream)'s last outcome was a success; a tenant is healthy when
     /// none of its streams last failed.
     streams: Mutex<BTreeMap<(String, &'static str), bool>>,
@@ -73,6 +75,18 @@ impl Metrics {
         let oversized = Family::<Labels, Counter>::default();
         let kafka_reachable = Gauge::default();
         kafka_reachable.set(1);
+        let owned_partitions = Gauge::default();
+        let running_tenants = Gauge::default();
+        registry.register(
+            "owned_partitions",
+            "Tenant partitions (or file slots) this instance writes, one transactional producer each",
+            owned_partitions.clone(),
+        );
+        registry.register(
+            "running_tenants",
+            "Tenants whose streams run in this instance",
+            running_tenants.clone(),
+        );
         registry.register("pages", "PingOne pages read", pages.clone());
         registry.register("entities", "Raw events written, by kind", entities.clone());
         registry.register(
@@ -138,6 +152,8 @@ impl Metrics {
                 healthy,
                 oversized,
                 kafka_reachable,
+                owned_partitions,
+                running_tenants,
                 streams: Mutex::new(BTreeMap::new()),
                 kafka_ok: AtomicBool::new(true),
             }),
@@ -230,6 +246,37 @@ impl Metrics {
         }
     }
 
+    /// A tenant that should run cannot (its partition's writer cannot open): unhealthy.
+    pub fn tenant_waiting(&self, tenant: &str) {
+        for stream in ["snapshot", "activity"] {
+            self.set_stream(tenant, stream, false);
+        }
+    }
+
+    /// This instance started (`+1`) or stopped (`-1`) running a tenant.
+    pub fn running_tenants(&self, delta: i64) {
+        self.inner.running_tenants.inc_by(delta);
+    }
+
+    /// A tenant is no longer this instance's (removed, or its partition moved to another
+    /// instance): it no longer counts for `/readyz`, and its health gauge is dropped.
+    pub fn remove_tenant(&self, tenant: &str) {
+        let mut streams = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        streams.retain(|(t, _), _| t != tenant);
+        self.inner
+            .healthy
+            .remove(&vec![("tenant", tenant.to_owned())]);
+    }
+
+    /// This instance took (`+1`) or gave up (`-1`) a tenant partition.
+    pub fn owned_partitions(&self, delta: i64) {
+        self.inner.owned_partitions.inc_by(delta);
+    }
+
     fn set_stream(&self, tenant: &str, stream: &'static str, ok: bool) {
         let mut streams = self
             .inner
@@ -262,13 +309,17 @@ impl Metrics {
         self.set_stream(tenant, stream, false);
     }
 
-    /// Whether any tenant is healthy (`/readyz`).
+    /// Whether any tenant is healthy, or none runs here (`/readyz`: an instance of a group that
+    /// owns no tenant is a ready standby).
     pub fn any_tenant_healthy(&self) -> bool {
         let streams = self
             .inner
             .streams
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if streams.is_empty() {
+            return true;
+        }
         let mut tenants: BTreeMap<&str, bool> = BTreeMap::new();
         for ((tenant, _), ok) in streams.iter() {
             *tenants.entry(tenant.as_str()).or_insert(true) &= *ok;

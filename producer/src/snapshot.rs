@@ -2,21 +2,22 @@
 //! application access, then users, between a `sync_started` and a `sync_completed` marker.
 //!
 //! A fetcher task follows `next` links and hands pages over a bounded channel (so the next page
-//! is read while the previous one is written); the writer puts one or more pages' raw events and
-//! the scan position after them into one Kafka transaction. A restart resumes from the last
+//! is read while the previous one is written), each page holding its share of the process's
+//! memory budget; one or more pages' raw events and the scan position after them become one unit
+//! of the partition's writer, committed in one Kafka transaction. A restart resumes from the last
 //! committed position; if PingOne rejects the stored cursor, or the unfinished sync is older than
 //! `snapshot_resume_max_age_s`, it is abandoned (never completed) and a new sync id starts.
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use uuid::Uuid;
 
 use crate::checkpoint::{
     self, CHECKPOINT_VERSION, Completed, Counts, InProgress, Phase, ScanPosition,
     SnapshotCheckpoint, snapshot_key,
 };
-use crate::kafka::{Sent, TxnWriter};
+use crate::kafka::Sent;
 use crate::pingone::page::{application_access_groups, item_id};
 use crate::pingone::{Page, PingOneError};
 use crate::stream::{StreamContext, StreamError};
@@ -27,8 +28,9 @@ use schemas::time::{format_ms, now_ms};
 const BATCH_LINGER: Duration = Duration::from_millis(200);
 
 /// Pages buffered between fetcher and writer: enough to keep fetching while a transaction
-/// commits, few enough to keep memory flat (a users page is ~200 KB).
-const PAGE_BUFFER: usize = 16;
+/// commits, few enough to keep memory flat with hundreds of tenants (a users page is ~200 KB;
+/// the process-wide budget bounds them all).
+const PAGE_BUFFER: usize = 4;
 
 /// One fetched page and the scan position after it.
 #[derive(Debug)]
@@ -38,6 +40,7 @@ struct Fetched {
     page: Page,
     observed_at_ms: i64,
     after: ScanPosition,
+    budget: Option<OwnedSemaphorePermit>,
 }
 
 /// A fetch failure; `rejected_cursor` when the very first request of a resumed scan failed with
@@ -48,23 +51,19 @@ struct FetchFailure {
     rejected_cursor: bool,
 }
 
-/// The snapshot stream of a tenant, with its writer and last committed checkpoint.
+/// The snapshot stream of a tenant, with its last committed checkpoint.
 #[derive(Debug)]
 pub struct SnapshotStream {
     ctx: StreamContext,
-    writer: TxnWriter,
     checkpoint: SnapshotCheckpoint,
     key: String,
 }
 
 impl SnapshotStream {
-    /// Opens the writer and reads the checkpoint back.
-    ///
-    /// # Errors
-    /// [`StreamError::Kafka`].
-    pub async fn open(ctx: StreamContext) -> Result<Self, StreamError> {
+    /// Takes the committed checkpoint from the partition's writer.
+    pub fn open(ctx: StreamContext) -> Self {
         let key = snapshot_key(&ctx.tenant.tenant_id);
-        let (writer, stored) = ctx.open("snapshot", key.clone()).await?;
+        let stored = ctx.stored_checkpoint(&key);
         let env = ctx.tenant.environment_id.to_string();
         let fresh = SnapshotCheckpoint {
             version: CHECKPOINT_VERSION,
@@ -85,12 +84,11 @@ impl SnapshotStream {
                 fresh
             }
         };
-        Ok(Self {
+        Self {
             ctx,
-            writer,
             checkpoint,
             key,
-        })
+        }
     }
 
     /// When the next sync is due (ms since the epoch): now if one is unfinished or none ran.
@@ -128,27 +126,17 @@ impl SnapshotStream {
         checkpoint: SnapshotCheckpoint,
         events: Vec<schemas::raw::RawEvent>,
     ) -> Result<(), StreamError> {
-        let tenant = self.ctx.tenant.tenant_id.clone();
-        self.writer.begin()?;
-        for e in &events {
-            self.writer.send_event(e).await?;
-        }
+        let encoded = events
+            .iter()
+            .map(|e| self.ctx.encode(e).map(|(record, _)| record))
+            .collect::<Result<Vec<_>, _>>()?;
         let value =
             serde_json::to_vec(&checkpoint).map_err(|e| StreamError::Task(e.to_string()))?;
-        self.writer.send_checkpoint(&self.key, &value).await?;
-        match self.writer.commit().await {
-            Ok(()) => {
-                self.ctx
-                    .metrics
-                    .transaction(&tenant, "snapshot", "committed");
-                self.checkpoint = checkpoint;
-                Ok(())
-            }
-            Err(e) => {
-                self.ctx.metrics.transaction(&tenant, "snapshot", "aborted");
-                Err(e.into())
-            }
-        }
+        self.ctx
+            .commit("snapshot", encoded, &self.key, value, None)
+            .await?;
+        self.checkpoint = checkpoint;
+        Ok(())
     }
 
     async fn start_sync(&mut self) -> Result<InProgress, StreamError> {
@@ -184,6 +172,11 @@ impl SnapshotStream {
     /// # Errors
     /// [`StreamError`] when PingOne or Kafka fail; the committed position stays for a resume.
     pub async fn sync_once(&mut self) -> Result<Completed, StreamError> {
+        let budget = self.ctx.budget.clone();
+        let _turn = tokio::select! {
+            turn = budget.sync_turn() => turn,
+            () = self.ctx.cancel.cancelled() => return Err(StreamError::Cancelled),
+        };
         // Check the credentials before writing a `sync_started` that could not go anywhere.
         self.ctx.client.token().await?;
         let stale_after =
@@ -246,15 +239,21 @@ impl SnapshotStream {
                 None if self.ctx.cancel.is_cancelled() => return Err(StreamError::Cancelled.into()),
                 None => return Err(StreamError::Task("page fetcher stopped".into()).into()),
             };
-            self.writer.begin().map_err(StreamError::from)?;
+            let mut events = Vec::new();
+            let mut budget: Option<OwnedSemaphorePermit> = None;
             let mut batch_counts = Counts::default();
             let mut batch_oversized: Vec<&'static str> = Vec::new();
             let mut pending_failure = None;
             let mut next = Some(first);
             let mut pages = 0;
             let mut done = false;
-            while let Some(fetched) = next.take() {
+            while let Some(mut fetched) = next.take() {
                 pages += 1;
+                match (&mut budget, fetched.budget.take()) {
+                    (Some(held), Some(more)) => held.merge(more),
+                    (held @ None, more) => *held = more,
+                    (Some(_), None) => {}
+                }
                 let sync_id = state.sync_id.clone();
                 for item in &fetched.page.items {
                     let id = item_id(item);
@@ -282,11 +281,8 @@ impl SnapshotStream {
                         fetched.observed_at_ms,
                         item.get().to_owned(),
                     );
-                    let sent = self
-                        .writer
-                        .send_event(&event)
-                        .await
-                        .map_err(StreamError::from)?;
+                    let (record, sent) = self.ctx.encode(&event).map_err(StreamError::from)?;
+                    events.push(record);
                     if let Sent::Oversized(info) = sent {
                         tracing::warn!(
                             tenant = %tenant, kind, entity_id = %info.entity_id, size = info.size,
@@ -347,10 +343,7 @@ impl SnapshotStream {
                     completed_at_ms,
                     payload.to_string(),
                 );
-                self.writer
-                    .send_event(&marker)
-                    .await
-                    .map_err(StreamError::from)?;
+                events.push(self.ctx.encode(&marker).map_err(StreamError::from)?.0);
                 let completed = Completed {
                     sync_id: state.sync_id.clone(),
                     started_at_ms: state.started_at_ms,
@@ -365,17 +358,9 @@ impl SnapshotStream {
             };
             let value =
                 serde_json::to_vec(&checkpoint).map_err(|e| StreamError::Task(e.to_string()))?;
-            self.writer
-                .send_checkpoint(&self.key, &value)
-                .await
-                .map_err(StreamError::from)?;
-            if let Err(e) = self.writer.commit().await {
-                self.ctx.metrics.transaction(&tenant, "snapshot", "aborted");
-                return Err(StreamError::from(e).into());
-            }
             self.ctx
-                .metrics
-                .transaction(&tenant, "snapshot", "committed");
+                .commit("snapshot", events, &self.key, value, budget)
+                .await?;
             self.checkpoint = checkpoint;
             for (k, n) in [
                 (kind::APPLICATION, batch_counts.application),
@@ -418,11 +403,6 @@ impl SnapshotStream {
                 return Err(StreamError::Cancelled.into());
             }
         }
-    }
-
-    /// Aborts an open transaction (shutdown path).
-    pub async fn close(mut self) {
-        self.writer.abort().await;
     }
 }
 
@@ -501,6 +481,11 @@ async fn fetch_pages(
             }
         };
         let observed_at_ms = now_ms();
+        let bytes = page.items.iter().map(|i| i.get().len()).sum::<usize>();
+        let budget = tokio::select! {
+            permit = ctx.budget.take(bytes) => permit,
+            () = ctx.cancel.cancelled() => return,
+        };
         if position.phase == Phase::Applications {
             for item in &page.items {
                 position
@@ -522,6 +507,7 @@ async fn fetch_pages(
             page,
             observed_at_ms,
             after: after.clone(),
+            budget,
         };
         if tx.send(Ok(fetched)).await.is_err() || done {
             return;

@@ -1,5 +1,5 @@
-//! What a tenant's two streams (snapshot and activity) share: their context, their error type,
-//! opening a transactional session, and building raw events.
+//! What a tenant's two streams (snapshot and activity) share: their context (with the writer of
+//! the tenant's partition), their error type, their checkpoints, and building raw events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +7,11 @@ use std::time::Duration;
 use schemas::raw::RawEvent;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{KafkaConfig, TenantConfig};
-use crate::kafka::{SinkError, TxnWriter, read_checkpoint};
+use crate::config::TenantConfig;
+use crate::kafka::{EncodedEvent, Sent, SinkError, encode_event};
 use crate::metrics::Metrics;
 use crate::pingone::{Client, PingOneError};
+use crate::writer::{Budget, SlotHandle, Unit};
 
 /// The producer's version, written into every raw event.
 pub const PRODUCER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -20,8 +21,10 @@ pub const PRODUCER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct StreamContext {
     /// The tenant.
     pub tenant: Arc<TenantConfig>,
-    /// Kafka settings.
-    pub kafka: Arc<KafkaConfig>,
+    /// The writer of the tenant's partition, shared with its other tenants.
+    pub writer: SlotHandle,
+    /// Memory bound on pages read and not yet committed, shared by every tenant.
+    pub budget: Budget,
     /// Registered id of the raw event schema.
     pub schema_id: u32,
     /// The tenant's PingOne client.
@@ -70,30 +73,43 @@ impl StreamError {
 }
 
 impl StreamContext {
-    /// `<prefix>.<tenant>.<stream>`.
-    pub fn transactional_id(&self, stream: &str) -> String {
-        format!(
-            "{}.{}.{}",
-            self.kafka.transactional_id_prefix, self.tenant.tenant_id, stream
-        )
+    /// The stream's committed checkpoint, as the partition's writer holds it.
+    pub fn stored_checkpoint(&self, key: &str) -> Option<Vec<u8>> {
+        self.writer.checkpoint(key)
     }
 
-    /// Opens the stream's transactional writer (fencing older instances), then reads its
-    /// checkpoint back. The order matters: once `init_transactions` returns, no transaction of
-    /// this stream is open, so the committed view is final.
+    /// Encodes a raw event of this tenant for the writer.
     ///
     /// # Errors
-    /// [`StreamError::Kafka`].
-    pub async fn open(
+    /// [`SinkError::Encode`] (a bug, not bad input).
+    pub fn encode(&self, event: &RawEvent) -> Result<(EncodedEvent, Sent), SinkError> {
+        encode_event(self.schema_id, event)
+    }
+
+    /// Commits `events` and the checkpoint `value` under `key` in one transaction of the
+    /// partition's writer, and counts the metrics Kafka was reached.
+    ///
+    /// # Errors
+    /// [`StreamError::Kafka`]: nothing of it was written.
+    pub async fn commit(
         &self,
-        stream: &str,
-        key: String,
-    ) -> Result<(TxnWriter, Option<Vec<u8>>), StreamError> {
-        let writer =
-            TxnWriter::new(&self.kafka, self.transactional_id(stream), self.schema_id).await?;
-        let checkpoint = read_checkpoint(&self.kafka, &key).await?;
+        stream: &'static str,
+        events: Vec<EncodedEvent>,
+        key: &str,
+        value: Vec<u8>,
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<(), StreamError> {
+        let unit = Unit {
+            tenant: Arc::from(self.tenant.tenant_id.as_str()),
+            stream,
+            events,
+            checkpoint_key: key.to_owned(),
+            checkpoint: value,
+            budget,
+        };
+        self.writer.commit(unit).await?;
         self.metrics.set_kafka_reachable(true);
-        Ok((writer, checkpoint))
+        Ok(())
     }
 
     /// A raw event of this tenant.

@@ -1,5 +1,5 @@
 //! Supervision of one tenant: its snapshot and activity streams run side by side, each reopened
-//! after a failure with a capped backoff. Any failure marks the tenant unhealthy until that
+//! from its committed checkpoint after a failure with a capped backoff. Any failure marks the tenant unhealthy until that
 //! stream succeeds again (a failure on Kafka also marks Kafka unreachable); `invalid_client`
 //! waits the long `invalid_client_backoff`. Other tenants are not affected.
 
@@ -35,18 +35,8 @@ impl StreamKind {
 
 async fn run_stream_once(ctx: &StreamContext, kind: StreamKind) -> Result<(), StreamError> {
     match kind {
-        StreamKind::Snapshot => {
-            let mut stream = SnapshotStream::open(ctx.clone()).await?;
-            let result = stream.run_scheduled().await;
-            stream.close().await;
-            result
-        }
-        StreamKind::Activity => {
-            let mut stream = ActivityStream::open(ctx.clone()).await?;
-            let result = stream.run().await;
-            stream.close().await;
-            result
-        }
+        StreamKind::Snapshot => SnapshotStream::open(ctx.clone()).run_scheduled().await,
+        StreamKind::Activity => ActivityStream::open(ctx.clone()).run().await,
     }
 }
 

@@ -22,6 +22,10 @@ fn kafka_config(prefix: &str) -> KafkaConfig {
         create_topics: true,
         topic_partitions: 2,
         topic_replication_factor: 1,
+        tenant_source: producer::config::TenantSource::File,
+        tenants_topic: common::unique("tenants"),
+        tenant_partitions: 6,
+        group_id: prefix.into(),
     }
 }
 

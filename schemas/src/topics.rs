@@ -8,6 +8,9 @@ pub const RAW_TOPIC: &str = "pingone.raw.v1";
 /// The producer's compacted checkpoint topic.
 pub const PRODUCER_CHECKPOINT_TOPIC: &str = "pingone.producer.checkpoints.v1";
 
+/// The producer's compacted tenants topic (key = tenant id, value = its settings as JSON).
+pub const PRODUCER_TENANTS_TOPIC: &str = "pingone.producer.tenants.v1";
+
 /// `max.message.bytes` of every topic the pipeline creates, and `message.max.bytes` of every
 /// Kafka client it runs: 1 MiB. One number everywhere, so that a record one client may write
 /// another can always copy (the dead-letter topic holds a raw record verbatim).

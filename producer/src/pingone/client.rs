@@ -93,25 +93,9 @@ impl Client {
         metrics: Metrics,
         cancel: CancellationToken,
     ) -> Result<Self, PingOneError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(tenant.request_timeout)
-            .connect_timeout(tenant.request_timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!(
-                "pingone-usage-producer/",
-                env!("CARGO_PKG_VERSION")
-            ));
-        if let Some(pem) = &tenant.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| PingOneError::Setup(format!("ca_file: {e}")))?;
-            if certs.is_empty() {
-                return Err(PingOneError::Setup("ca_file holds no certificate".into()));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| PingOneError::Setup(without_url(&e)))?;
+        let http =
+            super::http::shared_client(tenant.request_timeout, tenant.extra_ca_pem.as_deref())
+                .map_err(PingOneError::Setup)?;
         let rps = NonZeroU32::new(tenant.requests_per_second).unwrap_or(NonZeroU32::MIN);
         Ok(Self {
             inner: Arc::new(Inner {

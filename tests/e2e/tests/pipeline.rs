@@ -190,23 +190,40 @@ async fn poll_activity(env: &Env) -> (i64, i64) {
     let schema_id = producer::kafka::register_raw_schema(&cfg.registry, &cfg.kafka.raw_topic)
         .await
         .expect("raw schema registered");
+    let (writer, writer_task) = producer::writer::open_for(
+        &cfg.kafka,
+        cfg.kafka.tenant_partitions,
+        &tenant.tenant_id,
+        schema_id,
+        metrics.clone(),
+    )
+    .await
+    .expect("the tenant's partition writer opens");
     let ctx = StreamContext {
         client: producer::pingone::Client::new(&tenant, metrics.clone(), cancel.clone())
             .expect("pingone client"),
         tenant: Arc::new(tenant),
-        kafka: Arc::new(cfg.kafka.clone()),
+        writer,
+        budget: producer::writer::Budget::new(
+            producer::READ_BUDGET_BYTES,
+            producer::CONCURRENT_SYNCS,
+        ),
         schema_id,
         metrics,
         cancel,
     };
     let run = async {
-        let mut stream = ActivityStream::open(ctx).await.expect("activity stream");
+        let mut stream = ActivityStream::open(ctx);
         let start = stream.position_ms();
         if let Err(e) = stream.catch_up().await {
             panic!("activity catch-up failed: {e}");
         }
         let end = stream.position_ms();
-        stream.close().await;
+        drop(stream);
+        writer_task
+            .await
+            .expect("writer task")
+            .expect("writer ends cleanly");
         (start, end)
     };
     tokio::time::timeout(STEP_LIMIT, run)
