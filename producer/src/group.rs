@@ -58,14 +58,7 @@ struct TenantsContext {
 
 impl TenantsContext {
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        let mut ps: Vec<i32> = tpl
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
-            .collect();
-        ps.sort_unstable();
-        ps
+        pipeline_io::kafka::partitions_in(tpl, &self.topic)
     }
 }
 

@@ -147,28 +147,9 @@ async fn tenants(config: config::Config, action: TenantsAction) -> anyhow::Resul
         ));
     }
     let kafka = &config.kafka;
-    let env = |name: &str| std::env::var(name).ok();
     let outcome = match action {
-        TenantsAction::Add { file } => match registry::read_tenant_file(&file, env) {
-            Ok(list) => {
-                registry::put(kafka, &list, false).await?;
-                for t in &list {
-                    println!("added {}", t.tenant_id);
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
-        TenantsAction::Update { file } => match registry::read_tenant_file(&file, env) {
-            Ok(list) => {
-                registry::put(kafka, &list, true).await?;
-                for t in &list {
-                    println!("updated {}", t.tenant_id);
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
+        TenantsAction::Add { file } => put(kafka, &file, false).await?,
+        TenantsAction::Update { file } => put(kafka, &file, true).await?,
         TenantsAction::Remove { tenant } => {
             registry::remove(kafka, &tenant).await?;
             println!("removed {tenant}");
@@ -201,4 +182,27 @@ async fn tenants(config: config::Config, action: TenantsAction) -> anyhow::Resul
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => invalid_config(e),
     })
+}
+
+/// `tenants add` (`update` false) or `tenants update`: an invalid file is the `Err` of the
+/// outcome (exit 2); Kafka's refusal or failure is the error (exit 1).
+async fn put(
+    kafka: &config::KafkaConfig,
+    file: &std::path::Path,
+    update: bool,
+) -> anyhow::Result<Result<(), config::ConfigError>> {
+    use producer::registry;
+    let list = match registry::read_tenant_file(file, |name| std::env::var(name).ok()) {
+        Ok(list) => list,
+        Err(e) => return Ok(Err(e)),
+    };
+    registry::put(kafka, &list, update).await?;
+    for t in &list {
+        println!(
+            "{} {}",
+            if update { "updated" } else { "added" },
+            t.tenant_id
+        );
+    }
+    Ok(Ok(()))
 }

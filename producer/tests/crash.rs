@@ -50,17 +50,6 @@ async fn activity_position(kafka: &producer::config::KafkaConfig) -> Option<i64>
     })
 }
 
-async fn truth_in(admin: &pingone_sim::AdminClient, from: i64, to: i64) -> BTreeSet<String> {
-    admin
-        .truth_activities(&ms_to_rfc3339(from), &ms_to_rfc3339(to))
-        .await
-        .expect("truth activities")
-        .into_iter()
-        .filter(|a| a["action"]["type"] == "USER.ACCESS_ALLOWED")
-        .filter_map(|a| a["id"].as_str().map(str::to_owned))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let mut spec = TenantSpec::generated("crash", 1000, 31);
@@ -180,8 +169,8 @@ activity_action_types = ["USER.ACCESS_ALLOWED"]"#
     let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dupes.is_empty(), "activities written twice: {dupes:?}");
     let start = t0 - lookback_s * 1000;
-    let must_have = truth_in(&admin, start + 10_000, window_end).await;
-    let may_have = truth_in(&admin, start - 60_000, window_end).await;
+    let must_have = common::truth_signons_between(&admin, start + 10_000, window_end).await;
+    let may_have = common::truth_signons_between(&admin, start - 60_000, window_end).await;
     let written: BTreeSet<String> = seen.keys().cloned().collect();
     assert!(
         must_have.len() > 20,

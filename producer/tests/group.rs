@@ -88,19 +88,15 @@ async fn group_gauges(
 }
 
 /// Waits until `instances` own all partitions between them, each at least one, and run
-/// `tenants` tenants in all; returns how long it took.
-async fn wait_for_group(
-    what: &str,
-    instances: &[&Instance],
-    tenants: usize,
-    limit: Duration,
-) -> Duration {
+/// `tenants` tenants in all; prints how long it took.
+async fn wait_for_group(what: &str, instances: &[&Instance], tenants: usize, limit: Duration) {
     let deadline = Deadline::new(what, limit);
     loop {
         let (owned, running, each) = group_gauges(instances).await;
         let everyone = each.iter().all(|e| e.1.is_some_and(|n| n >= 1.0));
         if everyone && owned == f64::from(PARTITIONS) && running == tenants as f64 {
-            return deadline.elapsed();
+            eprintln!("{what}: after {:?}", deadline.elapsed());
+            return;
         }
         deadline.check(&each);
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -259,57 +255,40 @@ async fn instances_share_the_tenants_topic_and_a_killed_one_loses_and_duplicates
         assert!(added.success, "tenants add {}: {added:?}", file.display());
     }
     let mut expected: BTreeSet<String> = known[..INITIAL].iter().cloned().collect();
-    assert_listed(
-        &dir,
-        &config,
-        &secrets,
-        &known,
-        &expected,
-        "after adding 28",
-    )
-    .await;
+    let listed = async |expected: &BTreeSet<String>, when: &str| {
+        assert_listed(&dir, &config, &secrets, &known, expected, when).await;
+    };
+    listed(&expected, "after adding 28").await;
     // Adding an existing tenant fails and names it; updating an absent one fails; a tenant
     // whose secret variable is unset is refused (validated like `validate-config`).
-    let again = tenants_cmd(
-        &dir,
-        &config,
+    let refused = async |args: &[&str], envs: &[(String, String)], what: &str| {
+        let out = tenants_cmd(&dir, &config, args, envs).await;
+        assert!(!out.success, "{what} succeeded: {out:?}");
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    let again = refused(
         &["add", "--file", &path(&again_file)],
         &secrets,
+        "adding an existing tenant",
     )
     .await;
     assert!(
-        !again.success,
-        "adding an existing tenant succeeded: {again:?}"
+        again.contains(&tenants[3].id),
+        "the error names the existing tenant: {again}"
     );
-    assert!(
-        format!("{}{}", again.stdout, again.stderr).contains(&tenants[3].id),
-        "the error names the existing tenant: {again:?}"
-    );
-    let absent = tenants_cmd(
-        &dir,
-        &config,
+    refused(
         &["update", "--file", &path(&never_file)],
         &secrets,
+        "updating an absent tenant",
     )
     .await;
-    assert!(
-        !absent.success,
-        "updating an absent tenant succeeded: {absent:?}"
-    );
-    let unset = tenants_cmd(&dir, &config, &["add", "--file", &path(&late_file)], &[]).await;
-    assert!(
-        !unset.success,
-        "a tenant without its secret variable was added: {unset:?}"
-    );
-    assert_listed(
-        &dir,
-        &config,
-        &secrets,
-        &known,
-        &expected,
-        "after refused commands",
+    refused(
+        &["add", "--file", &path(&late_file)],
+        &[],
+        "adding a tenant without its secret variable",
     )
     .await;
+    listed(&expected, "after refused commands").await;
     // The tenants topic: compacted, six partitions, each tenant on murmur2(id) % 6, values
     // holding the secret's variable name and never the secret.
     let (partitions, policy) = describe_topic(&tenants_topic).await;
@@ -362,14 +341,13 @@ async fn instances_share_the_tenants_topic_and_a_killed_one_loses_and_duplicates
     let c = Instance::start("c", &config, &dir, &envs);
     let mut signons = Signons::default();
     let mut running: Vec<usize> = (0..INITIAL).collect();
-    let took = wait_for_group(
+    wait_for_group(
         "3 instances own the 6 partitions and run 28 tenants",
         &[&a, &b, &c],
         INITIAL,
         Duration::from_secs(90),
     )
     .await;
-    eprintln!("group of 3 settled after {took:?}");
 
     // 5. Kill -9 one instance once the first syncs have completed, while others still run.
     let deadline = Deadline::new("a first sync completes", Duration::from_secs(120));
@@ -411,14 +389,13 @@ async fn instances_share_the_tenants_topic_and_a_killed_one_loses_and_duplicates
         completed_at_kill.len()
     );
     let survivors: Vec<&Instance> = instances.iter().collect();
-    let took = wait_for_group(
+    wait_for_group(
         "the survivors own all 6 partitions and run the 28 tenants",
         &survivors,
         INITIAL,
         SESSION_TIMEOUT + Duration::from_secs(30),
     )
     .await;
-    eprintln!("survivors took over after {took:?}");
     // Every tenant completes a sync, those of the killed instance included.
     let deadline = Deadline::new("every tenant completes a sync", Duration::from_secs(120));
     loop {
@@ -460,14 +437,13 @@ async fn instances_share_the_tenants_topic_and_a_killed_one_loses_and_duplicates
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     frozen.signal("-CONT");
-    let took = wait_for_group(
+    wait_for_group(
         "the thawed survivor rejoins",
         &survivors,
         INITIAL,
         SESSION_TIMEOUT + Duration::from_secs(50),
     )
     .await;
-    eprintln!("the thawed survivor rejoined after {took:?}");
 
     // 6a. A tenant added at runtime starts within seconds and completes a sync.
     let added = tenants_cmd(
@@ -479,15 +455,7 @@ async fn instances_share_the_tenants_topic_and_a_killed_one_loses_and_duplicates
     .await;
     assert!(added.success, "tenants add (late): {added:?}");
     expected.insert(tenants[LATE].id.clone());
-    assert_listed(
-        &dir,
-        &config,
-        &secrets,
-        &known,
-        &expected,
-        "after the late add",
-    )
-    .await;
+    listed(&expected, "after the late add").await;
     wait_for_running(
         "the added tenant runs",
         &survivors,
@@ -545,15 +513,7 @@ async fn instances_share_the_tenants_topic_and_a_killed_one_loses_and_duplicates
         Duration::from_secs(30),
     )
     .await;
-    assert_listed(
-        &dir,
-        &config,
-        &secrets,
-        &known,
-        &expected,
-        "after the removal",
-    )
-    .await;
+    listed(&expected, "after the removal").await;
     test_harness::kafka::wait_for_no_open_transaction(&names.raw_topic, Duration::from_secs(60))
         .await
         .expect("raw topic settles");

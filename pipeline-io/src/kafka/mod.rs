@@ -67,6 +67,18 @@ impl KafkaCallError {
     }
 }
 
+/// The partitions of `topic` in `list`, sorted: what a rebalance callback hands over.
+pub fn partitions_in(list: &rdkafka::TopicPartitionList, topic: &str) -> Vec<i32> {
+    let mut ps: Vec<i32> = list
+        .elements()
+        .iter()
+        .filter(|e| e.topic() == topic)
+        .map(|e| e.partition())
+        .collect();
+    ps.sort_unstable();
+    ps
+}
+
 /// Wraps a [`KafkaError`] with context: `.map_err(ctx("creating the admin client"))`.
 pub fn ctx(context: impl Into<String>) -> impl FnOnce(KafkaError) -> KafkaCallError {
     let context = context.into();

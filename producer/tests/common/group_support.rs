@@ -412,17 +412,7 @@ pub async fn truth_signons(
     from_ms: i64,
     to_ms: i64,
 ) -> BTreeSet<String> {
-    sim.admin(env)
-        .truth_activities(
-            &schemas::time::format_ms(from_ms),
-            &schemas::time::format_ms(to_ms),
-        )
-        .await
-        .expect("truth activities")
-        .into_iter()
-        .filter(|a| a["action"]["type"] == "USER.ACCESS_ALLOWED")
-        .filter_map(|a| a["id"].as_str().map(str::to_owned))
-        .collect()
+    common::truth_signons_between(&sim.admin(env), from_ms, to_ms).await
 }
 
 /// Removes `lastSignOn` from the users in `users`: what a sign-on appended during the test

@@ -379,3 +379,23 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Ids of the simulator's `USER.ACCESS_ALLOWED` activities recorded in `[from_ms, to_ms)`
+/// (generated and appended sign-ons).
+pub async fn truth_signons_between(
+    admin: &pingone_sim::AdminClient,
+    from_ms: i64,
+    to_ms: i64,
+) -> std::collections::BTreeSet<String> {
+    admin
+        .truth_activities(
+            &schemas::time::format_ms(from_ms),
+            &schemas::time::format_ms(to_ms),
+        )
+        .await
+        .expect("truth activities")
+        .into_iter()
+        .filter(|a| a["action"]["type"] == "USER.ACCESS_ALLOWED")
+        .filter_map(|a| a["id"].as_str().map(str::to_owned))
+        .collect()
+}

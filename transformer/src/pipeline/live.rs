@@ -106,14 +106,7 @@ impl RawContext {
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        let mut ps: Vec<i32> = tpl
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .map(|e| e.partition())
-            .collect();
-        ps.sort_unstable();
-        ps
+        pipeline_io::kafka::partitions_in(tpl, &self.topic)
     }
 }
 
