@@ -178,7 +178,7 @@ pub fn encode_event(schema_id: u32, event: &RawEvent) -> Result<(EncodedEvent, S
     Ok((encoded, Sent::Event))
 }
 
-/// What [`TxnWriter::send_event`] wrote.
+/// What [`encode_event`] encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
     /// The event itself.
@@ -223,7 +223,6 @@ pub struct TxnWriter {
     session: TxnSession,
     raw_topic: String,
     checkpoint_topic: String,
-    schema_id: u32,
 }
 
 impl TxnWriter {
@@ -232,11 +231,7 @@ impl TxnWriter {
     ///
     /// # Errors
     /// [`SinkError::Kafka`] when the broker cannot be reached or refuses.
-    pub async fn new(
-        kafka: &KafkaConfig,
-        transactional_id: String,
-        schema_id: u32,
-    ) -> Result<Self, SinkError> {
+    pub async fn new(kafka: &KafkaConfig, transactional_id: String) -> Result<Self, SinkError> {
         let settings = TxnSettings {
             transactional_id,
             transaction_timeout: kafka.transaction_timeout,
@@ -248,7 +243,6 @@ impl TxnWriter {
             session: TxnSession::open(&kafka.client, &settings).await?,
             raw_topic: kafka.raw_topic.clone(),
             checkpoint_topic: kafka.checkpoint_topic.clone(),
-            schema_id,
         })
     }
 
@@ -265,18 +259,8 @@ impl TxnWriter {
         Ok(self.session.begin()?)
     }
 
-    /// Adds a raw event to the open transaction (key = tenant id, headers `kind`, `tenant_id`),
-    /// or its `oversized` marker when its record would exceed `MAX_RECORD_BYTES`.
-    ///
-    /// # Errors
-    /// [`SinkError`] when encoding or enqueueing fails.
-    pub async fn send_event(&mut self, event: &RawEvent) -> Result<Sent, SinkError> {
-        let (encoded, sent) = encode_event(self.schema_id, event)?;
-        self.send_encoded(&encoded).await?;
-        Ok(sent)
-    }
-
-    /// Adds an encoded raw event to the open transaction.
+    /// Adds an encoded raw event ([`encode_event`]) to the open transaction (key = tenant id,
+    /// headers `kind`, `tenant_id`).
     ///
     /// # Errors
     /// [`SinkError::Kafka`] when enqueueing fails.

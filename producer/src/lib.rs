@@ -312,7 +312,7 @@ pub async fn sync_once(
     };
     let (schema_id, slots) = setup(&config).await?;
     let (handle, writer_task) =
-        writer::open_for(&config.kafka, slots, tenant_id, schema_id, metrics.clone()).await?;
+        writer::open_for(&config.kafka, slots, tenant_id, metrics.clone()).await?;
     let client = Client::new(tenant, metrics.clone(), shutdown.clone()).map_err(|source| {
         RunError::Client {
             tenant: tenant_id.into(),

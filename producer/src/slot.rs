@@ -164,13 +164,7 @@ pub async fn run(
     loop {
         // Open the writer (fencing the previous owner), following the changes meanwhile.
         let opened = {
-            let open = writer::open(
-                &shared.kafka,
-                slot,
-                shared.slots,
-                shared.schema_id,
-                shared.metrics.clone(),
-            );
+            let open = writer::open(&shared.kafka, slot, shared.slots, shared.metrics.clone());
             tokio::pin!(open);
             loop {
                 tokio::select! {

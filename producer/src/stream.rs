@@ -100,7 +100,7 @@ impl StreamContext {
         budget: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<(), StreamError> {
         let unit = Unit {
-            tenant: Arc::from(self.tenant.tenant_id.as_str()),
+            tenant: Arc::clone(&self.tenant),
             stream,
             events,
             checkpoint_key: key.to_owned(),

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::activity::ActivityStream;
+use crate::kafka::SinkError;
 use crate::pingone::PingOneError;
 use crate::snapshot::SnapshotStream;
 use crate::stream::{StreamContext, StreamError};
@@ -56,7 +57,9 @@ pub async fn supervise(ctx: StreamContext, kind: StreamKind) {
         };
         ctx.metrics.error(&tenant, err.kind());
         ctx.metrics.stream_failed(&tenant, kind.name());
-        if matches!(err, StreamError::Kafka(_)) {
+        // Only a failed Kafka call says the broker is unreachable; a stopped partition writer
+        // (fenced, revoked) says nothing about it.
+        if matches!(err, StreamError::Kafka(SinkError::Kafka(_))) {
             ctx.metrics.set_kafka_reachable(false);
         }
         let wait = if matches!(

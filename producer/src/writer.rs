@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, TenantConfig};
 use crate::kafka::{EncodedEvent, SinkError, TxnWriter, read_checkpoints};
 use crate::metrics::Metrics;
 use crate::registry::partition_for;
@@ -37,7 +37,7 @@ const QUEUE: usize = 64;
 #[derive(Debug)]
 pub struct Unit {
     /// The tenant.
-    pub tenant: Arc<str>,
+    pub tenant: Arc<TenantConfig>,
     /// `snapshot` or `activity` (metrics label).
     pub stream: &'static str,
     /// The raw events, in order.
@@ -127,11 +127,10 @@ pub async fn open(
     kafka: &KafkaConfig,
     slot: i32,
     slots: i32,
-    schema_id: u32,
     metrics: Metrics,
 ) -> Result<(SlotHandle, SlotWriter), SinkError> {
     let transactional_id = format!("{}.{slot}", kafka.transactional_id_prefix);
-    let writer = TxnWriter::new(kafka, transactional_id, schema_id).await?;
+    let writer = TxnWriter::new(kafka, transactional_id).await?;
     let stored = read_checkpoints(kafka, |key| {
         partition_for(key_tenant(key).as_bytes(), slots) == slot
     })
@@ -169,11 +168,10 @@ pub async fn open_for(
     kafka: &KafkaConfig,
     slots: i32,
     tenant: &str,
-    schema_id: u32,
     metrics: Metrics,
 ) -> Result<(SlotHandle, tokio::task::JoinHandle<Result<(), SinkError>>), SinkError> {
     let slot = partition_for(tenant.as_bytes(), slots);
-    let (handle, writer) = open(kafka, slot, slots, schema_id, metrics).await?;
+    let (handle, writer) = open(kafka, slot, slots, metrics).await?;
     Ok((handle, tokio::spawn(writer.run())))
 }
 
@@ -209,43 +207,35 @@ impl SlotWriter {
         Ok(())
     }
 
-    /// Whether `error` leaves the producer unusable: fenced, or a fatal transactional error;
-    /// the error to end with, if so.
+    /// The error to end with when `error` leaves the producer unusable (fenced, or a fatal
+    /// transactional error).
     fn fatal(&self, error: &SinkError) -> Option<SinkError> {
-        let SinkError::Kafka(e) = error else {
-            return None;
-        };
-        let fatal = e.is_fenced()
-            || matches!(&e.source, rdkafka::error::KafkaError::Transaction(t) if t.is_fatal());
-        fatal.then(|| copy(error, self.slot))
+        match error {
+            SinkError::Kafka(e) if e.is_fatal() => Some(copy(error, self.slot)),
+            _ => None,
+        }
     }
 
     async fn write(&mut self, batch: &[Queued]) -> Result<(), SinkError> {
         // A producer that cannot begin is in an error state: ending the writer reopens it.
         self.writer.begin()?;
-        let mut sent = Ok(());
-        for q in batch {
-            for event in &q.unit.events {
-                sent = self.writer.send_encoded(event).await;
-                if sent.is_err() {
-                    break;
-                }
-            }
-            if sent.is_ok() {
-                sent = self
-                    .writer
-                    .send_checkpoint(&q.unit.checkpoint_key, &q.unit.checkpoint)
-                    .await;
-            }
-            if sent.is_err() {
-                break;
-            }
-        }
-        if let Err(e) = sent {
+        if let Err(e) = self.send(batch).await {
             self.writer.abort().await;
             return Err(e);
         }
         self.writer.commit().await
+    }
+
+    async fn send(&mut self, batch: &[Queued]) -> Result<(), SinkError> {
+        for q in batch {
+            for event in &q.unit.events {
+                self.writer.send_encoded(event).await?;
+            }
+            self.writer
+                .send_checkpoint(&q.unit.checkpoint_key, &q.unit.checkpoint)
+                .await?;
+        }
+        Ok(())
     }
 
     fn answer(&self, batch: Vec<Queued>, result: Result<(), SinkError>) {
@@ -264,7 +254,8 @@ impl SlotWriter {
             .unwrap_or_else(PoisonError::into_inner);
         for q in batch {
             let Queued { unit, reply } = q;
-            self.metrics.transaction(&unit.tenant, unit.stream, outcome);
+            self.metrics
+                .transaction(&unit.tenant.tenant_id, unit.stream, outcome);
             let answer = match &result {
                 Ok(()) => {
                     checkpoints.insert(unit.checkpoint_key, unit.checkpoint);
@@ -278,13 +269,11 @@ impl SlotWriter {
     }
 }
 
-/// `error` again, for each stream whose unit shared the failed transaction.
+/// `error` again, for each stream whose unit shared the failed transaction (the writer only
+/// meets Kafka errors).
 fn copy(error: &SinkError, slot: i32) -> SinkError {
     match error {
-        SinkError::Kafka(e) => SinkError::Kafka(pipeline_io::kafka::KafkaCallError {
-            context: e.context.clone(),
-            source: e.source.clone(),
-        }),
+        SinkError::Kafka(e) => SinkError::Kafka(e.clone()),
         _ => SinkError::WriterStopped { slot },
     }
 }

@@ -33,9 +33,7 @@ fn kafka_config(prefix: &str) -> KafkaConfig {
 async fn latest_committed_checkpoint_wins_and_aborted_ones_are_invisible() {
     let kafka = kafka_config(&common::unique("txn"));
     ensure_topics(&kafka).await.unwrap();
-    let mut w = TxnWriter::new(&kafka, common::unique("t"), 1)
-        .await
-        .unwrap();
+    let mut w = TxnWriter::new(&kafka, common::unique("t")).await.unwrap();
     for i in 0..3 {
         w.begin().unwrap();
         w.send_checkpoint("a/snapshot", format!("{{\"n\":{i}}}").as_bytes())
@@ -72,13 +70,13 @@ async fn another_streams_open_transaction_never_yields_an_older_checkpoint() {
     let mut kafka = kafka_config(&common::unique("txn"));
     kafka.topic_partitions = 1;
     ensure_topics(&kafka).await.unwrap();
-    let mut mine = TxnWriter::new(&kafka, common::unique("mine"), 1)
+    let mut mine = TxnWriter::new(&kafka, common::unique("mine"))
         .await
         .unwrap();
     mine.begin().unwrap();
     mine.send_checkpoint("a/snapshot", b"old").await.unwrap();
     mine.commit().await.unwrap();
-    let mut other = TxnWriter::new(&kafka, common::unique("other"), 1)
+    let mut other = TxnWriter::new(&kafka, common::unique("other"))
         .await
         .unwrap();
     other.begin().unwrap();
@@ -106,13 +104,13 @@ async fn a_new_writer_fences_the_old_one_and_its_open_transaction_is_discarded()
     let kafka = kafka_config(&common::unique("txn"));
     ensure_topics(&kafka).await.unwrap();
     let id = common::unique("t");
-    let mut old = TxnWriter::new(&kafka, id.clone(), 1).await.unwrap();
+    let mut old = TxnWriter::new(&kafka, id.clone()).await.unwrap();
     old.begin().unwrap();
     old.send_checkpoint("a/activity", b"old-open")
         .await
         .unwrap();
     // The old instance "dies" with its transaction open; a new one starts.
-    let mut new = TxnWriter::new(&kafka, id, 1).await.unwrap();
+    let mut new = TxnWriter::new(&kafka, id).await.unwrap();
     assert!(
         old.commit().await.is_err(),
         "a fenced writer must not commit"

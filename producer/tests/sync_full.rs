@@ -151,7 +151,7 @@ async fn a_rejected_stored_cursor_abandons_the_sync_and_starts_a_new_one() {
         }),
     };
     let txn_id = format!("{}.curs.snapshot", names.txn_prefix);
-    let mut writer = producer::kafka::TxnWriter::new(&config.kafka, txn_id, schema_id)
+    let mut writer = producer::kafka::TxnWriter::new(&config.kafka, txn_id)
         .await
         .expect("writer");
     writer.begin().expect("begin");
@@ -166,7 +166,8 @@ async fn a_rejected_stored_cursor_abandons_the_sync_and_starts_a_new_one() {
         payload: format!(r#"{{"sync_id":"{old_sync}"}}"#),
         producer_version: "test".into(),
     };
-    writer.send_event(&marker).await.expect("marker");
+    let (marker, _) = producer::kafka::encode_event(schema_id, &marker).expect("encode");
+    writer.send_encoded(&marker).await.expect("marker");
     writer
         .send_checkpoint(
             &snapshot_key("curs"),

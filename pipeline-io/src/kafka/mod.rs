@@ -33,13 +33,13 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 
 pub use reader::{RangeReader, ReaderContext, wait_settled};
-pub use topics::{TopicSpec, ensure_topics, partitions, partitions_of};
+pub use topics::{TopicSpec, ensure_topics, partitions, partitions_of, wait_for_leaders};
 pub use txn::{TxnSession, TxnSettings};
 
 use crate::config::redacted_options;
 
 /// A Kafka call that failed, with what we were doing.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("kafka: {context}: {source}")]
 pub struct KafkaCallError {
     /// What was being done (names the topic, partition or transactional id).
@@ -57,6 +57,12 @@ impl KafkaCallError {
             self.source.rdkafka_error_code(),
             Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
         )
+    }
+
+    /// Whether this transactional producer can never be used again: fenced, or a fatal
+    /// transactional error. A new producer (a new `init_transactions`) is needed.
+    pub fn is_fatal(&self) -> bool {
+        self.is_fenced() || matches!(&self.source, KafkaError::Transaction(e) if e.is_fatal())
     }
 
     /// Whether librdkafka says the open transaction failed but the producer can go on once it

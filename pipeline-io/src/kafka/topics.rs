@@ -93,7 +93,11 @@ pub async fn ensure_topics(
         match result {
             Ok(topic) => {
                 tracing::info!(%topic, "topic created");
-                created.push(topic);
+                let partitions = specs
+                    .iter()
+                    .find(|s| s.name == topic)
+                    .map_or(1, |s| s.partitions);
+                created.push((topic, partitions));
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
@@ -104,29 +108,46 @@ pub async fn ensure_topics(
             }
         }
     }
-    if created.is_empty() {
+    wait_for_leaders(settings, &created, settings.timeout).await
+}
+
+/// Waits until each of `topics` (name, partition count) has all its partitions, each with a
+/// leader: a read or write right after a topic is created would otherwise meet
+/// `NotLeaderForPartition` or a missing partition.
+///
+/// # Errors
+/// A metadata call's error, or `LeaderNotAvailable` naming the topics when they are not ready
+/// after `max_wait`.
+pub async fn wait_for_leaders(
+    settings: &ClientSettings,
+    topics: &[(String, i32)],
+    max_wait: Duration,
+) -> Result<(), KafkaCallError> {
+    if topics.is_empty() {
         return Ok(());
     }
     let config = settings.client_config();
     let timeout = settings.timeout;
-    let context = format!("waiting for leaders of {}", created.join(", "));
+    let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
+    let context = format!("waiting for leaders of {}", names.join(", "));
+    let topics = topics.to_vec();
     let led = off_runtime(context.clone(), move || {
         let consumer: BaseConsumer = config.create()?;
         let started = std::time::Instant::now();
         loop {
             let mut all = true;
-            for name in &created {
+            for (name, partitions) in &topics {
                 let metadata = consumer.fetch_metadata(Some(name), timeout)?;
                 all &= metadata.topics().iter().any(|t| {
                     t.name() == name
                         && t.error().is_none()
-                        && !t.partitions().is_empty()
+                        && t.partitions().len() == usize::try_from(*partitions).unwrap_or(0)
                         && t.partitions()
                             .iter()
                             .all(|p| p.error().is_none() && p.leader() >= 0)
                 });
             }
-            if all || started.elapsed() >= timeout {
+            if all || started.elapsed() >= max_wait {
                 return Ok(all);
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

@@ -194,7 +194,6 @@ async fn poll_activity(env: &Env) -> (i64, i64) {
         &cfg.kafka,
         cfg.kafka.tenant_partitions,
         &tenant.tenant_id,
-        schema_id,
         metrics.clone(),
     )
     .await

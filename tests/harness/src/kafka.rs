@@ -192,49 +192,29 @@ pub async fn create_topic(topic: &str, options: &TopicOptions) -> Result<(), Har
             });
         }
     }
-    let topic_name = topic.to_owned();
-    let expected = usize::try_from(options.partitions).unwrap_or_default();
-    blocking(&context, move || {
-        wait_for_leaders(admin, &topic_name, expected)
-    })
-    .await
-}
-
-fn wait_for_leaders(
-    admin: AdminClient<DefaultClientContext>,
-    topic: &str,
-    expected_partitions: usize,
-) -> Result<(), HarnessError> {
+    drop(admin);
+    let mut settings = pipeline_io::kafka::ClientSettings::new(kafka_bootstrap(), "harness");
+    settings.timeout = REQUEST_TIMEOUT;
     let started = Instant::now();
-    let limit = REQUEST_TIMEOUT * 3;
-    loop {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .map_err(|source| HarnessError::Kafka {
-                context: format!("metadata of {topic}"),
-                source,
-            })?;
-        let ready = metadata.topics().iter().any(|found| {
-            found.name() == topic
-                && found.error().is_none()
-                && found.partitions().len() == expected_partitions
-                && found
-                    .partitions()
-                    .iter()
-                    .all(|partition| partition.error().is_none() && partition.leader() >= 0)
-        });
-        if ready {
-            return Ok(());
-        }
-        if started.elapsed() > limit {
-            return Err(HarnessError::Timeout {
-                what: format!("leaders for the {expected_partitions} partitions of {topic}"),
-                waited_ms: started.elapsed().as_millis(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    pipeline_io::kafka::wait_for_leaders(
+        &settings,
+        &[(topic.to_owned(), options.partitions)],
+        REQUEST_TIMEOUT * 3,
+    )
+    .await
+    .map_err(|e| match e.source.rdkafka_error_code() {
+        Some(rdkafka::types::RDKafkaErrorCode::LeaderNotAvailable) => HarnessError::Timeout {
+            what: format!(
+                "leaders for the {} partitions of {topic}",
+                options.partitions
+            ),
+            waited_ms: started.elapsed().as_millis(),
+        },
+        _ => HarnessError::Kafka {
+            context: e.context,
+            source: e.source,
+        },
+    })
 }
 
 /// One record read by [`consume_all`].
