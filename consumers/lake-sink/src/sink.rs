@@ -1,0 +1,867 @@
+//! The sink's loop: one consumer in the group reads the three normalized topics
+//! (`read_committed`), decodes each record through the registry, buffers rows per table, and
+//! commits a table when its buffer is full or old enough ([`crate::table`] does the commit and
+//! its exactly-once check).
+//!
+//! # Where each partition resumes
+//! The table says, not the group: after every assignment the sink reads each partition's `txn`
+//! version and seeks to the next offset (the beginning when there is none). A record that
+//! arrives before the seek took effect is dropped; so is everything buffered when the
+//! assignment changes, since whoever owns a partition next rereads it from the table. The
+//! group's committed offsets (written after each table commit) only tell lag tools where the
+//! sink is.
+//!
+//! # Failures
+//! A value that cannot be decoded (not framed, unknown schema id, bad Avro, a type that does
+//! not fit its column) becomes a row with `decode_error` set: never skipped. The registry or
+//! the storage being unreachable holds the loop up, retrying with back-off, with `/readyz` 503
+//! meanwhile; the buffered rows stay buffered or are reread.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use pipeline_io::kafka::{KafkaCallError, OffRuntimeDrop, ctx, off_runtime};
+use pipeline_io::registry::Registry;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::assign::{Resumer, SinkContext, Source};
+use crate::config::Config;
+use crate::metrics::{self, Metrics};
+use crate::table::{Body, Committed, LakeTable, Row, TableError};
+
+/// The tables, in this order, and the topic each is fed from.
+pub const TABLES: [&str; 3] = ["users", "applications", "app_usage"];
+
+/// Why the sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A Kafka call failed in a way retrying does not mend.
+    #[error(transparent)]
+    Kafka(#[from] KafkaCallError),
+    /// A table failed and the shutdown came before it recovered.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// The operations listener could not start.
+    #[error(transparent)]
+    Listen(#[from] pipeline_io::ops::ListenError),
+    /// The registry client could not be built.
+    #[error(transparent)]
+    Registry(#[from] pipeline_io::registry::RegistryError),
+    /// A thread could not start.
+    #[error("starting a thread: {0}")]
+    Thread(String),
+    /// The shutdown came before the tables could be opened.
+    #[error("stopped before the tables could be opened")]
+    Stopped,
+}
+
+type SinkConsumer = StreamConsumer<SinkContext>;
+
+/// How far one partition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Assigned; the seek to its resume point has not been accepted yet.
+    NeedsSeek,
+    /// Seeked; no record read since.
+    Seeking,
+    /// Reading.
+    Live,
+}
+
+#[derive(Debug)]
+struct Part {
+    /// The table's `txn` version for the partition when it was positioned, then after each of
+    /// this instance's commits.
+    held: Option<i64>,
+    state: State,
+    /// The last offset buffered.
+    last: Option<i64>,
+}
+
+impl Part {
+    fn target(&self) -> Offset {
+        self.held
+            .map_or(Offset::Beginning, |v| Offset::Offset(v + 1))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Buffer {
+    rows: Vec<Row>,
+    bytes: usize,
+    since: Option<Instant>,
+    ends: BTreeMap<i32, i64>,
+}
+
+/// What one run did (for logs and tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Rows committed per table.
+    pub rows: BTreeMap<String, u64>,
+    /// Commits.
+    pub commits: u64,
+}
+
+struct Sink {
+    config: Config,
+    consumer: OffRuntimeDrop<Arc<SinkConsumer>>,
+    /// A group-less client for watermarks: the group consumer's own connections queue such
+    /// requests behind its long-polling fetches.
+    marks: OffRuntimeDrop<Arc<BaseConsumer>>,
+    changed: Arc<AtomicBool>,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    tables: Vec<LakeTable>,
+    topics: Vec<String>,
+    buffers: Vec<Buffer>,
+    parts: HashMap<(usize, i32), Part>,
+    /// Writer schema ids whose fields every table column covers, per table.
+    covered: Vec<HashSet<u32>>,
+    /// Writer schema ids refused by a table, and why.
+    refused: Vec<HashMap<u32, String>>,
+    summary: Summary,
+    shutdown: CancellationToken,
+    /// The benchmark's baseline mode: no table, nothing decoded or written.
+    consume_only: bool,
+    /// Records and bytes read (consume-only mode).
+    read: (u64, u64),
+}
+
+/// Runs the sink until `shutdown` (or, with `stop_at_end`, until caught up), then commits what
+/// it buffered.
+///
+/// # Errors
+/// [`SinkError`].
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary, SinkError> {
+    let metrics = Arc::new(Metrics::new());
+    let ops = pipeline_io::ops::OpsServer::start_if(config.operations.listen_addr, metrics.clone())
+        .await?;
+    let outcome = run_with(config, shutdown, metrics, false).await;
+    if let Some(ops) = ops {
+        ops.stop().await;
+    }
+    outcome.map(|sink| sink.summary)
+}
+
+/// What [`consume_only`] read.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ConsumeOnly {
+    /// Records read.
+    pub records: u64,
+    /// Their key and value bytes.
+    pub bytes: u64,
+    /// Seconds from start to the end of the topics.
+    pub seconds: f64,
+}
+
+/// The benchmark's baseline: the sink's loop and consumer, in a group of its own, reading the
+/// three topics from their beginning to their end without decoding or writing anything.
+///
+/// # Errors
+/// [`SinkError`].
+pub async fn consume_only(
+    mut config: Config,
+    shutdown: CancellationToken,
+) -> Result<ConsumeOnly, SinkError> {
+    let started = Instant::now();
+    config.kafka.group_id = format!(
+        "{}-consume-only-{}",
+        config.kafka.group_id,
+        std::process::id()
+    );
+    config.lake.stop_at_end = true;
+    let sink = run_with(config, shutdown, Arc::new(Metrics::new()), true).await?;
+    Ok(ConsumeOnly {
+        records: sink.read.0,
+        bytes: sink.read.1,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    consume_only: bool,
+) -> Result<Sink, SinkError> {
+    crate::storage::register();
+    let registry = config.registry.client()?;
+    let topics: Vec<String> = vec![
+        config.kafka.topics.users.clone(),
+        config.kafka.topics.applications.clone(),
+        config.kafka.topics.app_usage.clone(),
+    ];
+    let mut tables = Vec::new();
+    for (name, topic) in TABLES.iter().zip(&topics).filter(|_| !consume_only) {
+        let Some(table) = open_table(&config, name, topic, &metrics, &shutdown).await else {
+            return Err(SinkError::Stopped);
+        };
+        tables.push(table);
+    }
+    let resumer = if consume_only {
+        None
+    } else {
+        let sources = TABLES
+            .iter()
+            .zip(&topics)
+            .map(|(name, topic)| Source {
+                topic: topic.clone(),
+                url: config.lake.table_url(name),
+            })
+            .collect();
+        let options = config.lake.storage_options.clone().into_iter().collect();
+        Some(
+            Resumer::start(sources, options, config.lake.app_id.clone())
+                .map_err(|e| SinkError::Thread(e.to_string()))?,
+        )
+    };
+    let context = SinkContext::new(resumer, metrics.clone(), shutdown.clone());
+    let changed = context.changed.clone();
+    let mut c = config.kafka.client.client_config();
+    c.set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.queue.backoff.ms", "10");
+    if config.lake.stop_at_end {
+        // How the sink knows it read every partition to its end (see `caught_up`).
+        c.set("statistics.interval.ms", "500");
+    }
+    let consumer: SinkConsumer = c
+        .create_with_context(context)
+        .map_err(ctx("creating the consumer"))?;
+    let marks: BaseConsumer = config
+        .kafka
+        .client
+        .client_config()
+        .create()
+        .map_err(ctx("creating the watermark client"))?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(ctx("subscribing"))?;
+    tracing::info!(
+        topics = ?names,
+        group = %config.kafka.group_id,
+        location = %config.lake.location,
+        "lake sink started"
+    );
+    let n = TABLES.len();
+    let mut sink = Sink {
+        consume_only,
+        read: (0, 0),
+        consumer: OffRuntimeDrop::new(Arc::new(consumer)),
+        marks: OffRuntimeDrop::new(Arc::new(marks)),
+        changed,
+        registry,
+        metrics,
+        tables,
+        topics,
+        buffers: (0..n).map(|_| Buffer::default()).collect(),
+        parts: HashMap::new(),
+        covered: vec![HashSet::new(); n],
+        refused: vec![HashMap::new(); n],
+        summary: Summary::default(),
+        shutdown: shutdown.clone(),
+        config,
+    };
+    sink.work().await?;
+    Ok(sink)
+}
+
+/// Opens a table, retrying while the storage fails; `None` after a shutdown.
+async fn open_table(
+    config: &Config,
+    name: &str,
+    topic: &str,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Option<LakeTable> {
+    let schema = match name {
+        "users" => schemas::usage::USER_USAGE_SCHEMA,
+        "applications" => schemas::usage::APPLICATION_SCHEMA,
+        _ => schemas::usage::APP_USAGE_SCHEMA,
+    };
+    let schema = Schema::parse_str(schema).ok()?;
+    let url = config.lake.table_url(name);
+    let mut backoff = Backoff::default();
+    loop {
+        match LakeTable::open(
+            name,
+            &url,
+            &config.lake.storage_options,
+            topic,
+            &config.lake.app_id,
+            &schema,
+        )
+        .await
+        {
+            Ok(t) => return Some(t),
+            Err(e) => {
+                tracing::error!(error = %pipeline_io::error_text(&e), "cannot open the table: retrying");
+                metrics.failing("storage", e.to_string());
+                if !backoff.wait(shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Doubling pauses from 500 ms to 30 s.
+#[derive(Debug, Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    /// Waits the next pause; false when `shutdown` came first.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let pause =
+            Duration::from_millis(500 * 2u64.pow(self.0.min(6))).min(Duration::from_secs(30));
+        self.0 += 1;
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(pause) => true,
+        }
+    }
+}
+
+impl Sink {
+    async fn work(&mut self) -> Result<(), SinkError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_lag = Instant::now();
+        let mut last_end_check = Instant::now();
+        let consumer = Arc::clone(&self.consumer);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                message = consumer.recv() => {
+                    // Owned: a borrowed message may not be held across the awaits below.
+                    let message = message.map(|m| m.detach());
+                    if self.changed.swap(false, Ordering::SeqCst) {
+                        self.reassigned().await?;
+                    }
+                    match message {
+                        Ok(m) => self.handle(&m).await?,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error (librdkafka retries)");
+                            self.metrics.failing("kafka", e.to_string());
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.changed.swap(false, Ordering::SeqCst) {
+                        self.reassigned().await?;
+                    }
+                    self.seek_pending().await;
+                    self.flush_aged().await?;
+                    if self.config.lake.stop_at_end
+                        && last_end_check.elapsed() >= Duration::from_secs(1)
+                        && { last_end_check = Instant::now(); self.caught_up().await? }
+                    {
+                        tracing::info!(rows = ?self.summary.rows, "caught up: every assigned partition's end is in the tables");
+                        return Ok(());
+                    }
+                    if last_lag.elapsed() > Duration::from_secs(10) {
+                        last_lag = Instant::now();
+                        self.update_lag().await;
+                    }
+                }
+            }
+        }
+        // Commit what is buffered, within the shutdown deadline of the caller.
+        for i in 0..self.buffers.len() {
+            if let Err(e) = self.flush(i).await {
+                tracing::warn!(error = %pipeline_io::error_text(&e), "buffered rows not committed at shutdown: the next owner rereads them");
+            }
+        }
+        Ok(())
+    }
+
+    /// The assignment changed: drop every buffer and take the partitions as the rebalance
+    /// callback assigned them, each at its table's resume point ([`crate::assign`]).
+    async fn reassigned(&mut self) -> Result<(), SinkError> {
+        self.forget_ends();
+        for b in &mut self.buffers {
+            *b = Buffer::default();
+        }
+        self.parts.clear();
+        let consumer = Arc::clone(&self.consumer);
+        let assignment =
+            off_runtime("reading the assignment", move || consumer.assignment()).await?;
+        let points = self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        for e in assignment.elements() {
+            let Some(i) = self.topics.iter().position(|t| t == e.topic()) else {
+                continue;
+            };
+            let (held, state) = match points.get(&(e.topic().to_owned(), e.partition())) {
+                Some(point) => (*point, State::Live),
+                None => (None, State::NeedsSeek),
+            };
+            self.parts.insert(
+                (i, e.partition()),
+                Part {
+                    held,
+                    state,
+                    last: None,
+                },
+            );
+        }
+        self.metrics
+            .assigned_partitions
+            .set(i64::try_from(self.parts.len()).unwrap_or(i64::MAX));
+        tracing::info!(
+            partitions = self.parts.len(),
+            "assignment changed: each partition resumes where its table says"
+        );
+        if self.parts.values().any(|p| p.state == State::NeedsSeek) {
+            self.reposition().await?;
+        }
+        if !self.parts.is_empty() {
+            self.metrics.working();
+        }
+        Ok(())
+    }
+
+    /// Drops every buffer and seeks every assigned partition to its table's latest resume
+    /// point: after a commit found a partition written by another instance.
+    async fn reposition(&mut self) -> Result<(), SinkError> {
+        self.forget_ends();
+        for b in &mut self.buffers {
+            *b = Buffer::default();
+        }
+        let keys: Vec<(usize, i32)> = self.parts.keys().copied().collect();
+        let mut refreshed = HashSet::new();
+        for (i, p) in keys {
+            let held = if self.consume_only {
+                None
+            } else {
+                if refreshed.insert(i) {
+                    self.refresh_table(i).await?;
+                }
+                self.resume_point(i, p).await?
+            };
+            self.parts.insert(
+                (i, p),
+                Part {
+                    held,
+                    state: State::NeedsSeek,
+                    last: None,
+                },
+            );
+        }
+        self.seek_pending().await;
+        Ok(())
+    }
+
+    /// Forgets which partitions the statistics found at their end: positions change.
+    fn forget_ends(&self) {
+        if let Ok(mut a) = self.consumer.context().at_end.lock() {
+            a.clear();
+        }
+    }
+
+    async fn refresh_table(&mut self, i: usize) -> Result<(), SinkError> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.tables[i].refresh().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.metrics.failing("storage", e.to_string());
+                    tracing::error!(error = %pipeline_io::error_text(&e), "cannot read the table's log: retrying");
+                    if !backoff.wait(&self.shutdown).await {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn resume_point(&mut self, i: usize, partition: i32) -> Result<Option<i64>, SinkError> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.tables[i].resume_point(partition).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.metrics.failing("storage", e.to_string());
+                    if !backoff.wait(&self.shutdown).await {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seeks every partition waiting for it, each seek waiting until librdkafka performed it
+    /// (so no record from before it is delivered after it); a refused seek is tried again on
+    /// the next tick or record.
+    async fn seek_pending(&mut self) {
+        let pending: Vec<((usize, i32), Offset)> = self
+            .parts
+            .iter()
+            .filter(|(_, part)| part.state == State::NeedsSeek)
+            .map(|(k, part)| (*k, part.target()))
+            .collect();
+        for ((i, p), target) in pending {
+            let consumer = Arc::clone(&self.consumer);
+            let topic = self.topics[i].clone();
+            let timeout = self.config.kafka.client.timeout;
+            let sought = off_runtime(format!("seeking {topic}/{p}"), move || {
+                consumer.seek(&topic, p, target, timeout)
+            })
+            .await;
+            match sought {
+                Ok(()) => {
+                    if let Some(part) = self.parts.get_mut(&(i, p)) {
+                        part.state = State::Seeking;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "seek not performed yet"),
+            }
+        }
+    }
+
+    async fn handle(&mut self, m: &OwnedMessage) -> Result<(), SinkError> {
+        let Some(i) = self.topics.iter().position(|t| t == m.topic()) else {
+            return Ok(());
+        };
+        let (p, offset) = (m.partition(), m.offset());
+        let Some(part) = self.parts.get_mut(&(i, p)) else {
+            return Ok(());
+        };
+        match part.state {
+            State::NeedsSeek => {
+                self.seek_pending().await;
+                return Ok(());
+            }
+            State::Seeking => {
+                if let Offset::Offset(from) = part.target()
+                    && offset < from
+                {
+                    return Ok(());
+                }
+                part.state = State::Live;
+            }
+            State::Live => {}
+        }
+        if part.last.or(part.held).is_some_and(|last| offset <= last) {
+            tracing::warn!(
+                topic = m.topic(),
+                partition = p,
+                offset,
+                "record already buffered or written: dropped"
+            );
+            return Ok(());
+        }
+        part.last = Some(offset);
+        if self.consume_only {
+            self.read.0 += 1;
+            self.read.1 +=
+                (m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len)) as u64;
+            return Ok(());
+        }
+        let key = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map(str::to_owned);
+        let size = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+        let body = self.decode(i, m.payload()).await?;
+        // Decoding may have committed (a new writer schema), and that commit may have found
+        // the partition taken: then it is repositioned and this record is read again.
+        if self
+            .parts
+            .get(&(i, p))
+            .is_none_or(|part| part.state != State::Live)
+        {
+            return Ok(());
+        }
+        let row = Row {
+            key,
+            partition: p,
+            offset,
+            timestamp_ms: m.timestamp().to_millis(),
+            body,
+        };
+        let buffer = &mut self.buffers[i];
+        buffer.rows.push(row);
+        buffer.bytes += size;
+        buffer.since.get_or_insert_with(Instant::now);
+        buffer.ends.insert(p, offset);
+        if buffer.rows.len() >= self.config.lake.flush_max_rows
+            || buffer.bytes >= self.config.lake.flush_max_bytes
+        {
+            self.flush(i).await?;
+        }
+        Ok(())
+    }
+
+    /// A record's value as a row body; waits out a registry outage.
+    async fn decode(&mut self, i: usize, value: Option<&[u8]>) -> Result<Body, SinkError> {
+        let Some(value) = value else {
+            return Ok(Body::Deleted);
+        };
+        let (id, mut datum) = match schemas::wire::decode(value) {
+            Ok(framed) => framed,
+            Err(e) => {
+                return Ok(self.undecodable(i, format!("not in the registry's wire format: {e}")));
+            }
+        };
+        if let Some(why) = self.refused[i].get(&id) {
+            let why = why.clone();
+            return Ok(self.undecodable(i, why));
+        }
+        let mut backoff = Backoff::default();
+        let schema = loop {
+            match self.registry.schema_by_id(id).await {
+                Ok(s) => break s,
+                Err(e) if e.is_poison() => {
+                    return Ok(self.undecodable(i, format!("schema id {id}: {e}")));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "schema registry unavailable: waiting");
+                    self.metrics.failing("registry", e.to_string());
+                    if !backoff.wait(&self.shutdown).await {
+                        return Err(SinkError::Registry(e));
+                    }
+                }
+            }
+        };
+        let decoded = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .and_then(|r| r.read_value(&mut datum));
+        let fields = match decoded {
+            Ok(Value::Record(fields)) => fields,
+            Ok(_) => return Ok(self.undecodable(i, format!("schema id {id}: not a record"))),
+            Err(e) => return Ok(self.undecodable(i, format!("schema id {id}: {e}"))),
+        };
+        if !self.covered[i].contains(&id) {
+            if let Err(why) = self.adopt(i, id, &schema, &fields).await? {
+                self.refused[i].insert(id, why.clone());
+                return Ok(self.undecodable(i, why));
+            }
+            self.covered[i].insert(id);
+        }
+        Ok(Body::Fields {
+            schema_id: id,
+            fields,
+        })
+    }
+
+    fn undecodable(&self, i: usize, why: String) -> Body {
+        tracing::warn!(table = TABLES[i], reason = %why, "value not decodable: written with decode_error");
+        self.metrics
+            .undecodable
+            .get_or_create(&metrics::table(TABLES[i]))
+            .inc();
+        Body::Undecodable(why)
+    }
+
+    /// A writer schema seen for the first time: the table gains its new fields as columns
+    /// (after committing what is buffered under the old columns), and one of its records must
+    /// fit the columns. `Ok(Err(why))` refuses the schema.
+    async fn adopt(
+        &mut self,
+        i: usize,
+        id: u32,
+        schema: &Schema,
+        sample: &[(String, Value)],
+    ) -> Result<Result<(), String>, SinkError> {
+        if !self.tables[i].covers(schema) {
+            self.flush(i).await?;
+            match self.tables[i].evolve(schema).await {
+                Ok(_) => {}
+                Err(e) if matches!(*e.source, deltalake::DeltaTableError::Generic(_)) => {
+                    return Ok(Err(format!(
+                        "schema id {id}: {}",
+                        pipeline_io::error_text(&e)
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let row = Row {
+            key: None,
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            body: Body::Fields {
+                schema_id: id,
+                fields: sample.to_vec(),
+            },
+        };
+        Ok(self.tables[i]
+            .check(&row)
+            .map_err(|e| format!("schema id {id}: {}", pipeline_io::error_text(&e))))
+    }
+
+    async fn flush_aged(&mut self) -> Result<(), SinkError> {
+        let interval = self.config.lake.flush_interval;
+        for i in 0..self.buffers.len() {
+            if self.buffers[i]
+                .since
+                .is_some_and(|s| s.elapsed() >= interval)
+            {
+                self.flush(i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits table `i`'s buffer. A stale commit drops every buffer and repositions every
+    /// partition; a storage failure is retried until it passes or the shutdown comes.
+    async fn flush(&mut self, i: usize) -> Result<(), SinkError> {
+        let buffer = std::mem::take(&mut self.buffers[i]);
+        if buffer.rows.is_empty() {
+            return Ok(());
+        }
+        let held: BTreeMap<i32, Option<i64>> = buffer
+            .ends
+            .keys()
+            .map(|p| (*p, self.parts.get(&(i, *p)).and_then(|part| part.held)))
+            .collect();
+        let mut backoff = Backoff::default();
+        let outcome = loop {
+            match self.tables[i]
+                .commit(&buffer.rows, &buffer.ends, &held)
+                .await
+            {
+                Ok(outcome) => break outcome,
+                Err(e) => {
+                    tracing::error!(error = %pipeline_io::error_text(&e), "commit failed: retrying");
+                    self.metrics.failing("storage", e.to_string());
+                    if !backoff.wait(&self.shutdown).await {
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        let labels = metrics::table(TABLES[i]);
+        match outcome {
+            Committed::Written {
+                version,
+                files,
+                bytes,
+            } => {
+                let rows = buffer.rows.len() as u64;
+                self.metrics.rows.get_or_create(&labels).inc_by(rows);
+                self.metrics
+                    .files
+                    .get_or_create(&labels)
+                    .inc_by(files as u64);
+                self.metrics.bytes.get_or_create(&labels).inc_by(bytes);
+                self.metrics.commits.get_or_create(&labels).inc();
+                self.metrics.working();
+                *self.summary.rows.entry(TABLES[i].to_owned()).or_default() += rows;
+                self.summary.commits += 1;
+                tracing::debug!(table = TABLES[i], version, rows, files, "committed");
+                let mut offsets = TopicPartitionList::new();
+                for (p, end) in &buffer.ends {
+                    if let Some(part) = self.parts.get_mut(&(i, *p)) {
+                        part.held = Some(*end);
+                    }
+                    let _ =
+                        offsets.add_partition_offset(&self.topics[i], *p, Offset::Offset(end + 1));
+                }
+                // Only for lag tools: where to resume is the table's record.
+                if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
+                    tracing::debug!(error = %e, "offsets not committed to the group");
+                }
+            }
+            Committed::Stale(partitions) => {
+                self.metrics.stale_commits.get_or_create(&labels).inc();
+                tracing::warn!(
+                    table = TABLES[i],
+                    ?partitions,
+                    "another instance wrote these partitions meanwhile: nothing committed, rereading from the table"
+                );
+                self.reposition().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every assigned partition's end is in the tables: librdkafka's statistics
+    /// (taken since the partitions were last positioned) found each read to its end, and
+    /// what was buffered is committed.
+    async fn caught_up(&mut self) -> Result<bool, SinkError> {
+        if self.parts.is_empty() || self.parts.values().any(|p| p.state == State::NeedsSeek) {
+            return Ok(false);
+        }
+        let at_end = self
+            .consumer
+            .context()
+            .at_end
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        if !self
+            .parts
+            .keys()
+            .all(|(i, p)| at_end.contains(&(self.topics[*i].clone(), *p)))
+        {
+            return Ok(false);
+        }
+        for i in 0..self.buffers.len() {
+            self.flush(i).await?;
+        }
+        // A stale commit above repositions the partitions: then there is more to read.
+        Ok(self.buffers.iter().all(|b| b.rows.is_empty())
+            && self.parts.values().all(|p| p.state != State::NeedsSeek))
+    }
+
+    /// Low and high watermarks of every assigned partition.
+    async fn watermarks(&mut self) -> Result<BTreeMap<(usize, i32), (i64, i64)>, SinkError> {
+        let wanted: Vec<(usize, i32, String)> = self
+            .parts
+            .keys()
+            .map(|(i, p)| (*i, *p, self.topics[*i].clone()))
+            .collect();
+        let consumer = Arc::clone(&self.marks);
+        let timeout = self.config.kafka.client.timeout;
+        let marks = off_runtime("reading watermarks", move || {
+            wanted
+                .into_iter()
+                .map(|(i, p, topic)| Ok(((i, p), consumer.fetch_watermarks(&topic, p, timeout)?)))
+                .collect::<Result<BTreeMap<_, _>, _>>()
+        })
+        .await?;
+        Ok(marks)
+    }
+
+    async fn update_lag(&mut self) {
+        let Ok(marks) = self.watermarks().await else {
+            return;
+        };
+        let mut lag = vec![0i64; TABLES.len()];
+        for ((i, p), (low, high)) in marks {
+            let next = self
+                .parts
+                .get(&(i, p))
+                .and_then(|part| part.held)
+                .map_or(low, |v| v + 1);
+            lag[i] += (high - next).max(0);
+        }
+        for (i, l) in lag.into_iter().enumerate() {
+            self.metrics
+                .lag
+                .get_or_create(&metrics::table(TABLES[i]))
+                .set(l);
+        }
+    }
+}
