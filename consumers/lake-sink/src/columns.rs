@@ -396,7 +396,7 @@ fn nulls(valid: Vec<bool>) -> Option<NullBuffer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::array::{Array, AsArray};
     use deltalake::arrow::datatypes::{Field, Fields};
 
     #[test]
