@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lake_sink::config::{self, Flags};
+use lake_sink::config::{self, Flags, LogFormat};
 use lake_sink::maintain::{self, MaintainArgs};
 use pipeline_io::cli::{LogFormatArg, invalid_config};
 
@@ -62,11 +62,29 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         schema_registry_url: cli.schema_registry_url.clone(),
         location: cli.location.clone(),
     };
+    let command = cli.command.unwrap_or(Command::Run(RunArgs::default()));
+    if let Command::Maintain(args) = &command {
+        // Only the tables: no broker or registry address is needed.
+        let lake = match config::load_lake(cli.config.as_deref(), &flags) {
+            Ok(l) => l,
+            Err(e) => return Ok(invalid_config(e)),
+        };
+        if let Err(e) = maintain::check(args) {
+            return Ok(invalid_config(e));
+        }
+        let format = cli.log_format.map_or(LogFormat::Text, Into::into);
+        let args = args.clone();
+        let done =
+            pipeline_io::cli::run(format, std::time::Duration::from_secs(15), |_| async move {
+                maintain::maintain_all(&lake, &args).await
+            })??;
+        println!("{}", serde_json::to_string_pretty(&done)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut config = match config::load(cli.config.as_deref(), &flags) {
         Ok(c) => c,
         Err(e) => return Ok(invalid_config(e)),
     };
-    let command = cli.command.unwrap_or(Command::Run(RunArgs::default()));
     let format = cli
         .log_format
         .map_or(config.operations.log_format, Into::into);
@@ -94,15 +112,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })??;
             tracing::info!(rows = ?summary.rows, commits = summary.commits, "lake sink stopped");
         }
-        Command::Maintain(args) => {
-            if let Err(e) = maintain::check(&args) {
-                return Ok(invalid_config(e));
-            }
-            let done = pipeline_io::cli::run(format, deadline, |_| async move {
-                lake_sink::maintain::maintain_all(&config, &args).await
-            })??;
-            println!("{}", serde_json::to_string_pretty(&done)?);
-        }
+        Command::Maintain(_) => {}
         Command::ConsumeOnly => {
             let read = pipeline_io::cli::run(format, deadline, |shutdown| {
                 lake_sink::sink::consume_only(config, shutdown)

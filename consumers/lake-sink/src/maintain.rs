@@ -157,7 +157,7 @@ pub async fn maintain(
 /// # Errors
 /// [`MaintainError::Delta`] for the first table that fails.
 pub async fn maintain_all(
-    config: &crate::config::Config,
+    lake: &crate::config::LakeConfig,
     args: &MaintainArgs,
 ) -> Result<Vec<Maintained>, MaintainError> {
     crate::storage::register();
@@ -167,8 +167,8 @@ pub async fn maintain_all(
             table: name.to_owned(),
             source,
         };
-        let options = config.lake.storage_options.clone().into_iter().collect();
-        let mut table = deltalake::DeltaTableBuilder::from_url(config.lake.table_url(name))
+        let options = lake.storage_options.clone().into_iter().collect();
+        let mut table = deltalake::DeltaTableBuilder::from_url(lake.table_url(name))
             .and_then(|b| b.with_storage_options(options).build())
             .map_err(fail)?;
         match table.load().await {
