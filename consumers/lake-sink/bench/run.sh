@@ -13,7 +13,7 @@
 # used.
 #
 # Usage: consumers/lake-sink/bench/run.sh [RUNS]
-# Needs: cargo, python3 with confluent-kafka (deploy/local/lib.sh installs it into .cache/python),
+# Needs: cargo, jq, python3 with confluent-kafka (deploy/local/lib.sh installs it into .cache/python),
 # /usr/bin/time; Kafka and the registry from deploy/local/up (started if unset).
 set -euo pipefail
 
@@ -58,7 +58,7 @@ for run in $(seq 1 "$RUNS"); do
     "$TARGET/release/lake-sink" --log-format json consume-only > "$WORK/c.json" 2> "$WORK/c.log" \
     || { echo "consume-only failed:"; tail -n 20 "$WORK/c.log"; exit 1; }
   read -r C_RSS C_WALL C_USER C_SYS < "$WORK/c.time"
-  BASE+=("$(jq -c --arg rss "$C_RSS" --arg wall "$C_WALL" --arg cpu "$(echo "$C_USER + $C_SYS" | bc)" \
+  BASE+=("$(jq -c --arg rss "$C_RSS" --arg wall "$C_WALL" --arg cpu "$(python3 -c "print($C_USER + $C_SYS)")" \
     '{records, wall: ($wall|tonumber), cpu: ($cpu|tonumber), rss_kb: ($rss|tonumber)}' "$WORK/c.json")")
   rm -rf "$WORK/lake"
   LAKE_SINK__KAFKA__GROUP_ID="lake-bench-$STAMP-$run" /usr/bin/time -f "%M %e %U %S" -o "$WORK/s.time" \
@@ -69,7 +69,7 @@ for run in $(seq 1 "$RUNS"); do
 import sys, json, re
 text = sys.stdin.read()
 print(sum(int(n) for n in re.findall(r":\s*(\d+)", text)))')
-  SINK+=("{\"rows\": $ROWS, \"wall\": $S_WALL, \"cpu\": $(echo "$S_USER + $S_SYS" | bc), \"rss_kb\": $S_RSS}")
+  SINK+=("{\"rows\": $ROWS, \"wall\": $S_WALL, \"cpu\": $(python3 -c "print($S_USER + $S_SYS)"), \"rss_kb\": $S_RSS}")
   echo "run $run: consume-only ${BASE[-1]}; sink ${SINK[-1]}"
 done
 

@@ -92,9 +92,17 @@ impl Part {
     }
 }
 
+/// Rows decoded but not yet streamed into the table's window: at most this many, so that a
+/// window holds encoded Parquet rather than decoded records.
+const CHUNK_ROWS: usize = 4096;
+
+/// What a table's current window holds.
 #[derive(Debug, Default)]
 struct Buffer {
+    /// Rows not yet streamed into the window.
     rows: Vec<Row>,
+    /// Rows in the window, streamed or not.
+    count: usize,
     bytes: usize,
     since: Option<Instant>,
     ends: BTreeMap<i32, i64>,
@@ -392,9 +400,7 @@ impl Sink {
     /// callback assigned them, each at its table's resume point ([`crate::assign`]).
     async fn reassigned(&mut self) -> Result<(), SinkError> {
         self.forget_ends();
-        for b in &mut self.buffers {
-            *b = Buffer::default();
-        }
+        self.drop_windows();
         self.parts.clear();
         let consumer = Arc::clone(&self.consumer);
         let assignment =
@@ -443,9 +449,7 @@ impl Sink {
     /// point: after a commit found a partition written by another instance.
     async fn reposition(&mut self) -> Result<(), SinkError> {
         self.forget_ends();
-        for b in &mut self.buffers {
-            *b = Buffer::default();
-        }
+        self.drop_windows();
         let keys: Vec<(usize, i32)> = self.parts.keys().copied().collect();
         let mut refreshed = HashSet::new();
         for (i, p) in keys {
@@ -468,6 +472,16 @@ impl Sink {
         }
         self.seek_pending().await;
         Ok(())
+    }
+
+    /// Drops what every table's window holds: it is read again from the tables' versions.
+    fn drop_windows(&mut self) {
+        for b in &mut self.buffers {
+            *b = Buffer::default();
+        }
+        for t in &mut self.tables {
+            t.discard();
+        }
     }
 
     /// Forgets which partitions the statistics found at their end: positions change.
@@ -600,15 +614,42 @@ impl Sink {
         };
         let buffer = &mut self.buffers[i];
         buffer.rows.push(row);
+        buffer.count += 1;
         buffer.bytes += size;
         buffer.since.get_or_insert_with(Instant::now);
         buffer.ends.insert(p, offset);
-        if buffer.rows.len() >= self.config.lake.flush_max_rows
+        if buffer.count >= self.config.lake.flush_max_rows
             || buffer.bytes >= self.config.lake.flush_max_bytes
         {
             self.flush(i).await?;
+        } else if buffer.rows.len() >= CHUNK_ROWS {
+            self.stream(i).await?;
         }
         Ok(())
+    }
+
+    /// Streams table `i`'s decoded rows into its window. A write error drops every window and
+    /// rereads from the tables.
+    async fn stream(&mut self, i: usize) -> Result<(), SinkError> {
+        let rows = std::mem::take(&mut self.buffers[i].rows);
+        if let Err(e) = self.tables[i].append(&rows).await {
+            self.storage_failed(&e).await?;
+        }
+        Ok(())
+    }
+
+    /// A window could not be written: drop every window and read again from the tables after
+    /// a pause.
+    async fn storage_failed(&mut self, e: &TableError) -> Result<(), SinkError> {
+        tracing::error!(error = %pipeline_io::error_text(e), "writing data files failed: rereading from the tables");
+        self.metrics.failing("storage", e.to_string());
+        // Never commit a window a write failed in: its files may lack rows its offsets cover.
+        self.drop_windows();
+        let mut backoff = Backoff::default();
+        if !backoff.wait(&self.shutdown).await {
+            return Ok(());
+        }
+        self.reposition().await
     }
 
     /// A record's value as a row body; waits out a registry outage.
@@ -723,13 +764,22 @@ impl Sink {
         Ok(())
     }
 
-    /// Commits table `i`'s buffer. A stale commit drops every buffer and repositions every
-    /// partition; a storage failure is retried until it passes or the shutdown comes.
+    /// Commits table `i`'s window. A stale commit drops every window and repositions every
+    /// partition; a failure to commit is retried until it passes or the shutdown comes.
     async fn flush(&mut self, i: usize) -> Result<(), SinkError> {
-        let buffer = std::mem::take(&mut self.buffers[i]);
-        if buffer.rows.is_empty() {
+        if self.buffers[i].count == 0 {
             return Ok(());
         }
+        self.stream(i).await?;
+        if self.buffers[i].count == 0 {
+            // The stream failed and every window was dropped.
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffers[i]);
+        let adds = match self.tables[i].finish().await {
+            Ok(adds) => adds,
+            Err(e) => return self.storage_failed(&e).await,
+        };
         let held: BTreeMap<i32, Option<i64>> = buffer
             .ends
             .keys()
@@ -737,10 +787,7 @@ impl Sink {
             .collect();
         let mut backoff = Backoff::default();
         let outcome = loop {
-            match self.tables[i]
-                .commit(&buffer.rows, &buffer.ends, &held)
-                .await
-            {
+            match self.tables[i].commit(&adds, &buffer.ends, &held).await {
                 Ok(outcome) => break outcome,
                 Err(e) => {
                     tracing::error!(error = %pipeline_io::error_text(&e), "commit failed: retrying");
@@ -758,7 +805,7 @@ impl Sink {
                 files,
                 bytes,
             } => {
-                let rows = buffer.rows.len() as u64;
+                let rows = buffer.count as u64;
                 self.metrics.rows.get_or_create(&labels).inc_by(rows);
                 self.metrics
                     .files
@@ -821,7 +868,7 @@ impl Sink {
             self.flush(i).await?;
         }
         // A stale commit above repositions the partitions: then there is more to read.
-        Ok(self.buffers.iter().all(|b| b.rows.is_empty())
+        Ok(self.buffers.iter().all(|b| b.count == 0)
             && self.parts.values().all(|p| p.state != State::NeedsSeek))
     }
 

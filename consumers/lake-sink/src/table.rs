@@ -21,7 +21,7 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, StructField, Transaction};
+use deltalake::kernel::{Action, Add, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -397,28 +397,53 @@ impl LakeTable {
         })
     }
 
-    /// Writes `rows` as new data files and commits them with the `txn` versions in `ends`
-    /// (partition → last offset), if the table's versions of those partitions still equal
-    /// `held` (partition → the version read when the partition was positioned).
+    /// Streams `rows` into the data files of the current window (nothing is visible until
+    /// [`LakeTable::commit`]): rows are turned into Arrow and Parquet as they come, so a window
+    /// holds encoded data, not decoded records.
     ///
     /// # Errors
-    /// [`TableError`] when files cannot be written or the log cannot be read or written.
-    pub async fn commit(
-        &mut self,
-        rows: &[Row],
-        ends: &BTreeMap<i32, i64>,
-        held: &BTreeMap<i32, Option<i64>>,
-    ) -> Result<Committed, TableError> {
+    /// [`TableError`] when a file cannot be written; then [`LakeTable::discard`] the window.
+    pub async fn append(&mut self, rows: &[Row]) -> Result<(), TableError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let batch = self.batch(rows)?;
         self.writer
             .write(batch)
             .await
-            .map_err(self.fail("writing data files"))?;
-        let adds = self
-            .writer
+            .map_err(self.fail("writing data files"))
+    }
+
+    /// Drops the current window: its files are never committed (their uploads are aborted or
+    /// left for vacuum).
+    pub fn discard(&mut self) {
+        self.writer.reset();
+    }
+
+    /// Finishes the window's data files, ready for [`LakeTable::commit`].
+    ///
+    /// # Errors
+    /// [`TableError`] when a file cannot be finished; then [`LakeTable::discard`] the window.
+    pub async fn finish(&mut self) -> Result<Vec<Add>, TableError> {
+        self.writer
             .flush()
             .await
-            .map_err(self.fail("finishing data files"))?;
+            .map_err(self.fail("finishing data files"))
+    }
+
+    /// Commits the finished files `adds` with the `txn` versions in `ends`
+    /// (partition → last offset), if the table's versions of those partitions still equal
+    /// `held` (partition → the version read when the partition was positioned). May be called
+    /// again with the same files after an error.
+    ///
+    /// # Errors
+    /// [`TableError`] when the log cannot be read or written.
+    pub async fn commit(
+        &mut self,
+        adds: &[Add],
+        ends: &BTreeMap<i32, i64>,
+        held: &BTreeMap<i32, Option<i64>>,
+    ) -> Result<Committed, TableError> {
         let files = adds.len();
         let bytes: u64 = adds
             .iter()
@@ -431,7 +456,7 @@ impl LakeTable {
                 Transaction::new_with_last_update(self.txn_app_id(*p), *offset, Some(now))
             })
             .collect();
-        let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        let actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
         for _ in 0..COMMIT_RACES {
             let mut stale = Vec::new();
             for (p, expected) in held {
