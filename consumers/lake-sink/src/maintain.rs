@@ -22,7 +22,7 @@ use deltalake::kernel::{Action, Remove};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::protocol::DeltaOperation;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::DeltaWriter;
 use deltalake::{DeltaTable, DeltaTableError, Path};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
@@ -232,7 +232,7 @@ async fn compact_one(
     smalls: &[Small],
     target_size: i64,
 ) -> Result<bool, DeltaTableError> {
-    let mut writer = RecordBatchWriter::for_table(table)?;
+    let mut writer = crate::table::writer_for(table)?;
     let schema = writer.arrow_schema();
     let store = table.object_store();
     for small in smalls {

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use pipeline_io::kafka::{KafkaCallError, OffRuntimeDrop, ctx, off_runtime};
 use pipeline_io::registry::Registry;
@@ -132,6 +133,8 @@ struct Sink {
     parts: HashMap<(usize, i32), Part>,
     /// Writer schema ids whose fields every table column covers, per table.
     covered: Vec<HashSet<u32>>,
+    /// A datum reader per writer schema id.
+    readers: HashMap<u32, GenericDatumReader<'static>>,
     /// Writer schema ids refused by a table, and why.
     refused: Vec<HashMap<u32, String>>,
     summary: Summary,
@@ -278,6 +281,7 @@ async fn run_with(
         buffers: (0..n).map(|_| Buffer::default()).collect(),
         parts: HashMap::new(),
         covered: vec![HashSet::new(); n],
+        readers: HashMap::new(),
         refused: vec![HashMap::new(); n],
         summary: Summary::default(),
         shutdown: shutdown.clone(),
@@ -683,9 +687,22 @@ impl Sink {
                 }
             }
         };
-        let decoded = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
-            .build()
-            .and_then(|r| r.read_value(&mut datum));
+        let decoded = match self.readers.get(&id) {
+            Some(reader) => reader.read_value(&mut datum),
+            None => {
+                // A reader resolves the schema's names once; kept per schema id (a handful per
+                // process), each with its schema for the life of the process.
+                let schema: &'static Schema = Box::leak(Box::new(Schema::clone(&schema)));
+                match GenericDatumReader::builder(schema).build() {
+                    Ok(reader) => {
+                        let value = reader.read_value(&mut datum);
+                        self.readers.insert(id, reader);
+                        value
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
         let fields = match decoded {
             Ok(Value::Record(fields)) => fields,
             Ok(_) => return Ok(self.undecodable(i, format!("schema id {id}: not a record"))),

@@ -22,6 +22,8 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, StructField, Transaction};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -188,7 +190,7 @@ impl LakeTable {
             }
             Err(e) => return Err(fail("loading")(e)),
         }
-        let writer = RecordBatchWriter::for_table(&table).map_err(fail("preparing a writer"))?;
+        let writer = writer_for(&table).map_err(fail("preparing a writer"))?;
         let schema = writer.arrow_schema();
         Ok(Self {
             name: name.to_owned(),
@@ -520,6 +522,23 @@ impl LakeTable {
     pub fn delta(&self) -> &DeltaTable {
         &self.table
     }
+}
+
+/// Rows per Parquet row group: a row group is held in memory until it is complete, so this
+/// bounds a window's memory (Parquet's default, 1,048,576 rows, held a whole flush).
+pub const ROW_GROUP_ROWS: usize = 65_536;
+
+/// A writer for `table`: Snappy-compressed Parquet in row groups of [`ROW_GROUP_ROWS`].
+///
+/// # Errors
+/// Delta's, when the table's schema cannot be read.
+pub fn writer_for(table: &DeltaTable) -> Result<RecordBatchWriter, DeltaTableError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(format!("lake-sink {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(RecordBatchWriter::for_table(table)?.with_writer_properties(properties))
 }
 
 /// The Delta `txn` application id of one Kafka partition: `<app_id>-<topic>-<partition>`.

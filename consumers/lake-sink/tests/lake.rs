@@ -139,16 +139,29 @@ async fn kill_minus_nine_at_random_moments_never_duplicates_or_loses_a_record() 
     let flushes = small_flushes(2_000, 300);
     let started = Instant::now();
     let mut kills = Vec::new();
-    for _ in 0..KILLS {
+    // A new member of a group whose member was killed waits for that member's session to time
+    // out (10 s) before anything is assigned. So every other run joins one group as the same
+    // static member (`group.instance.id`), which takes the killed one's place at once and
+    // finds the offsets the group committed (which may lag the tables); the runs between
+    // join groups of their own, with no committed offsets: where each partition resumes is
+    // the tables' record alone.
+    let shared_group = test_harness::unique_name("lake-kill-group");
+    let member = test_harness::unique_name("lake-kill-member");
+    for k in 0..KILLS {
         let before = lake.commits();
-        // A group of its own for each run: a group whose member was killed waits for that
-        // member's session to time out (10 s) before it assigns anything; and where each
-        // partition resumes is the table's record, not the group's.
         let mut settings = flushes.clone();
-        settings.push((
-            "LAKE_SINK__KAFKA__GROUP_ID",
-            test_harness::unique_name("lake-kill-group"),
-        ));
+        if k % 2 == 0 {
+            settings.push(("LAKE_SINK__KAFKA__GROUP_ID", shared_group.clone()));
+            settings.push((
+                "LAKE_SINK__KAFKA__LIBRDKAFKA_OPTIONS__group.instance.id",
+                member.clone(),
+            ));
+        } else {
+            settings.push((
+                "LAKE_SINK__KAFKA__GROUP_ID",
+                test_harness::unique_name("lake-kill-group"),
+            ));
+        }
         let mut sink = lake.spawn(&["run"], &settings);
         let delay = Duration::from_millis(300 + rng.next(2_200));
         tokio::time::sleep(delay).await;
@@ -179,7 +192,13 @@ async fn kill_minus_nine_at_random_moments_never_duplicates_or_loses_a_record() 
     );
 
     let caught = Instant::now();
-    lake.catch_up(&flushes, CATCH_UP);
+    let mut settings = flushes.clone();
+    settings.push(("LAKE_SINK__KAFKA__GROUP_ID", shared_group));
+    settings.push((
+        "LAKE_SINK__KAFKA__LIBRDKAFKA_OPTIONS__group.instance.id",
+        member,
+    ));
+    lake.catch_up(&settings, CATCH_UP);
     eprintln!("final run caught up in {:?}", caught.elapsed());
     let read = lake.read(&["--keys"]);
     let topic_records = lake.topics.read_all().await;
@@ -220,7 +239,11 @@ async fn two_instances_share_the_partitions_and_the_survivor_of_a_kill_takes_the
         ));
         s
     };
+    // Records arrive from before the first instance starts until after both own partitions:
+    // partitions move from one to the other while rows are buffered.
+    let writer = write_in_background(first, 300, Duration::from_millis(100));
     let a = lake.spawn(&["run"], &settings(test_harness::ops::free_port()));
+    std::thread::sleep(Duration::from_millis(1_500));
     let mut b = lake.spawn(&["run"], &settings(test_harness::ops::free_port()));
     let assigned = |sink: &Sink| sink.metric("lake_sink_assigned_partitions").unwrap_or(0.0);
     let rows = |sink: &Sink| sink.metric("lake_sink_rows_total").unwrap_or(0.0);
@@ -234,11 +257,12 @@ async fn two_instances_share_the_partitions_and_the_survivor_of_a_kill_takes_the
             shares.0 > 0.0 && shares.1 > 0.0 && shares.0 + shares.1 == 9.0
         },
     );
-    eprintln!("partitions owned: {shares:?} after {:?}", started.elapsed());
-    // Records arrive while both run; both write their share.
-    write_in_background(first, 300, Duration::from_millis(50))
-        .join()
-        .unwrap();
+    let writing = !writer.is_finished();
+    eprintln!(
+        "partitions owned: {shares:?} after {:?} (records still being written: {writing})",
+        started.elapsed()
+    );
+    writer.join().unwrap();
     wait_until(
         "both instances commit rows",
         Duration::from_secs(60),
