@@ -248,7 +248,7 @@ async fn run_with(
         .set("fetch.queue.backoff.ms", "10");
     if config.lake.stop_at_end {
         // How the sink knows it read every partition to its end (see `caught_up`).
-        c.set("statistics.interval.ms", "500");
+        c.set("statistics.interval.ms", "200");
     }
     let consumer: SinkConsumer = c
         .create_with_context(context)
@@ -352,7 +352,6 @@ impl Sink {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_lag = Instant::now();
-        let mut last_end_check = Instant::now();
         let consumer = Arc::clone(&self.consumer);
         loop {
             tokio::select! {
@@ -377,10 +376,7 @@ impl Sink {
                     }
                     self.seek_pending().await;
                     self.flush_aged().await?;
-                    if self.config.lake.stop_at_end
-                        && last_end_check.elapsed() >= Duration::from_secs(1)
-                        && { last_end_check = Instant::now(); self.caught_up().await? }
-                    {
+                    if self.config.lake.stop_at_end && self.caught_up().await? {
                         tracing::info!(rows = ?self.summary.rows, "caught up: every assigned partition's end is in the tables");
                         return Ok(());
                     }
