@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -136,8 +136,8 @@ pub struct SinkContext {
     pub assigned: Mutex<ResumePoints>,
     /// The partitions librdkafka's last statistics found read to their end: fetched up to the
     /// last stable offset (past the transaction markers, which a position never passes) with
-    /// nothing left in the fetch queue. Cleared by the loop when positions change.
-    pub at_end: Mutex<HashSet<TopicPartition>>,
+    /// nothing left in the fetch queue, and when those statistics arrived.
+    pub at_end: Mutex<(Option<Instant>, HashSet<TopicPartition>)>,
     /// `None`: every partition from its beginning (the consume-only baseline).
     resumer: Option<Resumer>,
     metrics: Arc<Metrics>,
@@ -154,7 +154,7 @@ impl SinkContext {
         Self {
             changed: Arc::new(AtomicBool::new(false)),
             assigned: Mutex::new(ResumePoints::new()),
-            at_end: Mutex::new(HashSet::new()),
+            at_end: Mutex::new((None, HashSet::new())),
             resumer,
             metrics,
             shutdown,
@@ -203,7 +203,7 @@ impl ClientContext for SinkContext {
             })
             .collect();
         if let Ok(mut a) = self.at_end.lock() {
-            *a = at_end;
+            *a = (Some(Instant::now()), at_end);
         }
     }
 }

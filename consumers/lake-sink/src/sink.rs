@@ -93,6 +93,9 @@ impl Part {
     }
 }
 
+/// How often librdkafka reports statistics with `stop_at_end` (how the end is found).
+const STATS_INTERVAL: Duration = Duration::from_millis(200);
+
 /// Rows decoded but not yet streamed into the table's window: at most this many, so that a
 /// window holds encoded Parquet rather than decoded records.
 const CHUNK_ROWS: usize = 4096;
@@ -139,6 +142,8 @@ struct Sink {
     refused: Vec<HashMap<u32, String>>,
     summary: Summary,
     shutdown: CancellationToken,
+    /// When the partitions were last positioned (assigned or sought).
+    positioned: Instant,
     /// The benchmark's baseline mode: no table, nothing decoded or written.
     consume_only: bool,
     /// Records and bytes read (consume-only mode).
@@ -248,7 +253,10 @@ async fn run_with(
         .set("fetch.queue.backoff.ms", "10");
     if config.lake.stop_at_end {
         // How the sink knows it read every partition to its end (see `caught_up`).
-        c.set("statistics.interval.ms", "200");
+        c.set(
+            "statistics.interval.ms",
+            STATS_INTERVAL.as_millis().to_string(),
+        );
     }
     let consumer: SinkConsumer = c
         .create_with_context(context)
@@ -271,6 +279,7 @@ async fn run_with(
     let mut sink = Sink {
         consume_only,
         read: (0, 0),
+        positioned: Instant::now(),
         consumer: OffRuntimeDrop::new(Arc::new(consumer)),
         marks: OffRuntimeDrop::new(Arc::new(marks)),
         changed,
@@ -484,11 +493,9 @@ impl Sink {
         }
     }
 
-    /// Forgets which partitions the statistics found at their end: positions change.
-    fn forget_ends(&self) {
-        if let Ok(mut a) = self.consumer.context().at_end.lock() {
-            a.clear();
-        }
+    /// Notes that the partitions were positioned: statistics from before it no longer count.
+    fn forget_ends(&mut self) {
+        self.positioned = Instant::now();
     }
 
     async fn refresh_table(&mut self, i: usize) -> Result<(), SinkError> {
@@ -863,13 +870,18 @@ impl Sink {
         if self.parts.is_empty() || self.parts.values().any(|p| p.state == State::NeedsSeek) {
             return Ok(false);
         }
-        let at_end = self
+        let (taken, at_end) = self
             .consumer
             .context()
             .at_end
             .lock()
             .map(|a| a.clone())
             .unwrap_or_default();
+        // Statistics librdkafka computed before the last positioning may arrive after it: only
+        // those that arrived well after it count.
+        if taken.is_none_or(|t| t < self.positioned + STATS_INTERVAL * 3) {
+            return Ok(false);
+        }
         if !self
             .parts
             .keys()

@@ -6,7 +6,7 @@ PyArrow: nothing of the sink's Rust code) and prints one JSON object on stdout:
 
     {"users": {"exists": true, "version": 7, "count": 1234,
                "rows": [...], "keys": [[partition, offset], ...], "current": [...],
-               "files": [...], "txn": {"0": 41, "1": null, ...}},
+               "current_columns": [...], "files": [...], "txn": {"0": 41, "1": null, ...}},
      "applications": {...}, "app_usage": {...}}
 
 Usage: read_lake.py LOCATION [--tables users,applications,app_usage]
@@ -17,7 +17,8 @@ Usage: read_lake.py LOCATION [--tables users,applications,app_usage]
 - --rows: every row (sorted by kafka_partition, kafka_offset) as a JSON object of every column.
 - --keys: only [kafka_partition, kafka_offset] of every row, sorted (cheap, for big tables).
 - --sql FILE: the current-state query of FILE with `{table}` replaced by the table's name, run
-  with deltalake.QueryBuilder (DataFusion SQL); its rows sorted by record_key.
+  with deltalake.QueryBuilder (DataFusion SQL): "current", its rows sorted by record_key, and
+  "current_columns", its column names.
 - --files: the table's data files (DeltaTable.file_uris()), sorted.
 - --txn: the Delta `txn` version of `<APP_ID>-<topic>-<partition>` for each partition.
 "count" (rows of the current version) and "version" are always there.

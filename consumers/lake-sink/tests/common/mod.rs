@@ -104,8 +104,8 @@ impl Topics {
         let mut names: Vec<String> = Vec::new();
         let mut ids = Vec::new();
         let mut schemas = HashMap::new();
-        for (table, suffix) in TABLES.iter().zip(["users", "applications", "app_usage"]) {
-            let topic = format!("{prefix}{suffix}.v1");
+        for table in TABLES {
+            let topic = format!("{prefix}{table}.v1");
             create_topic(&topic, &TopicOptions::new(PARTITIONS))
                 .await
                 .unwrap();
@@ -188,7 +188,8 @@ pub struct Rec {
     pub timestamp_ms: i64,
 }
 
-fn ms(i: usize) -> i64 {
+/// `i` as an `i64`.
+fn int(i: usize) -> i64 {
     i64::try_from(i).unwrap()
 }
 
@@ -229,17 +230,17 @@ pub fn user(tenant: &str, i: usize, version: u32) -> UserUsage {
         population_id: Some(format!("pop-{}", i % 2)),
         identity_provider_type: Some(if i % 8 == 0 { "SAML" } else { "PING_ONE" }.into()),
         identity_provider_id: (i % 8 == 0).then(|| format!("idp-{tenant}")),
-        last_sign_on_at: (i % 3 == 1).then_some(1_795_000_000_000 + ms(i) * 1_000 + v),
-        created_at: Some(1_700_000_000_123 + ms(i) * 60_000),
-        updated_at: (i % 13 != 0).then_some(1_790_000_000_000 + v * 3_600_000 + ms(i)),
+        last_sign_on_at: (i % 3 == 1).then_some(1_795_000_000_000 + int(i) * 1_000 + v),
+        created_at: Some(1_700_000_000_123 + int(i) * 60_000),
+        updated_at: (i % 13 != 0).then_some(1_790_000_000_000 + v * 3_600_000 + int(i)),
         access_group_ids: (0..(i + version as usize) % 4)
             .map(|g| format!("g{g}"))
             .collect(),
         sync_id: Some(format!("{tenant}-s{version}")),
         source_topic: "pingone.raw.v1".into(),
         source_partition: i32::try_from(i % 3).unwrap(),
-        source_offset: ms(i) * 10 + v,
-        observed_at: 1_795_100_000_000 + v * DAY_MS + ms(i),
+        source_offset: int(i) * 10 + v,
+        observed_at: 1_795_100_000_000 + v * DAY_MS + int(i),
     }
 }
 
@@ -271,12 +272,12 @@ pub fn application(tenant: &str, i: usize, version: u32) -> Application {
         } else {
             Vec::new()
         },
-        authorized_user_count: ms(i) * 17 + v,
+        authorized_user_count: int(i) * 17 + v,
         sync_id: Some(format!("{tenant}-s{version}")),
         source_topic: "pingone.raw.v1".into(),
         source_partition: i32::try_from(i % 3).unwrap(),
-        source_offset: ms(i) * 100 + v,
-        observed_at: 1_795_100_000_000 + v * DAY_MS + ms(i),
+        source_offset: int(i) * 100 + v,
+        observed_at: 1_795_100_000_000 + v * DAY_MS + int(i),
     }
 }
 
@@ -296,7 +297,7 @@ pub fn app_usage(tenant: &str, app: usize, u: usize, n: u32) -> AppUsage {
         application_id: format!("app-{app}"),
         user_id: format!("u-{u}"),
         application_name: (app % 5 != 4).then(|| format!("App {app}")),
-        last_access_at: last_day * DAY_MS + ms(u) * 1_000 + i64::from(n),
+        last_access_at: last_day * DAY_MS + int(u) * 1_000 + i64::from(n),
         access_count_7d: daily.iter().map(|d| d.count).sum(),
         access_count_30d: daily.iter().map(|d| d.count).sum::<i32>() + 1,
         access_count_90d: daily.iter().map(|d| d.count).sum::<i32>() + 2,
@@ -305,8 +306,8 @@ pub fn app_usage(tenant: &str, app: usize, u: usize, n: u32) -> AppUsage {
         last_activity_id: format!("act-{tenant}-{app}-{u}-{n}"),
         source_topic: "pingone.raw.v1".into(),
         source_partition: i32::try_from(u % 3).unwrap(),
-        source_offset: ms(u) * 1_000 + i64::from(n),
-        observed_at: 1_795_200_000_000 + ms(u),
+        source_offset: int(u) * 1_000 + i64::from(n),
+        observed_at: 1_795_200_000_000 + int(u),
     }
 }
 
@@ -483,7 +484,7 @@ impl<'a> Workload<'a> {
             }
         }
         for (n, r) in out.iter_mut().enumerate() {
-            r.timestamp_ms = self.now_ms - ms(n % 3) * 8 * 3_600_000 - 3_600_000 + ms(n / 10);
+            r.timestamp_ms = self.now_ms - int(n % 3) * 8 * 3_600_000 - 3_600_000 + int(n / 10);
         }
         out
     }
