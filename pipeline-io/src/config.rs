@@ -468,6 +468,33 @@ pub const fn default_replication_factor() -> i32 {
     1
 }
 
+/// Where a binary's broker and registry addresses come from, weakest first: the file, else
+/// `KAFKA_BOOTSTRAP_SERVERS` and `SCHEMA_REGISTRY_URL` (what `deploy/local/up` exports; `env`
+/// looks variables up), then the `--bootstrap-servers` and `--schema-registry-url` flags.
+pub fn resolve_addresses(
+    bootstrap_servers: &mut String,
+    registry_url: &mut String,
+    flags: (Option<&String>, Option<&String>),
+    env: impl Fn(&str) -> Option<String>,
+) {
+    if bootstrap_servers.is_empty()
+        && let Some(b) = env("KAFKA_BOOTSTRAP_SERVERS")
+    {
+        *bootstrap_servers = b;
+    }
+    if registry_url.is_empty()
+        && let Some(u) = env("SCHEMA_REGISTRY_URL")
+    {
+        *registry_url = u;
+    }
+    if let Some(b) = flags.0 {
+        bootstrap_servers.clone_from(b);
+    }
+    if let Some(u) = flags.1 {
+        registry_url.clone_from(u);
+    }
+}
+
 /// What every `[kafka]` section has, checked the same way for every binary.
 #[derive(Debug, Clone, Copy)]
 pub struct KafkaBasics<'a> {

@@ -218,22 +218,15 @@ pub fn load_with_env(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let mut file: FileConfig = LAYERS.load(path, vars)?;
-    if file.kafka.bootstrap_servers.is_empty()
-        && let Some(b) = env("KAFKA_BOOTSTRAP_SERVERS")
-    {
-        file.kafka.bootstrap_servers = b;
-    }
-    if file.schema_registry.url.is_empty()
-        && let Some(u) = env("SCHEMA_REGISTRY_URL")
-    {
-        file.schema_registry.url = u;
-    }
-    if let Some(b) = &flags.bootstrap_servers {
-        file.kafka.bootstrap_servers.clone_from(b);
-    }
-    if let Some(u) = &flags.schema_registry_url {
-        file.schema_registry.url.clone_from(u);
-    }
+    pipeline_io::config::resolve_addresses(
+        &mut file.kafka.bootstrap_servers,
+        &mut file.schema_registry.url,
+        (
+            flags.bootstrap_servers.as_ref(),
+            flags.schema_registry_url.as_ref(),
+        ),
+        &env,
+    );
     file.validate(env)
 }
 

@@ -240,13 +240,11 @@ async fn run_with(
     };
     let context = SinkContext::new(resumer, metrics.clone(), shutdown.clone());
     let changed = context.changed.clone();
-    let mut c = config.kafka.client.client_config();
-    c.set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
+    let mut c = config
+        .kafka
+        .client
+        .group_consumer_config(&config.kafka.group_id);
+    c.set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("queued.max.messages.kbytes", "16384")

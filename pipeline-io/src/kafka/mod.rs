@@ -223,6 +223,19 @@ impl ClientSettings {
         c
     }
 
+    /// Settings of a consumer in group `group_id` that reads only committed data from the
+    /// earliest offset and commits offsets itself, when it chooses (never automatically): the
+    /// transformer's raw consumer and the lake sink's consumer add their own tuning.
+    pub fn group_consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
+        c
+    }
+
     /// Consumer settings for reading committed data without committing anything: the readers
     /// of [`reader`] and the restore and report readers.
     pub fn reader_config(&self, group_id: &str) -> ClientConfig {

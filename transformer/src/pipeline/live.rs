@@ -163,14 +163,12 @@ impl ConsumerContext for RawContext {
 
 /// Settings of the raw topic consumer (shared with the pass-through benchmark).
 pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
-    let mut c = config.kafka.client.client_config();
-    c.set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        // Incremental rebalances: partitions move one by one, the others keep being processed.
-        .set("partition.assignment.strategy", "cooperative-sticky")
+    let mut c = config
+        .kafka
+        .client
+        .group_consumer_config(&config.kafka.group_id);
+    // Incremental rebalances: partitions move one by one, the others keep being processed.
+    c.set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000")
         // Bounded wait of an empty fetch: quick start and low latency when the topic is idle.
         .set("fetch.wait.max.ms", "100")
