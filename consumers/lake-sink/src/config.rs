@@ -232,22 +232,19 @@ pub fn load_with_env(
     file.validate(env)
 }
 
-/// [`load`] for what needs only `[lake]` (`lake-sink maintain`): the broker and registry
-/// addresses may be absent.
+/// Only `[lake]`, for what needs nothing else (`lake-sink maintain`): no broker or registry
+/// address is required.
 ///
 /// # Errors
-/// As [`load`], for the fields that are there.
+/// As [`load`], for `[lake]`.
 pub fn load_lake(path: Option<&Path>, flags: &Flags) -> Result<LakeConfig, ConfigError> {
-    let vars = pipeline_io::config::process_env();
-    let env = |name: &str| {
-        std::env::var(name).ok().or_else(|| match name {
-            // Stand-ins that validate; nothing connects to them.
-            "KAFKA_BOOTSTRAP_SERVERS" => Some("unused:9092".into()),
-            "SCHEMA_REGISTRY_URL" => Some("http://unused".into()),
-            _ => None,
-        })
-    };
-    Ok(load_with_env(path, &vars, flags, env)?.lake)
+    let mut file: FileConfig = LAYERS.load(path, &pipeline_io::config::process_env())?;
+    if let Some(l) = &flags.location {
+        file.lake.location.clone_from(l);
+    }
+    let mut errors = Errors::default();
+    let lake = file.lake.validate(&mut errors);
+    errors.finish(|| lake)
 }
 
 /// Parses TOML text with `LAKE_SINK__…` overrides (for tests).
@@ -297,35 +294,10 @@ fn parse_location(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-impl FileConfig {
-    /// Checks every value and reads secrets from the environment (`env` looks variables up).
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] listing every problem.
-    pub fn validate(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut errors = Errors::default();
-        let k = &self.kafka;
-        if k.bootstrap_servers.trim().is_empty() {
-            errors.global("kafka.bootstrap_servers", "must not be empty");
-        }
-        if !k.output_prefix.is_empty() {
-            check_topic(&mut errors, "kafka.output_prefix", &k.output_prefix);
-        }
-        if k.group_id.is_empty() {
-            errors.global("kafka.group_id", "must not be empty");
-        }
-        if k.request_timeout_ms < 100 {
-            errors.global("kafka.request_timeout_ms", "must be at least 100");
-        }
-        for key in ["group.id", "enable.auto.commit", "isolation.level"] {
-            if k.librdkafka_options.contains_key(key) {
-                errors.global(
-                    &format!("kafka.librdkafka_options.{key}"),
-                    "is set by the binary and may not be overridden",
-                );
-            }
-        }
-        let l = &self.lake;
+impl LakeFile {
+    /// Checks `[lake]`, noting problems in `errors`; `None` when it is invalid.
+    pub fn validate(self, errors: &mut Errors) -> Option<LakeConfig> {
+        let l = &self;
         let location = match parse_location(&l.location) {
             Ok(url) => Some(url),
             Err(e) => {
@@ -356,11 +328,52 @@ impl FileConfig {
                 "must be between 10 and 3600000 (one hour)",
             );
         }
+        Some(LakeConfig {
+            location: location?,
+            storage_options: self.storage_options,
+            app_id: self.app_id,
+            flush_max_rows: self.flush_max_rows,
+            flush_max_bytes: self.flush_max_bytes,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            stop_at_end: self.stop_at_end,
+        })
+    }
+}
+
+impl FileConfig {
+    /// Checks every value and reads secrets from the environment (`env` looks variables up).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing every problem.
+    pub fn validate(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut errors = Errors::default();
+        let k = &self.kafka;
+        if k.bootstrap_servers.trim().is_empty() {
+            errors.global("kafka.bootstrap_servers", "must not be empty");
+        }
+        if !k.output_prefix.is_empty() {
+            check_topic(&mut errors, "kafka.output_prefix", &k.output_prefix);
+        }
+        if k.group_id.is_empty() {
+            errors.global("kafka.group_id", "must not be empty");
+        }
+        if k.request_timeout_ms < 100 {
+            errors.global("kafka.request_timeout_ms", "must be at least 100");
+        }
+        for key in ["group.id", "enable.auto.commit", "isolation.level"] {
+            if k.librdkafka_options.contains_key(key) {
+                errors.global(
+                    &format!("kafka.librdkafka_options.{key}"),
+                    "is set by the binary and may not be overridden",
+                );
+            }
+        }
+        let lake = self.lake.validate(&mut errors);
         let registry = self.schema_registry.validate(&env, &mut errors);
         let operations = self
             .operations
             .validate(Some(DEFAULT_LISTEN_ADDR), &mut errors);
-        let (k, l) = (self.kafka, self.lake);
+        let k = self.kafka;
         let client = ClientSettings::new(k.bootstrap_servers, "usage-lake-sink")
             .with_options(k.librdkafka_options)
             .with_timeout(Duration::from_millis(k.request_timeout_ms));
@@ -372,15 +385,7 @@ impl FileConfig {
                     group_id: k.group_id,
                 },
                 registry: registry?,
-                lake: LakeConfig {
-                    location: location?,
-                    storage_options: l.storage_options,
-                    app_id: l.app_id,
-                    flush_max_rows: l.flush_max_rows,
-                    flush_max_bytes: l.flush_max_bytes,
-                    flush_interval: Duration::from_millis(l.flush_interval_ms),
-                    stop_at_end: l.stop_at_end,
-                },
+                lake: lake?,
                 operations,
             })
         })

@@ -458,15 +458,11 @@ impl Sink {
         self.forget_ends();
         self.drop_windows();
         let keys: Vec<(usize, i32)> = self.parts.keys().copied().collect();
-        let mut refreshed = HashSet::new();
         for (i, p) in keys {
             let held = if self.consume_only {
                 None
             } else {
-                if refreshed.insert(i) {
-                    self.refresh_table(i).await?;
-                }
-                self.resume_point(i, p).await?
+                self.latest_resume_point(i, p).await?
             };
             self.parts.insert(
                 (i, p),
@@ -496,29 +492,19 @@ impl Sink {
         self.positioned = Instant::now();
     }
 
-    async fn refresh_table(&mut self, i: usize) -> Result<(), SinkError> {
+    /// The table's latest resume point of a partition, retried while the storage fails.
+    async fn latest_resume_point(
+        &mut self,
+        i: usize,
+        partition: i32,
+    ) -> Result<Option<i64>, SinkError> {
         let mut backoff = Backoff::default();
         loop {
-            match self.tables[i].refresh().await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    self.metrics.failing("storage", e.to_string());
-                    tracing::error!(error = %pipeline_io::error_text(&e), "cannot read the table's log: retrying");
-                    if !backoff.wait(&self.shutdown).await {
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
-    }
-
-    async fn resume_point(&mut self, i: usize, partition: i32) -> Result<Option<i64>, SinkError> {
-        let mut backoff = Backoff::default();
-        loop {
-            match self.tables[i].resume_point(partition).await {
+            match self.tables[i].latest_resume_point(partition).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     self.metrics.failing("storage", e.to_string());
+                    tracing::error!(error = %pipeline_io::error_text(&e), "cannot read the table's log: retrying");
                     if !backoff.wait(&self.shutdown).await {
                         return Err(e.into());
                     }

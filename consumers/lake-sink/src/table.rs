@@ -203,21 +203,6 @@ impl LakeTable {
         })
     }
 
-    /// The table's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The topic it is fed from.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    /// The loaded table version.
-    pub fn version(&self) -> Option<u64> {
-        self.table.version()
-    }
-
     fn txn_app_id(&self, partition: i32) -> String {
         txn_app_id(&self.app_id, &self.topic, partition)
     }
@@ -252,6 +237,17 @@ impl LakeTable {
             .transaction_version(self.table.log_store().as_ref(), self.txn_app_id(partition))
             .await
             .map_err(self.fail("reading txn versions"))
+    }
+
+    /// The last offset of `partition` in the table's latest version (`None`: none yet).
+    ///
+    /// # Errors
+    /// [`TableError`] when the log cannot be read.
+    pub async fn latest_resume_point(&mut self, partition: i32) -> Result<Option<i64>, TableError> {
+        let app_id = self.txn_app_id(partition);
+        latest_resume_point(&mut self.table, &app_id)
+            .await
+            .map_err(|source| TableError::new(&self.name, "reading txn versions", source))
     }
 
     /// Whether the records of writer schema `fields` have columns the table lacks; adds them
@@ -516,11 +512,6 @@ impl LakeTable {
     /// [`TableError`] saying which column does not fit.
     pub fn check(&mut self, row: &Row) -> Result<(), TableError> {
         self.batch(std::slice::from_ref(row)).map(|_| ())
-    }
-
-    /// The table itself (maintenance, tests).
-    pub fn delta(&self) -> &DeltaTable {
-        &self.table
     }
 }
 
