@@ -8,8 +8,10 @@
 //! works (`TRANSFORMER__SCHEMA_REGISTRY__REQUEST_TIMEOUT_MS=5000`). An element of an array of
 //! tables is addressed by its id (`PRODUCER__TENANTS__<tenant_id>__REGION=eu`), where the binary
 //! names the id key of that array. Values parse as TOML when they can (numbers, booleans,
-//! arrays), else as strings. Section and field names are matched case-insensitively, except the
-//! keys of free-form maps (`librdkafka_options`), which are taken as written.
+//! arrays), else as strings; values in free-form maps (`librdkafka_options`) and of
+//! secret-looking keys are always taken verbatim as strings, so a password is never reread as a
+//! number or unquoted. Section and field names are matched case-insensitively, except the keys
+//! of free-form maps, which are taken as written.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -313,12 +315,21 @@ impl Layers<'_> {
             parent = name;
             i += 1;
         }
-        let key = if self.free_form.contains(&parent.as_str()) {
+        let free_form = self.free_form.contains(&parent.as_str());
+        let key = if free_form {
             (*last).to_owned()
         } else {
             last.to_ascii_lowercase()
         };
-        table.insert(key, parse_override_value(raw));
+        // Free-form maps hold strings (librdkafka and object-store options), and a secret is
+        // whatever its characters are: both are taken verbatim, so a password such as
+        // `12345678`, `true` or `"quoted"` reaches the client as written.
+        let value = if free_form || is_secret_key(&key) {
+            toml::Value::String(raw.to_owned())
+        } else {
+            parse_override_value(raw)
+        };
+        table.insert(key, value);
         Ok(())
     }
 }
@@ -539,6 +550,34 @@ impl KafkaBasics<'_> {
                     &format!("kafka.librdkafka_options.{key}"),
                     "is set by the binary and may not be overridden",
                 );
+            }
+        }
+        check_librdkafka_options(errors, self.librdkafka_options);
+    }
+}
+
+/// Asks librdkafka whether it takes each of `options` (a known key, a valid value, a feature
+/// this build has: `sasl.oauthbearer.method = "oidc"` needs libcurl), without creating a client,
+/// so that a typo fails `validate-config` instead of the first connection. A secret's value is
+/// never echoed: librdkafka's message quotes values, so for those only the key is named.
+pub fn check_librdkafka_options(errors: &mut Errors, options: &BTreeMap<String, String>) {
+    for (key, value) in options {
+        let mut one = rdkafka::ClientConfig::new();
+        one.set(key, value);
+        if let Err(e) = one.create_native_config() {
+            let field = format!("kafka.librdkafka_options.{key}");
+            // Only librdkafka's description: the error's own text appends the value, which
+            // may be a secret under a misspelt key.
+            match e {
+                rdkafka::error::KafkaError::ClientConfig(_, description, _, _)
+                    if !is_secret_key(key) =>
+                {
+                    errors.global(
+                        &field,
+                        format!("librdkafka does not take it: {description}"),
+                    );
+                }
+                _ => errors.global(&field, "librdkafka does not take this option or its value"),
             }
         }
     }
@@ -848,20 +887,22 @@ mod tests {
         let err = LAYERS.parse::<Typed>(Some(path), text, &[]).unwrap_err();
         assert!(!both(&err).contains("hunter2"), "{}", both(&err));
         assert!(err.to_string().contains("line 4"), "{err}");
-        // A value of the wrong type from an environment override, which is named.
-        let err = LAYERS
-            .parse::<Typed>(
-                Some(path),
-                "[kafka]\nbootstrap_servers = 'a:1'\n",
-                &vars(&[("TEST__KAFKA__LIBRDKAFKA_OPTIONS__sasl.password", "98765432")]),
-            )
-            .unwrap_err();
-        assert!(!both(&err).contains("98765432"), "{}", both(&err));
-        assert!(
-            err.to_string()
-                .contains("TEST__KAFKA__LIBRDKAFKA_OPTIONS__sasl.password"),
-            "{err}"
-        );
+        // An environment override of a string map or a secret is taken verbatim, whatever it
+        // looks like in TOML.
+        for password in ["98765432", "true", "1e5", "inf", "\"quoted\"", "[a]"] {
+            let typed = LAYERS
+                .parse::<Typed>(
+                    Some(path),
+                    "[kafka]\nbootstrap_servers = 'a:1'\n",
+                    &vars(&[
+                        ("TEST__KAFKA__LIBRDKAFKA_OPTIONS__sasl.password", password),
+                        ("TEST__KAFKA__LIBRDKAFKA_OPTIONS__linger.ms", "5"),
+                    ]),
+                )
+                .unwrap_or_else(|e| panic!("{password}: {e}"));
+            assert_eq!(typed.kafka.librdkafka_options["sasl.password"], password);
+            assert_eq!(typed.kafka.librdkafka_options["linger.ms"], "5");
+        }
         // Values of other keys are still shown.
         let err = LAYERS
             .parse::<Typed>(Some(path), "[kafka]\nbootstrap_servers = 4242\n", &[])
@@ -915,6 +956,51 @@ mod tests {
         let shown = format!("{:?}", redacted_options(&options));
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("SASL_SSL"), "{shown}");
+    }
+
+    #[test]
+    fn librdkafka_refuses_unknown_options_and_bad_values_without_echoing_secrets() {
+        let options: BTreeMap<String, String> = [
+            ("sasl.mechanismz", "SCRAM-SHA-512"),
+            ("security.protocol", "SASL_TLS"),
+            ("ssl.key.password", "hunter2"),
+            // Accepted: this build has SSL, SASL SCRAM and OIDC token requests (libcurl).
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.oauthbearer.method", "oidc"),
+            ("ssl.ca.location", "/etc/kafka/ca.crt"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let mut errors = Errors::default();
+        check_librdkafka_options(&mut errors, &options);
+        let err = errors.finish(|| Some(())).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.librdkafka_options.sasl.mechanismz"),
+            "{err}"
+        );
+        assert!(
+            err.contains("kafka.librdkafka_options.security.protocol"),
+            "{err}"
+        );
+        for accepted in [
+            "sasl.mechanisms",
+            "sasl.oauthbearer.method",
+            "ssl.ca.location",
+        ] {
+            assert!(!err.contains(&format!("options.{accepted}")), "{err}");
+        }
+        // A misspelt secret key: named, its value never shown.
+        let mut errors = Errors::default();
+        let secret: BTreeMap<String, String> =
+            [("sasl.passwrod".to_owned(), "hunter2".to_owned())].into();
+        check_librdkafka_options(&mut errors, &secret);
+        let err = errors.finish(|| Some(())).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.librdkafka_options.sasl.passwrod"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use pipeline_io::config::{
-    Errors, Layers, OperationsFile, OperationsSettings, RegistryFile, RegistrySettings, check_topic,
+    Errors, Layers, OperationsFile, OperationsSettings, RegistryFile, RegistrySettings,
+    check_librdkafka_options, check_topic,
 };
 use pipeline_io::kafka::ClientSettings;
 use schemas::topics::OutputTopics;
@@ -368,6 +369,7 @@ impl FileConfig {
                 );
             }
         }
+        check_librdkafka_options(&mut errors, &k.librdkafka_options);
         let lake = self.lake.validate(&mut errors);
         let registry = self.schema_registry.validate(&env, &mut errors);
         let operations = self

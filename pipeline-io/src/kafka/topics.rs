@@ -56,9 +56,12 @@ impl TopicSpec {
 /// those it created has a leader (at most the client timeout): a read or write right after
 /// creation would otherwise meet `NotLeaderForPartition`.
 ///
+/// A topic whose creation is refused for want of a Create ACL is accepted when it exists, so
+/// binaries run on secured clusters whose topics are made by an operator.
+///
 /// # Errors
-/// Admin errors other than "already exists", naming the topic; a created topic still without
-/// leaders after the client timeout.
+/// Admin errors other than "already exists", naming the topic; a refused creation of a topic
+/// that does not exist; a created topic still without leaders after the client timeout.
 pub async fn ensure_topics(
     settings: &ClientSettings,
     specs: &[TopicSpec],
@@ -89,6 +92,7 @@ pub async fn ensure_topics(
         .await
         .map_err(ctx(format!("creating topics {}", names.join(", "))))?;
     let mut created = Vec::new();
+    let mut refused = Vec::new();
     for result in results {
         match result {
             Ok(topic) => {
@@ -100,6 +104,9 @@ pub async fn ensure_topics(
                 created.push((topic, partitions));
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            // A secured cluster's users may lack Create: the broker refuses before it looks
+            // whether the topic exists. Topics made beforehand (a Strimzi KafkaTopic) are fine.
+            Err((topic, RDKafkaErrorCode::TopicAuthorizationFailed)) => refused.push(topic),
             Err((topic, code)) => {
                 return Err(KafkaCallError {
                     context: format!("creating topic {topic}"),
@@ -107,6 +114,22 @@ pub async fn ensure_topics(
                 });
             }
         }
+    }
+    if !refused.is_empty() {
+        let names: Vec<&str> = refused.iter().map(String::as_str).collect();
+        partitions_of(settings, &names)
+            .await
+            .map_err(|e| KafkaCallError {
+                context: format!(
+                    "creating topic {}: not authorized to create it (no Create ACL), and it \
+                     does not exist or cannot be described ({}): create it beforehand (e.g. a \
+                     Strimzi KafkaTopic) or grant Create",
+                    names.join(", "),
+                    e.context
+                ),
+                source: KafkaError::AdminOp(RDKafkaErrorCode::TopicAuthorizationFailed),
+            })?;
+        tracing::debug!(topics = %names.join(", "), "topics exist; creating them was not authorized");
     }
     wait_for_leaders(settings, &created, settings.timeout).await
 }
