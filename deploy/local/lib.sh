@@ -117,17 +117,18 @@ show_tail() {
 }
 
 # The Python packages of the tests and the demo: fastavro, confluent-kafka (consumers/python's
-# requirements), deltalake and pyarrow (reading the lake sink's tables). When python3 lacks one,
+# requirements), deltalake and pyarrow (reading the lake sink's tables), PyYAML (the secured
+# broker's setup reads the Strimzi resources). When python3 lacks one,
 # pip installs them all into the ignored cache ($LOCAL_CACHE_DIR/python: no system or user site
 # is touched) and PYTHONPATH is exported pointing there.
-PYTHON_PACKAGES_CHECK='import fastavro, confluent_kafka.schema_registry.avro, deltalake, pyarrow'
+PYTHON_PACKAGES_CHECK='import fastavro, confluent_kafka.schema_registry.avro, deltalake, pyarrow, yaml'
 ensure_python_packages() {
     python3 -c "$PYTHON_PACKAGES_CHECK" 2>/dev/null && return 0
     local target="$LOCAL_CACHE_DIR/python"
     if ! PYTHONPATH="$target" python3 -c "$PYTHON_PACKAGES_CHECK" 2>/dev/null; then
-        log "installing fastavro, confluent-kafka, deltalake and pyarrow into $target (pip)"
+        log "installing fastavro, confluent-kafka, deltalake, pyarrow and pyyaml into $target (pip)"
         PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
-            --target "$target" fastavro -r "$LOCAL_ROOT/consumers/python/requirements.txt" \
+            --target "$target" fastavro pyyaml -r "$LOCAL_ROOT/consumers/python/requirements.txt" \
             -r "$LOCAL_ROOT/consumers/lake-sink/scripts/requirements.txt" \
             || die "pip could not install the Python packages: install python3-pip"
     fi
