@@ -20,6 +20,25 @@ use time::format_description::well_known::Rfc3339;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The path of a workspace binary (`producer`, `transformer`, `lake-sink`) for a test to run:
+/// tests run from `target/<profile>/deps/`, the binaries sit in `target/<profile>/`.
+///
+/// # Panics
+/// When the binary is not built, naming the command that builds it.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_default();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p producer -p transformer -p lake-sink`)",
+        path.display()
+    );
+    path
+}
+
 /// Milliseconds since the epoch of an RFC 3339 time, `None` when absent or malformed.
 pub fn parse_ms(value: &Value) -> Option<i64> {
     let text = value.as_str()?;

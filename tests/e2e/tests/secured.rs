@@ -110,18 +110,6 @@ impl Secured {
     }
 }
 
-fn binary(name: &str) -> PathBuf {
-    // Tests run from target/<profile>/deps/; the binaries sit in target/<profile>/.
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build -p producer -p transformer -p lake-sink`)",
-        path.display()
-    );
-    path
-}
-
 /// A fresh directory for one test's files.
 fn work_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(test_harness::unique_name(name));
@@ -144,7 +132,7 @@ async fn run(
     password: &str,
     envs: &[(&str, &str)],
 ) -> Run {
-    let mut c = tokio::process::Command::new(binary(bin));
+    let mut c = tokio::process::Command::new(e2e::binary(bin));
     c.args(args)
         .env(password_var, password)
         .envs(envs.iter().copied())
@@ -564,7 +552,7 @@ fn security_config_examples_validate_with_every_binary() {
                 };
                 std::fs::write(&path, body).unwrap();
                 let prefix = bin.to_uppercase().replace('-', "_");
-                let out = std::process::Command::new(binary(bin))
+                let out = std::process::Command::new(e2e::binary(bin))
                     .args(["validate-config", "--config"])
                     .arg(&path)
                     .env("SCHEMA_REGISTRY_PASSWORD", "registry-password")

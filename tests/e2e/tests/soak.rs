@@ -97,18 +97,6 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn binary(name: &str) -> PathBuf {
-    // tests run from target/<profile>/deps/; the binaries sit in target/<profile>/.
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build -p producer -p transformer`)",
-        path.display()
-    );
-    path
-}
-
 /// A binary kept running: restarted by [`Proc::kill9`] and [`Proc::ensure`].
 struct Proc {
     name: &'static str,
@@ -128,7 +116,7 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut c = Command::new(binary(self.name));
+        let mut c = Command::new(e2e::binary(self.name));
         c.args(args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
