@@ -690,10 +690,10 @@ fn validate_config_never_prints_a_secret_value() {
     assert_eq!(code, 2, "{out}");
     assert!(!out.contains("hunter2-secret"), "{out}");
 
+    // From the environment the password is taken verbatim, digits and all: valid, unprinted.
     let var = "PRODUCER__KAFKA__LIBRDKAFKA_OPTIONS__sasl.password";
     let (code, out) = validate(VALID, &[(var, "87654321")]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains(var), "{out}");
+    assert_eq!(code, 0, "{out}");
     assert!(!out.contains("87654321"), "{out}");
 }
 
