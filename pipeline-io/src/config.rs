@@ -459,12 +459,14 @@ pub fn check_topic(errors: &mut Errors, field: &str, topic: &str) {
 }
 
 /// The librdkafka options every binary sets itself; `[kafka].librdkafka_options` may not.
-pub const RESERVED_OPTIONS: [&str; 6] = [
+pub const RESERVED_OPTIONS: [&str; 7] = [
     "bootstrap.servers",
     "transactional.id",
     "enable.idempotence",
     "isolation.level",
     "group.id",
+    // Offsets are committed inside transactions or tables, never automatically.
+    "enable.auto.commit",
     // Matches the topics' `max.message.bytes` (`schemas::topics::MAX_MESSAGE_BYTES`).
     "message.max.bytes",
 ];
@@ -544,23 +546,24 @@ impl KafkaBasics<'_> {
                 "must be at most transaction_timeout_ms + 100",
             );
         }
-        for key in RESERVED_OPTIONS {
-            if self.librdkafka_options.contains_key(key) {
-                errors.global(
-                    &format!("kafka.librdkafka_options.{key}"),
-                    "is set by the binary and may not be overridden",
-                );
-            }
-        }
         check_librdkafka_options(errors, self.librdkafka_options);
     }
 }
 
-/// Asks librdkafka whether it takes each of `options` (a known key, a valid value, a feature
-/// this build has: `sasl.oauthbearer.method = "oidc"` needs libcurl), without creating a client,
-/// so that a typo fails `validate-config` instead of the first connection. A secret's value is
+/// Refuses the [`RESERVED_OPTIONS`], then asks librdkafka whether it takes each of `options` (a
+/// known key, a valid value, a feature this build has: `sasl.oauthbearer.method = "oidc"` needs
+/// libcurl), without creating a client, so that a typo fails `validate-config` instead of the
+/// first connection. A secret's value is
 /// never echoed: librdkafka's message quotes values, so for those only the key is named.
 pub fn check_librdkafka_options(errors: &mut Errors, options: &BTreeMap<String, String>) {
+    for key in RESERVED_OPTIONS {
+        if options.contains_key(key) {
+            errors.global(
+                &format!("kafka.librdkafka_options.{key}"),
+                "is set by the binary and may not be overridden",
+            );
+        }
+    }
     for (key, value) in options {
         let mut one = rdkafka::ClientConfig::new();
         one.set(key, value);

@@ -361,14 +361,6 @@ impl FileConfig {
         if k.request_timeout_ms < 100 {
             errors.global("kafka.request_timeout_ms", "must be at least 100");
         }
-        for key in ["group.id", "enable.auto.commit", "isolation.level"] {
-            if k.librdkafka_options.contains_key(key) {
-                errors.global(
-                    &format!("kafka.librdkafka_options.{key}"),
-                    "is set by the binary and may not be overridden",
-                );
-            }
-        }
         check_librdkafka_options(&mut errors, &k.librdkafka_options);
         let lake = self.lake.validate(&mut errors);
         let registry = self.schema_registry.validate(&env, &mut errors);

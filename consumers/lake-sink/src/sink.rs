@@ -244,11 +244,15 @@ async fn run_with(
         .kafka
         .client
         .group_consumer_config(&config.kafka.group_id);
-    c.set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.queue.backoff.ms", "10");
+    c.set("enable.partition.eof", "false");
+    if !config
+        .kafka
+        .client
+        .librdkafka_options
+        .contains_key("heartbeat.interval.ms")
+    {
+        c.set("heartbeat.interval.ms", "1000");
+    }
     if config.lake.stop_at_end {
         // How the sink knows it read every partition to its end (see `caught_up`).
         c.set(

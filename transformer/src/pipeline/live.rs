@@ -172,11 +172,6 @@ pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
         .set("statistics.interval.ms", "5000")
         // Bounded wait of an empty fetch: quick start and low latency when the topic is idle.
         .set("fetch.wait.max.ms", "100")
-        // Prefetch up to 16 MB, and fetch again 10 ms after the queue was full, not after
-        // librdkafka's 1 s: on the 1,000,000-user bench the catch-up took 13 s instead of 21 s,
-        // peaking at 214 MB instead of 296 (transformer/README.md, "Benchmarks").
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.queue.backoff.ms", "10")
         .set(
             "enable.partition.eof",
             if config.processing.stop_at_end {
@@ -185,16 +180,6 @@ pub fn raw_consumer_config(config: &Config) -> rdkafka::ClientConfig {
                 "false"
             },
         );
-    // A dead instance's partitions move after the session timeout. librdkafka heartbeats
-    // from its own thread, whatever the loop is doing, so 10 s (not Kafka's 45 s) is safe.
-    if !config
-        .kafka
-        .client
-        .librdkafka_options
-        .contains_key("session.timeout.ms")
-    {
-        c.set("session.timeout.ms", "10000");
-    }
     c
 }
 

@@ -240,7 +240,7 @@ it with fromYaml), failing the render with a message naming the value when somet
 {{- $_ := set $cfg.kafka "librdkafka_options" $strings -}}
 {{- /* Reserved keys and secrets are refused. */ -}}
 {{- range $opt, $_ := $cfg.kafka.librdkafka_options -}}
-{{- if has $opt (list "bootstrap.servers" "transactional.id" "enable.idempotence" "isolation.level" "group.id" "message.max.bytes") -}}
+{{- if has $opt (list "bootstrap.servers" "transactional.id" "enable.idempotence" "isolation.level" "group.id" "enable.auto.commit" "message.max.bytes") -}}
 {{- fail (printf "librdkafka option %q (kafka.librdkafkaOptions or %s.config.kafka.librdkafka_options) is set by the binary and may not be overridden" $opt $key) -}}
 {{- end -}}
 {{- if or (regexMatch "(^|\\.)(password|secret)$" $opt) (has $opt (list "sasl.jaas.config" "ssl.key.pem")) -}}
