@@ -9,6 +9,7 @@ result as an aligned text table; with --summary, each table's version, rows and 
 first. Needs `pip install deltalake pyarrow` (scripts/requirements.txt).
 """
 import argparse
+import os
 import sys
 
 try:
@@ -58,3 +59,8 @@ def print_table(result: "pa.Table") -> None:
 
 if __name__ == "__main__":
     main()
+    # Skip the interpreter's teardown: with Arrow's scan threads still ending it aborted
+    # ("terminate called without an active exception") in 2 of 20 runs of a filtered read here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -123,3 +123,8 @@ def main():
 
 if __name__ == "__main__":
     main()
+    # Skip the interpreter's teardown: with Arrow's scan threads still ending it aborted
+    # ("terminate called without an active exception") in 2 of 20 runs of a filtered read here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

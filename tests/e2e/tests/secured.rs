@@ -218,9 +218,12 @@ fn tenant_keys(s: &Secured, topic: &str, tenant: &str) -> Vec<String> {
 /// Rows of `table` under `lake` for `tenant`, read by Python `deltalake` (an independent
 /// reader).
 fn lake_rows(lake: &Path, table: &str, tenant: &str) -> usize {
-    let script = "import sys, deltalake\n\
+    // os._exit after the flush: once in a CI run, the interpreter's teardown aborted
+    // ("terminate called without an active exception") while Arrow's scan threads were ending.
+    let script = "import os, sys, deltalake\n\
         t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table(filters=[('tenant', '=', sys.argv[2])])\n\
-        print(t.num_rows)";
+        print(t.num_rows, flush=True)\n\
+        os._exit(0)";
     let out = std::process::Command::new("python3")
         .args(["-c", script])
         .arg(lake.join(table))
