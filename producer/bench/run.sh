@@ -10,7 +10,17 @@
 # (`transformer run --until-caught-up`, its own output topics), and its events/s and peak RSS are
 # reported too: how the transformer's memory grows with the tenant (no target; informational).
 #
-# Usage: producer/bench/run.sh            (BENCH_USERS=200000 producer/bench/run.sh for a quick run)
+# With BENCH_INDEPENDENT=1 an independent implementation of the same user normalization, written
+# in Python from the schemas' docs and transformer/README.md (transformer/scripts/independent.py),
+# then does the same exactly-once work on the same raw topic (2,000-event transactions into an
+# output topic of its own); its events/s, CPU us per event and peak RSS are reported beside the
+# transformer's. With BENCH_TRANSFORMER=1 too, its records are then compared field by field with
+# the transformer's users topic (`independent.py --compare`); the script exits non-zero when they
+# disagree. Needs python3 (confluent-kafka and fastavro: deploy/local/lib.sh's
+# ensure_python_packages installs them into .cache/python when missing).
+#
+# Usage: producer/bench/run.sh            (BENCH_USERS=200000 producer/bench/run.sh for a quick run;
+#        BENCH_USERS=200000 BENCH_TRANSFORMER=1 BENCH_INDEPENDENT=1 producer/bench/run.sh for all)
 # Needs: cargo, jq, /usr/bin/time; Kafka and the registry from deploy/local/up (started if unset).
 set -euo pipefail
 
@@ -149,6 +159,67 @@ PY
   done
 fi
 
+INDEPENDENT_FAILED=0
+if [ "${BENCH_INDEPENDENT:-0}" = 1 ]; then
+  # The independent Python implementation on the same raw topic, into its own output topic, group
+  # and transactional id, encoding with the schema the transformer registered (the last build of
+  # the loop above), or with schemas/avro/user_usage.avsc without the transformer step.
+  # shellcheck source=deploy/local/lib.sh
+  source deploy/local/lib.sh
+  ensure_python_packages
+  I_ARGS=(--bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" --schema-registry-url "$SCHEMA_REGISTRY_URL")
+  I_SUBJECT=()
+  if [ "${BENCH_TRANSFORMER:-0}" = 1 ]; then
+    T_USERS_TOPIC="bench.usage.$RUN_ID.$i.users.v1"
+    I_SUBJECT=(--schema-subject "$T_USERS_TOPIC-value")
+  fi
+  echo "independent normalization (transformer/scripts/independent.py)..."
+  python3 transformer/scripts/independent.py "bench.raw.$RUN_ID" "bench.independent.$RUN_ID.users.v1" \
+    "${I_ARGS[@]}" "${I_SUBJECT[@]}" > "$WORK/independent.json" 2> "$WORK/independent.log" \
+    || { echo "independent.py failed:"; tail -n 20 "$WORK/independent.log"; exit 1; }
+  python3 - "$WORK/independent.json" "${T_EVENTS:-0}" "${T_WALL_S:-0}" "${T_RSS_KB:-0}" \
+    "${T_USER_S:-0}" "${T_SYS_S:-0}" "$((P_ENTITIES + 2))" <<'PY'
+import json, sys
+i = json.load(open(sys.argv[1]))
+t_events, t_wall, t_rss_kb = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+t_cpu, expected = float(sys.argv[5]) + float(sys.argv[6]), int(sys.argv[7])
+print(f"independent: {i['events']} raw events in {i['seconds']:.1f} s (process, start-up included) = "
+      f"{i['events_per_s']:,.0f} events/s; cpu user + sys {i['cpu_seconds']:.2f} s = "
+      f"{i['cpu_us_per_event']:.1f} us per event; {i['users_written']} users written, "
+      f"{i['dead_letters']} dead letters, {i['transactions']} transactions")
+print(f"independent peak RSS: {i['peak_rss_mb']:.1f} MB")
+if i["events"] != expected:
+    print(f"WARNING: independent.py read {i['events']} raw events, the producer wrote {expected}")
+if t_events and t_wall:
+    t_rate, t_us, t_rss = t_events / t_wall, t_cpu * 1e6 / t_events, t_rss_kb / 1024
+    print(f"side by side (transformer | independent): {t_rate:,.0f} | {i['events_per_s']:,.0f} events/s "
+          f"({t_rate / i['events_per_s']:.1f}x); {t_us:.1f} | {i['cpu_us_per_event']:.1f} us CPU per event "
+          f"({i['cpu_us_per_event'] / t_us:.1f}x); peak RSS {t_rss:.1f} | {i['peak_rss_mb']:.1f} MB")
+PY
+  if [ "${BENCH_TRANSFORMER:-0}" = 1 ]; then
+    echo "compare: $T_USERS_TOPIC against independent.py's normalization of the raw topic..."
+    python3 transformer/scripts/independent.py "bench.raw.$RUN_ID" --compare "$T_USERS_TOPIC" \
+      "${I_ARGS[@]}" > "$WORK/compare.json" 2> "$WORK/compare.log" || INDEPENDENT_FAILED=1
+    if [ -s "$WORK/compare.json" ]; then
+      python3 - "$WORK/compare.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+print(f"compare ({len(c['fields'])} fields per user): {c['equal']} users equal, {c['differing']} differing, "
+      f"{c['missing_in_transformer']} missing in the transformer's output, "
+      f"{c['missing_in_independent']} missing in the independent one "
+      f"({c['transformer_users']} transformer users, {c['independent_users']} independent): "
+      f"{'AGREE' if c['agree'] else 'DISAGREE'}")
+if c["field_differences"]:
+    print("  differing fields: " + ", ".join(f"{k} {v}" for k, v in sorted(c["field_differences"].items())))
+for e in c["examples"]:
+    print("  e.g. " + json.dumps(e))
+PY
+    else
+      echo "compare failed:"; tail -n 20 "$WORK/compare.log"
+    fi
+  fi
+fi
+
 python3 - "$P_ENTITIES" "$P_SECONDS" "$WALL_S" "$RSS_KB" "$PLAIN1" "$PLAIN2" <<'PY'
 import json, sys
 entities, sync_s, wall_s, rss_kb = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -164,3 +235,4 @@ print(f"ratio: {ratio:.1%} of the plain reader (target >= 80%): {'PASS' if ratio
 print(f"producer peak RSS: {rss_mb:.1f} MB (target < 150 MB): {'PASS' if rss_mb < 150 else 'FAIL'}")
 sys.exit(0 if ratio >= 0.8 and rss_mb < 150 else 1)
 PY
+[ "$INDEPENDENT_FAILED" = 0 ] || { echo "the independent implementation and the transformer disagree (see compare above)"; exit 1; }

@@ -97,7 +97,7 @@ pub struct Oversized {
 }
 
 /// One raw observation of PingOne, as written on the raw topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEvent {
     /// Operator-chosen tenant id; also the record key.
     pub tenant_id: String,
@@ -161,16 +161,33 @@ impl RawEvent {
     /// [`SchemaError::Avro`] for bytes that are not a datum of `writer_schema`, and
     /// [`SchemaError::Field`] when a field is missing or of the wrong type,
     /// [`SchemaError::TrailingBytes`] when bytes follow the datum.
-    pub fn from_avro_datum(writer_schema: &Schema, mut bytes: &[u8]) -> Result<Self, SchemaError> {
+    pub fn from_avro_datum(writer_schema: &Schema, bytes: &[u8]) -> Result<Self, SchemaError> {
+        let mut event = RawEvent::default();
+        event.read_avro_datum(writer_schema, bytes)?;
+        Ok(event)
+    }
+
+    /// As [`RawEvent::from_avro_datum`], into `self`, reusing its strings' allocations: how a
+    /// consumer decodes one event after another without allocating for each. On error, `self`
+    /// holds a mix of old and new fields.
+    ///
+    /// # Errors
+    /// As [`RawEvent::from_avro_datum`].
+    pub fn read_avro_datum(
+        &mut self,
+        writer_schema: &Schema,
+        mut bytes: &[u8],
+    ) -> Result<(), SchemaError> {
         if same_layout(writer_schema) {
-            return decode_direct(bytes);
+            return decode_direct_into(bytes, self);
         }
         let reader = GenericDatumReader::builder(writer_schema)
             .reader_schema(raw_event_schema())
             .build()?;
         let value = reader.read_value(&mut bytes)?;
         crate::expect_end(bytes)?;
-        Self::from_value(value)
+        *self = Self::from_value(value)?;
+        Ok(())
     }
 
     fn from_value(value: Value) -> Result<Self, SchemaError> {
@@ -276,7 +293,7 @@ impl Reader<'_> {
         })
     }
 
-    fn string(&mut self, field: &'static str) -> Result<String, SchemaError> {
+    fn str(&mut self, field: &'static str) -> Result<&str, SchemaError> {
         let len = usize::try_from(self.long(field)?).map_err(|_| SchemaError::Field {
             field,
             reason: "negative string length",
@@ -289,16 +306,42 @@ impl Reader<'_> {
         }
         let (bytes, rest) = self.0.split_at(len);
         self.0 = rest;
-        String::from_utf8(bytes.to_vec()).map_err(|_| SchemaError::Field {
+        std::str::from_utf8(bytes).map_err(|_| SchemaError::Field {
             field,
             reason: "string is not UTF-8",
         })
     }
 
-    fn optional_string(&mut self, field: &'static str) -> Result<Option<String>, SchemaError> {
+    /// Reads a string into `into`, reusing its allocation.
+    fn string_into(&mut self, field: &'static str, into: &mut String) -> Result<(), SchemaError> {
+        let s = self.str(field)?;
+        into.clear();
+        into.push_str(s);
+        Ok(())
+    }
+
+    /// Reads an optional string into `into`, reusing its allocation.
+    fn optional_string_into(
+        &mut self,
+        field: &'static str,
+        into: &mut Option<String>,
+    ) -> Result<(), SchemaError> {
         match self.long(field)? {
-            0 => Ok(None),
-            1 => self.string(field).map(Some),
+            0 => {
+                *into = None;
+                Ok(())
+            }
+            1 => {
+                let s = self.str(field)?;
+                match into {
+                    Some(into) => {
+                        into.clear();
+                        into.push_str(s);
+                    }
+                    None => *into = Some(s.to_owned()),
+                }
+                Ok(())
+            }
             _ => Err(SchemaError::Field {
                 field,
                 reason: "union branch out of range",
@@ -307,22 +350,20 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes a datum laid out as [`LAYOUT`].
-fn decode_direct(bytes: &[u8]) -> Result<RawEvent, SchemaError> {
+/// Decodes a datum laid out as [`LAYOUT`] into `event`, reusing its strings' allocations.
+/// On error, `event` holds a mix of old and new fields.
+fn decode_direct_into(bytes: &[u8], event: &mut RawEvent) -> Result<(), SchemaError> {
     let mut r = Reader(bytes);
-    let event = RawEvent {
-        tenant_id: r.string("tenant_id")?,
-        environment_id: r.string("environment_id")?,
-        region: r.string("region")?,
-        kind: r.string("kind")?,
-        entity_id: r.optional_string("entity_id")?,
-        sync_id: r.optional_string("sync_id")?,
-        observed_at_ms: r.long("observed_at")?,
-        payload: r.string("payload")?,
-        producer_version: r.string("producer_version")?,
-    };
-    crate::expect_end(r.0)?;
-    Ok(event)
+    r.string_into("tenant_id", &mut event.tenant_id)?;
+    r.string_into("environment_id", &mut event.environment_id)?;
+    r.string_into("region", &mut event.region)?;
+    r.string_into("kind", &mut event.kind)?;
+    r.optional_string_into("entity_id", &mut event.entity_id)?;
+    r.optional_string_into("sync_id", &mut event.sync_id)?;
+    event.observed_at_ms = r.long("observed_at")?;
+    r.string_into("payload", &mut event.payload)?;
+    r.string_into("producer_version", &mut event.producer_version)?;
+    crate::expect_end(r.0)
 }
 
 fn string(field: &'static str, value: Value) -> Result<String, SchemaError> {
@@ -413,6 +454,18 @@ mod tests {
             e.observed_at_ms = i.pow(7) * if i % 2 == 0 { -1 } else { 1 };
             e.payload = "x".repeat(usize::try_from(i * 13).unwrap());
             events.push(e);
+        }
+        let decode_direct = |bytes: &[u8]| {
+            let mut e = RawEvent::default();
+            decode_direct_into(bytes, &mut e).map(|()| e)
+        };
+        // One event reused for every decode, as the live loop does: nothing of the previous
+        // event may remain (an entity id after none, shorter strings after longer ones).
+        let mut reused = RawEvent::default();
+        for e in events.iter().rev() {
+            let bytes = e.to_avro_datum().unwrap();
+            reused.read_avro_datum(raw_event_schema(), &bytes).unwrap();
+            assert_eq!(&reused, e);
         }
         for e in &events {
             let bytes = e.to_avro_datum().unwrap();

@@ -104,10 +104,12 @@ pub fn bool_at(obj: &Map<String, Value>, path: &str) -> Option<bool> {
     }
 }
 
-/// Milliseconds since the Unix epoch of an RFC 3339 string.
+/// Milliseconds since the Unix epoch of an RFC 3339 string, sub-millisecond digits dropped
+/// toward the past (floor, as Avro's `timestamp-millis` counts: 1969-12-31T23:59:59.9999Z is
+/// -1, not 0).
 pub fn parse_time_ms(s: &str) -> Option<i64> {
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 /// An RFC 3339 time at `path` in milliseconds since the Unix epoch; `None` when absent or odd.
@@ -604,6 +606,19 @@ mod tests {
                 ..UserUsage::default()
             }
         );
+    }
+
+    #[test]
+    fn sub_millisecond_digits_round_toward_the_past() {
+        for (time, ms) in [
+            ("1970-01-01T00:00:00.0009Z", Some(0)),
+            ("1969-12-31T23:59:59.9999Z", Some(-1)),
+            ("1900-01-01T00:00:00.0001Z", Some(-2_208_988_800_000)),
+            ("2026-11-20T10:00:00.1239+01:00", Some(1_795_165_200_123)),
+            ("yesterday", None),
+        ] {
+            assert_eq!(parse_time_ms(time), ms, "{time}");
+        }
     }
 
     /// One row per odd input: (what, JSON, check).

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::pipeline::PipelineError;
-use crate::pipeline::codec::{Decoded, Sent, decode_raw, send_results};
+use crate::pipeline::codec::{Decoded, Sent, Staged, decode_raw, stage_results};
 use crate::pipeline::live::txn_settings;
 use crate::pipeline::outputs::{self, Prepared, SchemaIds};
 use crate::processor::{Mode, Processor, Source};
@@ -210,6 +210,7 @@ async fn replay_loop(
         ..ReplaySummary::default()
     };
     let mut outputs = Vec::new();
+    let mut staged = Staged::default();
     let mut in_txn = 0_usize;
     let mut seen_start = false;
     loop {
@@ -262,8 +263,8 @@ async fn replay_loop(
             }
         };
         let failure = failure.as_ref().map(|(k, e)| (*k, e.as_str()));
-        send_results(
-            session,
+        stage_results(
+            &mut staged,
             (topics, ids),
             raw_topic,
             &m,
@@ -273,8 +274,8 @@ async fn replay_loop(
                 Sent::Output(_) => summary.produced += 1,
                 Sent::DeadLetter { .. } => summary.dead_lettered += 1,
             },
-        )
-        .await?;
+        )?;
+        staged.send(session).await?;
         if in_txn >= config.processing.batch_max_records || summary.sync_completed {
             session.commit().await?;
             in_txn = 0;

@@ -232,20 +232,27 @@ impl ClientSettings {
     ///   instead of 21 s, peaking at 214 MB instead of 296 (transformer/README.md, "Benchmarks").
     /// - A dead member's partitions move after a 10 s session timeout, not Kafka's 45 s:
     ///   librdkafka heartbeats from its own thread, whatever the caller's loop is doing, so this
-    ///   is safe. An operator's `session.timeout.ms` in the options wins.
+    ///   is safe.
+    ///
+    /// An operator's value of any of these three in `librdkafka_options` wins.
     pub fn group_consumer_config(&self, group_id: &str) -> ClientConfig {
         let mut c = self.client_config();
         c.set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.queue.backoff.ms", "10");
-        if !self.librdkafka_options.contains_key("session.timeout.ms") {
-            c.set("session.timeout.ms", "10000");
-        }
+            .set("auto.offset.reset", "earliest");
+        self.set_unless_given(&mut c, "queued.max.messages.kbytes", "16384");
+        self.set_unless_given(&mut c, "fetch.queue.backoff.ms", "10");
+        self.set_unless_given(&mut c, "session.timeout.ms", "10000");
         c
+    }
+
+    /// Sets `key` to our default `value` unless the operator's `librdkafka_options` give it.
+    pub(crate) fn set_unless_given(&self, c: &mut ClientConfig, key: &str, value: &str) {
+        if !self.librdkafka_options.contains_key(key) {
+            c.set(key, value);
+        }
     }
 
     /// Consumer settings for reading committed data without committing anything: the readers

@@ -82,8 +82,13 @@ impl TxnSession {
     /// client timeout.
     pub async fn open(client: &ClientSettings, txn: &TxnSettings) -> Result<Self, KafkaCallError> {
         let id = &txn.transactional_id;
-        let producer: FutureProducer = client
-            .client_config()
+        let mut config = client.client_config();
+        // librdkafka's local queue holds at most one transaction's records before they are
+        // acknowledged (each commit waits for every delivery): 32 MB bounds it (librdkafka's
+        // default is 1 GB), and a fuller queue makes `send` wait, never fail. An operator's
+        // value wins.
+        client.set_unless_given(&mut config, "queue.buffering.max.kbytes", "32768");
+        let producer: FutureProducer = config
             .set("transactional.id", id)
             .set("enable.idempotence", "true")
             .set("compression.type", &txn.compression_type)

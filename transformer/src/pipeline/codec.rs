@@ -1,12 +1,13 @@
 //! The raw side of the wire: decoding a raw record (Confluent framing, writer schema from the
 //! registry, Avro, key against the envelope's tenant) into a [`RawEvent`], or saying why it is
 //! poison; dead letters, which carry a raw record verbatim (or cut to the record limit) to the
-//! dead-letter topic; and [`send_results`], which writes what one raw record produced.
+//! dead-letter topic; and [`stage_results`], which stages what one raw record produced for its
+//! batch's transaction ([`Staged`]).
 
 use pipeline_io::kafka::{KafkaCallError, TxnSession};
 use pipeline_io::registry::{Registry, RegistryError};
 use rdkafka::Message;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders};
 use schemas::raw::{RawEvent, sha256_hex};
 use schemas::topics::{MAX_RECORD_BYTES, OutputTopics};
 use schemas::wire;
@@ -38,36 +39,54 @@ pub async fn decode_raw(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Result<Decoded, RegistryError> {
-    let poison = |kind, error: String| Ok(Decoded::Poison { kind, error });
+    let mut ev = Box::<RawEvent>::default();
+    Ok(
+        match decode_raw_into(registry, key, value, &mut ev).await? {
+            None => Decoded::Event(ev),
+            Some((kind, error)) => Decoded::Poison { kind, error },
+        },
+    )
+}
+
+/// As [`decode_raw`], into `ev` (reusing its allocations, the live loop's way): `None` when
+/// `ev` holds the event, else the poison's kind and error.
+///
+/// # Errors
+/// Only transient registry errors.
+pub async fn decode_raw_into(
+    registry: &Registry,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    ev: &mut RawEvent,
+) -> Result<Option<(&'static str, String)>, RegistryError> {
     let Some(value) = value else {
-        return poison("wire", "record has no value".into());
+        return Ok(Some(("wire", "record has no value".into())));
     };
     let (id, datum) = match wire::decode(value) {
         Ok(x) => x,
-        Err(e) => return poison("wire", e.to_string()),
+        Err(e) => return Ok(Some(("wire", e.to_string()))),
     };
     let schema = match registry.schema_by_id(id).await {
         Ok(s) => s,
-        Err(e) if e.is_poison() => return poison("schema", e.to_string()),
+        Err(e) if e.is_poison() => return Ok(Some(("schema", e.to_string()))),
         Err(e) => return Err(e),
     };
-    let ev = match RawEvent::from_avro_datum(&schema, datum) {
-        Ok(ev) => ev,
-        Err(e) => return poison("avro", e.to_string()),
-    };
+    if let Err(e) = ev.read_avro_datum(&schema, datum) {
+        return Ok(Some(("avro", e.to_string())));
+    }
     // The key decides the partition, and so the order of a tenant's events: a record keyed
     // for another tenant may be out of order with that tenant's events.
     if key != Some(ev.tenant_id.as_bytes()) {
-        return poison(
+        return Ok(Some((
             "key",
             format!(
                 "record key `{}` is not the envelope's tenant_id `{}`",
                 key.map(String::from_utf8_lossy).unwrap_or_default(),
                 ev.tenant_id
             ),
-        );
+        )));
     }
-    Ok(Decoded::Event(Box::new(ev)))
+    Ok(None)
 }
 
 /// Longest `error` header of a dead letter, in bytes (cut at a character boundary).
@@ -165,19 +184,99 @@ impl<'a> DeadLetter<'a> {
     }
 }
 
-/// Sends the raw record `m` (same key and value) to `dead_letter_topic` in the open
-/// transaction, with [`dead_letter_headers`] saying why; truncated if it would not fit
-/// ([`DeadLetter::new`]). Returns whether it was truncated.
-///
-/// # Errors
-/// The send's error.
-pub async fn send_dead_letter(
-    session: &mut TxnSession,
+/// What one batch's raw records produced, encoded and waiting for their transaction: the live
+/// loop prepares the next batch while the previous one commits, and sends this once that
+/// transaction is open ([`Staged::send`]). Memory is bounded by the batch's size.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// The topics named by the records (a handful).
+    topics: Vec<String>,
+    records: Vec<StagedRecord>,
+}
+
+#[derive(Debug)]
+struct StagedRecord {
+    /// Index into [`Staged::topics`].
+    topic: usize,
+    partition: i32,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+}
+
+impl Staged {
+    /// Stages a record for `partition` of `topic`.
+    pub fn push(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        headers: Option<OwnedHeaders>,
+    ) {
+        let topic = match self.topics.iter().position(|t| t == topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push(topic.to_owned());
+                self.topics.len() - 1
+            }
+        };
+        self.records.push(StagedRecord {
+            topic,
+            partition,
+            key,
+            value,
+            headers,
+        });
+    }
+
+    /// Records staged.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Drops the records bound for the partitions `drop` says (a revoked raw partition's
+    /// outputs, which its new owner produces again).
+    pub fn drop_partitions(&mut self, drop: impl Fn(i32) -> bool) {
+        self.records.retain(|r| !drop(r.partition));
+    }
+
+    /// Sends every staged record in `session`'s open transaction, in the order staged.
+    ///
+    /// # Errors
+    /// The first send's error.
+    pub async fn send(&mut self, session: &mut TxnSession) -> Result<(), KafkaCallError> {
+        let Self { topics, records } = self;
+        for r in records.drain(..) {
+            session
+                .send_to(
+                    &topics[r.topic],
+                    Some(r.partition),
+                    &r.key,
+                    r.value.as_deref(),
+                    r.headers,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Stages the raw record `m` (same key and value) for `dead_letter_topic`, with
+/// [`dead_letter_headers`] saying why; truncated if it would not fit ([`DeadLetter::new`]).
+/// Returns whether it was truncated.
+pub fn stage_dead_letter(
+    staged: &mut Staged,
     dead_letter_topic: &str,
     raw_topic: &str,
-    m: &OwnedMessage,
+    m: &impl Message,
     (kind, error): (&str, &str),
-) -> Result<bool, KafkaCallError> {
+) -> bool {
     let headers = dead_letter_headers(kind, error, raw_topic, m.partition(), m.offset());
     let letter = DeadLetter::new(m.key().unwrap_or_default(), m.payload(), headers);
     let truncated = letter.truncated();
@@ -193,19 +292,17 @@ pub async fn send_dead_letter(
                 value: Some(value.as_str()),
             })
         });
-    session
-        .send_to(
-            dead_letter_topic,
-            Some(m.partition()),
-            letter.key,
-            letter.value,
-            Some(headers),
-        )
-        .await?;
-    Ok(truncated)
+    staged.push(
+        dead_letter_topic,
+        m.partition(),
+        letter.key.to_vec(),
+        letter.value.map(<[u8]>::to_vec),
+        Some(headers),
+    );
+    truncated
 }
 
-/// What [`send_results`] wrote, one call per record, for the caller's counters.
+/// What [`stage_results`] staged, one call per record, for the caller's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent<'a> {
     /// A record (or tombstone) on this output topic.
@@ -219,19 +316,19 @@ pub enum Sent<'a> {
     },
 }
 
-/// Writes what one raw record `m` produced in the open transaction: its dead letter if it
-/// failed (`failure`: error kind and message), else each of `outputs` (drained), where an
-/// [`Output::DeadLetter`] sends the raw record to the dead-letter topic. `sent` is told of
-/// every record written. Every record goes to the partition `m` was read from: the output
-/// topics are co-partitioned with the raw topic (see `pipeline`'s module docs).
+/// Stages what one raw record `m` produced: its dead letter if it failed (`failure`: error
+/// kind and message), else each of `outputs` (drained), where an [`Output::DeadLetter`] stages
+/// the raw record for the dead-letter topic. `sent` is told of every record staged. Every
+/// record goes to the partition `m` was read from: the output topics are co-partitioned with
+/// the raw topic (see `pipeline`'s module docs).
 ///
 /// # Errors
-/// Kafka send errors, and encoding errors (a bug).
-pub async fn send_results(
-    session: &mut TxnSession,
+/// Encoding errors (a bug).
+pub fn stage_results(
+    staged: &mut Staged,
     (topics, ids): (&OutputTopics, SchemaIds),
     raw_topic: &str,
-    m: &OwnedMessage,
+    m: &impl Message,
     failure: Option<(&str, &str)>,
     outputs: &mut Vec<Output>,
     mut sent: impl FnMut(Sent<'_>),
@@ -239,8 +336,7 @@ pub async fn send_results(
     if let Some((kind, error)) = failure {
         outputs.clear();
         tracing::warn!(topic = %raw_topic, partition = m.partition(), offset = m.offset(), kind, %error, "raw event dead-lettered");
-        let truncated =
-            send_dead_letter(session, &topics.dead_letter, raw_topic, m, (kind, error)).await?;
+        let truncated = stage_dead_letter(staged, &topics.dead_letter, raw_topic, m, (kind, error));
         sent(Sent::DeadLetter { kind, truncated });
         return Ok(());
     }
@@ -248,22 +344,14 @@ pub async fn send_results(
         if let Output::DeadLetter { kind, error } = &o {
             tracing::warn!(topic = %raw_topic, partition = m.partition(), offset = m.offset(), kind, %error, "raw event dead-lettered");
             let truncated =
-                send_dead_letter(session, &topics.dead_letter, raw_topic, m, (kind, error)).await?;
+                stage_dead_letter(staged, &topics.dead_letter, raw_topic, m, (kind, error));
             sent(Sent::DeadLetter { kind, truncated });
             continue;
         }
         let Some(e) = encode(&o, topics, ids)? else {
             continue;
         };
-        session
-            .send_to(
-                e.topic,
-                Some(m.partition()),
-                e.key.as_bytes(),
-                e.value.as_deref(),
-                None,
-            )
-            .await?;
+        staged.push(e.topic, m.partition(), e.key.into_bytes(), e.value, None);
         sent(Sent::Output(e.topic));
     }
     Ok(())

@@ -9,12 +9,14 @@
 //! group metadata, fetched for every transaction: a zombie that lost its partitions is fenced
 //! by the group generation when it tries to commit, whatever its transactional id.
 //!
-//! Rebalances happen inside the consumer's poll (`recv`), which the loop only calls between
-//! transactions: no transaction is ever open when partitions are revoked or lost, so there is
-//! nothing to commit or abort then. Records of a revoked partition that were received for the
-//! next batch but not yet processed are dropped: the new owner reads them again from the
-//! committed offset. Newly assigned partitions are restored ([`restore_partitions`]) before any
-//! of their records is processed.
+//! Rebalances happen inside the consumer's poll (`recv`), which the loop calls while the
+//! previous batch's transaction may still be committing (see below). A revoked partition's
+//! processor is dropped, and so is what its records added to the batch being collected: the
+//! new owner reads them again from the committed offset. The transaction in flight still holds
+//! that partition's outputs and offsets: if it commits, it was still this instance's generation
+//! and the new owner's offset fetch (`require_stable`, `read_committed`) waits for it; if the
+//! generation moved on, the commit is refused and aborted, and the loop rewinds. Newly assigned
+//! partitions are restored ([`restore_partitions`]) before any of their records is processed.
 //!
 //! # One attempt ([`run_once`])
 //! 1. Output topics created and schemas registered ([`prepare`]; the first attempt of a process
@@ -22,38 +24,46 @@
 //!    opened, which fences an older instance with the same transactional id and aborts its
 //!    open transaction.
 //! 2. The raw topic subscribed; partitions restored as they are assigned.
-//! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`). Per
-//!    batch: begin; per event decode, process, send outputs or a dead letter; send one
-//!    checkpoint per partition; send the offsets; commit. Any failure aborts the transaction and
-//!    ends the attempt.
+//! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`). Each
+//!    record is decoded and processed as it is received, and what it produced is staged
+//!    ([`Staged`]): outputs or a dead letter, then one checkpoint per partition. The batch's
+//!    transaction (begin, send the staged records, send the offsets, commit) then runs on its
+//!    own task while the next batch is collected and processed: the CPU work of one batch
+//!    overlaps the delivery and commit round trips of the previous one. One transaction is in
+//!    flight at most, and the next begins only once it committed. A transaction that fails
+//!    aborts; the batch collected meanwhile, processed on top of it, is dropped, and the
+//!    partitions rewind to their committed offsets (a rebalance) or the attempt ends.
 //!
 //! The attempt's clients close on the blocking pool ([`OffRuntimeDrop`]), so that a failed
 //! attempt ends, and `/readyz` turns 503, without waiting for them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pipeline_io::kafka::{
-    KafkaCallError, OffRuntimeDrop, TxnSession, TxnSettings, ctx, is_partition_eof, off_runtime,
+    OffRuntimeDrop, TxnSession, TxnSettings, ctx, is_partition_eof, off_runtime,
 };
 use pipeline_io::registry::Registry;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
 };
-use rdkafka::message::OwnedMessage;
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use super::codec::{Decoded, Sent, decode_raw, send_results};
+use super::codec::{Sent, Staged, decode_raw_into, stage_results};
 use super::outputs::{Prepared, SchemaIds, prepare};
 use super::restore::{Checkpoint, committed_offsets, restore_partitions};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::processor::{Mode, Processor, Source};
+use crate::processor::{Mode, Output, Processor, Source};
+use schemas::raw::RawEvent;
 
 /// A change of the partitions this instance owns, as the loop acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +242,7 @@ pub async fn run_once(
     .await?;
     schemas.ids = Some(ids);
     let registry = schemas.registry.clone();
-    let mut session = TxnSession::open(
+    let session = TxnSession::open(
         &config.kafka.client,
         &txn_settings(config, &config.kafka.transactional_id),
     )
@@ -263,88 +273,94 @@ pub async fn run_once(
         metrics,
         processors: HashMap::new(),
         assigned_once: false,
+        outputs: Vec::new(),
+        event: RawEvent::default(),
     };
-    let max_wait = config.processing.batch_max_wait;
-    let max_records = config.processing.batch_max_records;
-    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max_records);
     // Owned partitions whose end was reached (only tracked with `stop_at_end`).
     let mut at_end: HashSet<i32> = HashSet::new();
-    // How long one wait for a record lasts before the loop looks at its state again (an
-    // instance that owns no partition receives nothing).
-    let idle = Duration::from_millis(500);
+    let mut batch = Batch::default();
+    let mut session = Some(session);
+    // The previous batch's transaction, committing on its own task while the next batch is
+    // collected and processed; it hands the session back.
+    let mut committing: Option<JoinHandle<(TxnSession, Result<Batch, PipelineError>)>> = None;
     loop {
-        batch.clear();
-        if config.processing.stop_at_end
-            && batcher.assigned_once
-            && batcher.processors.keys().all(|p| at_end.contains(p))
-        {
-            tracing::info!("raw topic end reached and committed");
+        let collected = batcher
+            .collect(&consumer, &mut batch, &mut at_end, shutdown)
+            .await;
+        if let Some(task) = committing.take() {
+            let (s, outcome) = task
+                .await
+                .map_err(|e| PipelineError::Transaction(e.to_string()))?;
+            session = Some(s);
+            match outcome {
+                Ok(done) => batcher.committed(&done),
+                // The group moved on while the transaction was open: the consumer is still a
+                // member and the producer still usable, so rewind rather than restart (a
+                // restart would leave the group and rebalance it once more). The batch
+                // collected meanwhile was processed on top of the aborted one: dropped.
+                Err(PipelineError::Kafka(e)) if e.is_abortable() => {
+                    metrics.transactions_aborted.inc();
+                    tracing::warn!(error = %e, "transaction aborted; rewinding the owned partitions to their committed offsets");
+                    batch = Batch::default();
+                    at_end.clear();
+                    batcher.rewind(&consumer).await?;
+                    continue;
+                }
+                Err(e) => {
+                    metrics.transactions_aborted.inc();
+                    return Err(e);
+                }
+            }
+        }
+        collected?;
+        if shutdown.is_cancelled() {
             break;
         }
-        // Wait for the first message or shutdown, then fill the batch for at most max_wait.
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            m = tokio::time::timeout(idle, consumer.recv()) => {
-                if let Ok(m) = m {
-                    take(m, &mut batch, &mut at_end)?;
-                }
-                batcher.apply(&consumer, &mut batch, &mut at_end).await?;
+        if batch.consumed() == 0 {
+            if batcher.at_end(&at_end) {
+                tracing::info!("raw topic end reached and committed");
+                break;
             }
-        }
-        let deadline = tokio::time::Instant::now() + max_wait;
-        while batch.len() < max_records {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(m) => take(m, &mut batch, &mut at_end)?,
-                Err(_) => break,
-            }
-            batcher.apply(&consumer, &mut batch, &mut at_end).await?;
-        }
-        if batch.is_empty() {
             continue;
         }
+        batcher.checkpoint(&mut batch);
         let group = consumer.group_metadata().ok_or_else(|| {
             ctx("consumer group metadata")(rdkafka::error::KafkaError::NoMessageReceived)
         })?;
-        match batcher
-            .transaction(&mut session, &batch, Arc::new(group))
+        let Some(mut s) = session.take() else {
+            return Err(PipelineError::Transaction(
+                "no transactional session (a bug)".into(),
+            ));
+        };
+        let ready = std::mem::take(&mut batch);
+        let raw_topic = raw_topic.to_owned();
+        committing = Some(tokio::spawn(async move {
+            let outcome = transaction(&mut s, ready, &raw_topic, Arc::new(group)).await;
+            (s, outcome)
+        }));
+        // A task spawned from a worker waits in that worker's own slot, which no other worker
+        // takes: let it start (send its records) before this one processes the next batch.
+        tokio::task::yield_now().await;
+    }
+    // Shutdown: the batch in flight commits; the one collected is left to be read again.
+    if let Some(task) = committing.take() {
+        let (_, outcome) = task
             .await
-        {
-            Ok(()) => {}
-            // The group moved on while the transaction was open: the consumer is still a
-            // member and the producer still usable, so rewind rather than restart (a restart
-            // would leave the group and rebalance it once more).
-            Err(PipelineError::Kafka(e)) if e.is_abortable() => {
-                tracing::warn!(error = %e, "transaction aborted; rewinding the owned partitions to their committed offsets");
-                at_end.clear();
-                batcher.rewind(&consumer).await?;
+            .map_err(|e| PipelineError::Transaction(e.to_string()))?;
+        match outcome {
+            Ok(done) => batcher.committed(&done),
+            Err(e) => {
+                metrics.transactions_aborted.inc();
+                return Err(e);
             }
-            Err(e) => return Err(e),
         }
     }
     tracing::info!("transformer stopped");
     Ok(())
 }
 
-/// Adds a received message to the batch, or notes a partition's end.
-fn take(
-    m: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
-    batch: &mut Vec<OwnedMessage>,
-    at_end: &mut HashSet<i32>,
-) -> Result<(), KafkaCallError> {
-    match m {
-        Ok(m) => {
-            at_end.remove(&m.partition());
-            batch.push(m.detach());
-            Ok(())
-        }
-        Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-            at_end.insert(p);
-            Ok(())
-        }
-        Err(e) => Err(ctx("reading the raw topic")(e)),
-    }
-}
+/// Records processed between two yields of the collecting task.
+const YIELD_EVERY: u64 = 128;
 
 /// Which labelled counter a pending count goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -355,7 +371,84 @@ enum Family {
     Outcome,
 }
 
-/// What one transaction of the loop needs, and the state of the owned partitions.
+/// One batch: what its raw records produced, staged for its transaction, with the offsets to
+/// commit and the counts to add once committed, per raw partition (a revoked partition's share
+/// is dropped).
+#[derive(Debug, Default)]
+struct Batch {
+    staged: Staged,
+    /// Per raw partition: the offset after its last record, and how many records it gave.
+    next: BTreeMap<i32, (i64, u64)>,
+    /// (partition, family, label, count); a handful of labels, so a list.
+    counts: Vec<(i32, Family, String, u64)>,
+}
+
+impl Batch {
+    /// Raw records in the batch.
+    fn consumed(&self) -> u64 {
+        self.next.values().map(|(_, n)| n).sum()
+    }
+
+    /// Adds one to `counts`' entry for (`partition`, `family`, `label`).
+    fn count(
+        counts: &mut Vec<(i32, Family, String, u64)>,
+        partition: i32,
+        family: Family,
+        label: &str,
+    ) {
+        match counts
+            .iter_mut()
+            .find(|(p, f, l, _)| *p == partition && *f == family && l == label)
+        {
+            Some((.., n)) => *n += 1,
+            None => counts.push((partition, family, label.to_owned(), 1)),
+        }
+    }
+
+    /// Forgets what the records of `partitions` produced: their new owner reads them again.
+    /// Returns how many records that was.
+    fn drop_partitions(&mut self, partitions: &[i32]) -> u64 {
+        let dropped = partitions
+            .iter()
+            .filter_map(|p| self.next.remove(p))
+            .map(|(_, n)| n)
+            .sum();
+        self.staged.drop_partitions(|p| partitions.contains(&p));
+        self.counts.retain(|(p, ..)| !partitions.contains(p));
+        dropped
+    }
+}
+
+/// One batch in one transaction: begin, the staged records, the consumed offsets, commit.
+/// Aborted on any failure. Returns the batch (its counts) once committed.
+async fn transaction(
+    session: &mut TxnSession,
+    mut batch: Batch,
+    raw_topic: &str,
+    group: Arc<ConsumerGroupMetadata>,
+) -> Result<Batch, PipelineError> {
+    session.begin()?;
+    let sent = async {
+        batch.staged.send(session).await?;
+        let mut offsets = TopicPartitionList::new();
+        for (&p, &(next, _)) in &batch.next {
+            offsets
+                .add_partition_offset(raw_topic, p, Offset::Offset(next))
+                .map_err(ctx("building offsets"))?;
+        }
+        session.send_offsets(offsets, group).await
+    }
+    .await;
+    if let Err(e) = sent {
+        session.abort().await;
+        return Err(e.into());
+    }
+    // On failure the commit aborts.
+    session.commit().await?;
+    Ok(batch)
+}
+
+/// What the loop needs to process batches, and the state of the owned partitions.
 struct Batcher<'a> {
     config: &'a Config,
     registry: Registry,
@@ -365,17 +458,103 @@ struct Batcher<'a> {
     processors: HashMap<i32, Processor>,
     /// Whether the group has assigned this instance anything yet (even nothing).
     assigned_once: bool,
+    /// One record's outputs (reused).
+    outputs: Vec<Output>,
+    /// The raw event being processed (reused: decoding allocates nothing once warm).
+    event: RawEvent,
 }
 
 impl Batcher<'_> {
+    /// With `stop_at_end`: whether every owned partition was read to its end.
+    fn at_end(&self, at_end: &HashSet<i32>) -> bool {
+        self.config.processing.stop_at_end
+            && self.assigned_once
+            && self.processors.keys().all(|p| at_end.contains(p))
+    }
+
+    /// Fills `batch`: waits up to 500 ms for a first record (or the shutdown), then takes
+    /// records for at most `batch_max_wait` or until `batch_max_records`. Each record is
+    /// decoded, processed and its outputs staged as it arrives, so this overlaps the previous
+    /// batch's commit. Returns at once when [`Batcher::at_end`].
+    async fn collect(
+        &mut self,
+        consumer: &Arc<StreamConsumer<RawContext>>,
+        batch: &mut Batch,
+        at_end: &mut HashSet<i32>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
+        if self.at_end(at_end) {
+            return Ok(());
+        }
+        // How long one wait for a record lasts before the loop looks at its state again (an
+        // instance that owns no partition receives nothing).
+        let idle = Duration::from_millis(500);
+        let first = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            m = tokio::time::timeout(idle, consumer.recv()) => m,
+        };
+        match first {
+            Ok(m) => self.take(consumer, m, batch, at_end).await?,
+            Err(_) => {
+                self.apply(consumer, batch, at_end).await?;
+                return Ok(());
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.config.processing.batch_max_wait;
+        let max_records = self.config.processing.batch_max_records as u64;
+        while batch.consumed() < max_records && !self.at_end(at_end) {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(m) => self.take(consumer, m, batch, at_end).await?,
+                Err(_) => break,
+            }
+            // `recv` is ready at once while records are queued, so this loop would not yield
+            // for a whole batch: let the transaction in flight (woken on this worker) go on.
+            if batch.consumed().is_multiple_of(YIELD_EVERY) {
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on what `recv` gave: rebalances first, then the record (processed into `batch`) or
+    /// a partition's end.
+    async fn take(
+        &mut self,
+        consumer: &Arc<StreamConsumer<RawContext>>,
+        m: Result<BorrowedMessage<'_>, KafkaError>,
+        batch: &mut Batch,
+        at_end: &mut HashSet<i32>,
+    ) -> Result<(), PipelineError> {
+        let revoked = self.apply(consumer, batch, at_end).await?;
+        match m {
+            Ok(m) => {
+                let p = m.partition();
+                if revoked.contains(&p) && !self.processors.contains_key(&p) {
+                    // Received before the revocation: its new owner reads it again.
+                    return Ok(());
+                }
+                at_end.remove(&p);
+                self.stage(&m, batch).await
+            }
+            Err(KafkaError::PartitionEOF(p)) => {
+                at_end.insert(p);
+                Ok(())
+            }
+            Err(e) => Err(ctx("reading the raw topic")(e).into()),
+        }
+    }
+
     /// Acts on the rebalances of the last `recv`: a revoked partition's processor is dropped,
-    /// with its records in `batch`; newly assigned partitions are restored.
+    /// with what its records added to `batch`; newly assigned partitions are restored. Returns
+    /// the partitions revoked.
     async fn apply(
         &mut self,
         consumer: &Arc<StreamConsumer<RawContext>>,
-        batch: &mut Vec<OwnedMessage>,
+        batch: &mut Batch,
         at_end: &mut HashSet<i32>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Vec<i32>, PipelineError> {
+        let mut revoked = Vec::new();
         for change in consumer.context().take_changes() {
             match change {
                 Change::Revoked(ps) => {
@@ -386,15 +565,15 @@ impl Batcher<'_> {
                             .consumer_lag
                             .remove(&Metrics::label("partition", &p.to_string()));
                     }
-                    let before = batch.len();
-                    batch.retain(|m| !ps.contains(&m.partition()));
-                    if batch.len() < before {
+                    let dropped = batch.drop_partitions(&ps);
+                    if dropped > 0 {
                         tracing::info!(
                             partitions = ?ps,
-                            dropped = before - batch.len(),
+                            dropped,
                             "records of revoked partitions left to their new owner"
                         );
                     }
+                    revoked.extend(ps);
                 }
                 Change::Assigned(ps) => {
                     self.assigned_once = true;
@@ -406,7 +585,7 @@ impl Batcher<'_> {
                 .assigned_partitions
                 .set(i64::try_from(self.processors.len()).unwrap_or(i64::MAX));
         }
-        Ok(())
+        Ok(revoked)
     }
 
     /// Restores the processors of `partitions` as of their committed offsets, which it returns.
@@ -426,8 +605,8 @@ impl Batcher<'_> {
     }
 
     /// After an aborted transaction: every owned partition restored anew and read again from
-    /// its committed offset, as a newly assigned one would be (the aborted batch changed the
-    /// processors' state).
+    /// its committed offset, as a newly assigned one would be (the aborted batch, and the one
+    /// processed after it, changed the processors' state).
     async fn rewind(
         &mut self,
         consumer: &Arc<StreamConsumer<RawContext>>,
@@ -461,109 +640,72 @@ impl Batcher<'_> {
         Ok(())
     }
 
-    /// One batch in one transaction; aborted on any failure.
-    async fn transaction(
+    /// Decodes and processes one raw record and stages what it produced (or its dead letter)
+    /// in `batch`.
+    async fn stage(
         &mut self,
-        session: &mut TxnSession,
-        batch: &[OwnedMessage],
-        group: Arc<ConsumerGroupMetadata>,
+        m: &BorrowedMessage<'_>,
+        batch: &mut Batch,
     ) -> Result<(), PipelineError> {
-        session.begin()?;
-        let counts = match self.fill(session, batch, group).await {
-            Ok(counts) => counts,
-            Err(e) => {
-                self.metrics.transactions_aborted.inc();
-                session.abort().await;
-                return Err(e);
-            }
-        };
-        if let Err(e) = session.commit().await {
-            self.metrics.transactions_aborted.inc();
-            return Err(e.into());
-        }
-        // Counted only once committed, so that aborted work is not counted twice.
-        self.metrics.transactions_committed.inc();
-        self.metrics.consumed.inc_by(batch.len() as u64);
-        for ((family, label), n) in counts {
-            let (metric, name) = match family {
-                Family::Produced => (&self.metrics.produced, "topic"),
-                Family::DeadLettered => (&self.metrics.dead_lettered, "kind"),
-                Family::Truncated => (&self.metrics.dead_letters_truncated, "kind"),
-                Family::Outcome => (&self.metrics.notes, "outcome"),
-            };
-            metric
-                .get_or_create(&Metrics::label(name, &label))
-                .inc_by(n);
-        }
-        Ok(())
-    }
-
-    async fn fill(
-        &mut self,
-        session: &mut TxnSession,
-        batch: &[OwnedMessage],
-        group: Arc<ConsumerGroupMetadata>,
-    ) -> Result<HashMap<(Family, String), u64>, PipelineError> {
         let raw_topic = self.config.kafka.raw_topic.as_str();
         let topics = &self.config.kafka.topics;
-        let mut counts: HashMap<(Family, String), u64> = HashMap::new();
-        let mut count = |family: Family, label: &str| {
-            *counts.entry((family, label.to_owned())).or_default() += 1;
-        };
-        let mut next: HashMap<i32, i64> = HashMap::new();
-        let mut outputs = Vec::new();
-        for m in batch {
-            let (p, o) = (m.partition(), m.offset());
-            next.insert(p, o + 1);
-            let failure = match decode_raw(&self.registry, m.key(), m.payload()).await? {
-                Decoded::Poison { kind, error } => Some((kind, error)),
-                Decoded::Event(ev) => {
+        let (p, o) = (m.partition(), m.offset());
+        let failure =
+            match decode_raw_into(&self.registry, m.key(), m.payload(), &mut self.event).await? {
+                Some(poison) => Some(poison),
+                None => {
+                    let ev = &self.event;
                     let source = Source {
                         topic: raw_topic,
                         partition: p,
                         offset: o,
                     };
-                    let processor =
-                        self.processors
-                            .get_mut(&p)
-                            .ok_or_else(|| PipelineError::NotOwned {
-                                partition: p,
-                                offset: o,
-                            })?;
-                    match processor.process(&ev, source, Mode::Live, &mut outputs) {
+                    let processor = self.processors.get_mut(&p).ok_or(PipelineError::NotOwned {
+                        partition: p,
+                        offset: o,
+                    })?;
+                    match processor.process(ev, source, Mode::Live, &mut self.outputs) {
                         Ok(note) => {
-                            count(Family::Outcome, note.label());
+                            Batch::count(&mut batch.counts, p, Family::Outcome, note.label());
                             None
                         }
                         Err(e) => Some(("normalize", e.to_string())),
                     }
                 }
             };
-            let failure = failure.as_ref().map(|(k, e)| (*k, e.as_str()));
-            send_results(
-                session,
-                (topics, self.ids),
-                raw_topic,
-                m,
-                failure,
-                &mut outputs,
-                |sent| match sent {
-                    Sent::Output(topic) => count(Family::Produced, topic),
-                    Sent::DeadLetter { kind, truncated } => {
-                        count(Family::Produced, &topics.dead_letter);
-                        count(Family::DeadLettered, kind);
-                        if truncated {
-                            count(Family::Truncated, kind);
-                        }
+        let entry = batch.next.entry(p).or_insert((o + 1, 0));
+        *entry = (o + 1, entry.1 + 1);
+        let failure = failure.as_ref().map(|(k, e)| (*k, e.as_str()));
+        let dead_letter_topic = topics.dead_letter.as_str();
+        let counts = &mut batch.counts;
+        stage_results(
+            &mut batch.staged,
+            (topics, self.ids),
+            raw_topic,
+            m,
+            failure,
+            &mut self.outputs,
+            |sent| match sent {
+                Sent::Output(topic) => Batch::count(counts, p, Family::Produced, topic),
+                Sent::DeadLetter { kind, truncated } => {
+                    Batch::count(counts, p, Family::Produced, dead_letter_topic);
+                    Batch::count(counts, p, Family::DeadLettered, kind);
+                    if truncated {
+                        Batch::count(counts, p, Family::Truncated, kind);
                     }
-                },
-            )
-            .await?;
-        }
-        let mut offsets = TopicPartitionList::new();
-        for (&p, &n) in &next {
+                }
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Stages one [`Checkpoint`] per partition of the batch: its next offset and the state of
+    /// its sync in progress, as of the batch's last record.
+    fn checkpoint(&self, batch: &mut Batch) {
+        let raw_topic = self.config.kafka.raw_topic.as_str();
+        for (&p, &(next, _)) in &batch.next {
             let checkpoint = Checkpoint {
-                committed_offset: n,
+                committed_offset: next,
                 in_progress: self
                     .processors
                     .get(&p)
@@ -572,14 +714,31 @@ impl Batcher<'_> {
             };
             let value = serde_json::to_vec(&checkpoint).unwrap_or_default();
             let key = Checkpoint::key(raw_topic, p);
-            session
-                .send_to(&topics.state, Some(p), key.as_bytes(), Some(&value), None)
-                .await?;
-            offsets
-                .add_partition_offset(raw_topic, p, Offset::Offset(n))
-                .map_err(ctx("building offsets"))?;
+            batch.staged.push(
+                &self.config.kafka.topics.state,
+                p,
+                key.into_bytes(),
+                Some(value),
+                None,
+            );
         }
-        session.send_offsets(offsets, group).await?;
-        Ok(counts)
+    }
+
+    /// Counts a committed batch (only once committed, so that aborted work is not counted
+    /// twice).
+    fn committed(&self, batch: &Batch) {
+        self.metrics.transactions_committed.inc();
+        self.metrics.consumed.inc_by(batch.consumed());
+        for (_, family, label, n) in &batch.counts {
+            let (metric, name) = match family {
+                Family::Produced => (&self.metrics.produced, "topic"),
+                Family::DeadLettered => (&self.metrics.dead_lettered, "kind"),
+                Family::Truncated => (&self.metrics.dead_letters_truncated, "kind"),
+                Family::Outcome => (&self.metrics.notes, "outcome"),
+            };
+            metric
+                .get_or_create(&Metrics::label(name, label))
+                .inc_by(*n);
+        }
     }
 }

@@ -69,6 +69,9 @@ pub enum PipelineError {
     /// An output or state topic is not partitioned like the raw topic (fatal).
     #[error("{0}")]
     Layout(String),
+    /// The task committing a batch's transaction failed (a bug: it panicked).
+    #[error("transaction task: {0}")]
+    Transaction(String),
     /// A raw record of a partition this instance does not own reached processing (a bug;
     /// the attempt restarts and the partition's new owner reads it).
     #[error(
@@ -108,7 +111,7 @@ impl PipelineError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Encode(_) | Self::OutputSchemaLost { .. } | Self::Layout(_) => false,
-            Self::NotOwned { .. } => true,
+            Self::NotOwned { .. } | Self::Transaction(_) => true,
             Self::Registry(e) => !matches!(e, RegistryError::Refused { .. }),
             Self::Kafka(_) => true,
         }

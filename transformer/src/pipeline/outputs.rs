@@ -249,7 +249,7 @@ pub struct Encoded<'a> {
 }
 
 /// Encodes an [`Output`] for `topics` with `ids`; `None` for [`Output::DeadLetter`], which is
-/// the raw record itself (see `codec::send_results`).
+/// the raw record itself (see `codec::stage_results`).
 ///
 /// # Errors
 /// [`SchemaError`] if the record does not match its schema (a bug).
