@@ -12,7 +12,7 @@
 #
 # With BENCH_INDEPENDENT=1 an independent implementation of the same user normalization, written
 # in Python from the schemas' docs and transformer/README.md (transformer/scripts/independent.py),
-# then does the same exactly-once work on the same raw topic (2,000-event transactions into an
+# then does the same exactly-once work on the same raw topic (5,000-event transactions into an
 # output topic of its own); its events/s, CPU us per event and peak RSS are reported beside the
 # transformer's. With BENCH_TRANSFORMER=1 too, its records are then compared field by field with
 # the transformer's users topic (`independent.py --compare`); the script exits non-zero when they

@@ -18,7 +18,7 @@
 #    when the subject does not exist; registered again as OUTPUT_TOPIC-value) in the Confluent
 #    wire format, and writes it keyed '<tenant>/<user id>' to OUTPUT_TOPIC (created compacted, one
 #    partition per raw partition, each record on its raw record's partition) in Kafka
-#    transactions of 2,000 raw events, each committing the consumed offsets with
+#    transactions of 5,000 raw events, each committing the consumed offsets with
 #    send_offsets_to_transaction. Other kinds are decoded and counted; no application, app usage
 #    or dead-letter records are written (dead letters are counted: records not in the wire
 #    format, unknown schema ids, bad Avro or trailing bytes, a key of another tenant, a user whose
@@ -77,7 +77,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOCAL_USER_SCHEMA = os.path.join(ROOT, "schemas", "avro", "user_usage.avsc")
 MAX_MESSAGE_BYTES = 1024 * 1024
-TRANSACTION_EVENTS = 2000
+TRANSACTION_EVENTS = 5000  # the transformer's default batch_max_records
 IDLE_TIMEOUT_S = 120.0
 
 # The fields compared with the transformer's records (everything but provenance and groups).

@@ -126,7 +126,7 @@ pub struct ProcessingFile {
 impl Default for ProcessingFile {
     fn default() -> Self {
         Self {
-            batch_max_records: 2_000,
+            batch_max_records: 5_000,
             batch_max_wait_ms: 100,
             activity_dedup_capacity: 100_000,
             restart_backoff_max_ms: 30_000,
@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(c.kafka.topics.users, "usage.users.v1");
         assert_eq!(c.kafka.topics.app_usage, "usage.app_usage.v1");
         assert_eq!(c.kafka.raw_topic, "pingone.raw.v1");
-        assert_eq!(c.processing.batch_max_records, 2_000);
+        assert_eq!(c.processing.batch_max_records, 5_000);
         assert_eq!(
             c.operations.listen_addr,
             Some(DEFAULT_LISTEN_ADDR.parse().unwrap())
