@@ -8,8 +8,8 @@
 //! - [`sink`]: the loop: a consumer group over the three topics, rows buffered per table,
 //!   flushed by size and by time, each partition resumed from its table's `txn` version.
 //! - [`table`]: one Delta table, its commits and their exactly-once check.
-//! - [`columns`]: the tables' columns from the topics' Avro schemas, and Arrow arrays from
-//!   decoded records.
+//! - [`columns`]: the tables' columns from the topics' Avro schemas.
+//! - [`decode`]: Avro values decoded straight into a table's Arrow columns.
 //! - [`maintain`]: small-file compaction and vacuum, safe while sinks run.
 //! - [`storage`]: `s3://`, `gs://` and `az://` locations through `object_store`.
 //! - [`metrics`]: `/metrics` and `/readyz`.
@@ -17,6 +17,7 @@
 pub mod assign;
 pub mod columns;
 pub mod config;
+pub mod decode;
 pub mod maintain;
 pub mod metrics;
 pub mod sink;

@@ -23,8 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
-use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::types::Value;
 use pipeline_io::kafka::{KafkaCallError, OffRuntimeDrop, ctx, off_runtime};
 use pipeline_io::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
@@ -34,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assign::{Resumer, SinkContext, Source};
 use crate::config::Config;
+use crate::decode::{self, Body, Plan, Position};
 use crate::metrics::{self, Metrics};
-use crate::table::{Body, Committed, LakeTable, Row, TableError};
+use crate::table::{CHUNK_ROWS, Committed, LakeTable, TableError};
 
 /// The tables, in this order, and the topic each is fed from.
 pub const TABLES: [&str; 3] = ["users", "applications", "app_usage"];
@@ -64,6 +63,17 @@ pub enum SinkError {
 }
 
 type SinkConsumer = StreamConsumer<SinkContext>;
+
+/// How a record's value becomes a row.
+#[derive(Debug)]
+enum Prepared {
+    /// A tombstone.
+    Deleted,
+    /// Written with `decode_error`, for this reason.
+    Undecodable(String),
+    /// Decoded with the plan of its writer schema.
+    Datum { schema_id: u32, plan: Arc<Plan> },
+}
 
 /// How far one partition is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,15 +106,10 @@ impl Part {
 /// How often librdkafka reports statistics with `stop_at_end` (how the end is found).
 const STATS_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Rows decoded but not yet streamed into the table's window: at most this many, so that a
-/// window holds encoded Parquet rather than decoded records.
-const CHUNK_ROWS: usize = 4096;
-
-/// What a table's current window holds.
+/// What a table's current window holds (its rows are in the table: decoded ones not yet
+/// streamed, at most [`CHUNK_ROWS`], and encoded Parquet).
 #[derive(Debug, Default)]
 struct Buffer {
-    /// Rows not yet streamed into the window.
-    rows: Vec<Row>,
     /// Rows in the window, streamed or not.
     count: usize,
     bytes: usize,
@@ -136,8 +141,6 @@ struct Sink {
     parts: HashMap<(usize, i32), Part>,
     /// Writer schema ids whose fields every table column covers, per table.
     covered: Vec<HashSet<u32>>,
-    /// A datum reader per writer schema id.
-    readers: HashMap<u32, GenericDatumReader<'static>>,
     /// Writer schema ids refused by a table, and why.
     refused: Vec<HashMap<u32, String>>,
     summary: Summary,
@@ -292,7 +295,6 @@ async fn run_with(
         buffers: (0..n).map(|_| Buffer::default()).collect(),
         parts: HashMap::new(),
         covered: vec![HashSet::new(); n],
-        readers: HashMap::new(),
         refused: vec![HashMap::new(); n],
         summary: Summary::default(),
         shutdown: shutdown.clone(),
@@ -411,7 +413,7 @@ impl Sink {
     /// callback assigned them, each at its table's resume point ([`crate::assign`]).
     async fn reassigned(&mut self) -> Result<(), SinkError> {
         self.forget_ends();
-        self.drop_windows();
+        self.drop_windows().await;
         self.parts.clear();
         let consumer = Arc::clone(&self.consumer);
         let assignment =
@@ -460,7 +462,7 @@ impl Sink {
     /// point: after a commit found a partition written by another instance.
     async fn reposition(&mut self) -> Result<(), SinkError> {
         self.forget_ends();
-        self.drop_windows();
+        self.drop_windows().await;
         let keys: Vec<(usize, i32)> = self.parts.keys().copied().collect();
         for (i, p) in keys {
             let held = if self.consume_only {
@@ -482,12 +484,12 @@ impl Sink {
     }
 
     /// Drops what every table's window holds: it is read again from the tables' versions.
-    fn drop_windows(&mut self) {
+    async fn drop_windows(&mut self) {
         for b in &mut self.buffers {
             *b = Buffer::default();
         }
         for t in &mut self.tables {
-            t.discard();
+            t.discard().await;
         }
     }
 
@@ -585,13 +587,9 @@ impl Sink {
                 (m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len)) as u64;
             return Ok(());
         }
-        let key = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .map(str::to_owned);
         let size = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
-        let body = self.decode(i, m.payload()).await?;
-        // Decoding may have committed (a new writer schema), and that commit may have found
+        let value = self.prepare(i, m.payload()).await?;
+        // Preparing may have committed (a new writer schema), and that commit may have found
         // the partition taken: then it is repositioned and this record is read again.
         if self
             .parts
@@ -600,15 +598,28 @@ impl Sink {
         {
             return Ok(());
         }
-        let row = Row {
-            key,
+        let at = Position {
+            key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
             partition: p,
             offset,
             timestamp_ms: m.timestamp().to_millis(),
-            body,
         };
+        let body = match &value {
+            Prepared::Deleted => Body::Deleted,
+            Prepared::Undecodable(why) => Body::Undecodable(why),
+            Prepared::Datum { schema_id, plan } => Body::Datum {
+                schema_id: *schema_id,
+                plan,
+                datum: m
+                    .payload()
+                    .and_then(|v| v.get(schemas::wire::HEADER_LEN..))
+                    .unwrap_or_default(),
+            },
+        };
+        if let Some(why) = self.tables[i].push(&at, body) {
+            self.undecodable(i, &why);
+        }
         let buffer = &mut self.buffers[i];
-        buffer.rows.push(row);
         buffer.count += 1;
         buffer.bytes += size;
         buffer.since.get_or_insert_with(Instant::now);
@@ -617,7 +628,7 @@ impl Sink {
             || buffer.bytes >= self.config.lake.flush_max_bytes
         {
             self.flush(i).await?;
-        } else if buffer.rows.len() >= CHUNK_ROWS {
+        } else if self.tables[i].pending() >= CHUNK_ROWS {
             self.stream(i).await?;
         }
         Ok(())
@@ -626,8 +637,7 @@ impl Sink {
     /// Streams table `i`'s decoded rows into its window. A write error drops every window and
     /// rereads from the tables.
     async fn stream(&mut self, i: usize) -> Result<(), SinkError> {
-        let rows = std::mem::take(&mut self.buffers[i].rows);
-        if let Err(e) = self.tables[i].append(&rows).await {
+        if let Err(e) = self.tables[i].stream().await {
             self.storage_failed(&e).await?;
         }
         Ok(())
@@ -639,7 +649,7 @@ impl Sink {
         tracing::error!(error = %pipeline_io::error_text(e), "writing data files failed: rereading from the tables");
         self.metrics.failing("storage", e.to_string());
         // Never commit a window a write failed in: its files may lack rows its offsets cover.
-        self.drop_windows();
+        self.drop_windows().await;
         let mut backoff = Backoff::default();
         if !backoff.wait(&self.shutdown).await {
             return Ok(());
@@ -647,27 +657,37 @@ impl Sink {
         self.reposition().await
     }
 
-    /// A record's value as a row body; waits out a registry outage.
-    async fn decode(&mut self, i: usize, value: Option<&[u8]>) -> Result<Body, SinkError> {
+    /// How a record's value becomes a row; waits out a registry outage. A writer schema seen
+    /// for the first time is adopted ([`Sink::adopt`]) or refused.
+    async fn prepare(&mut self, i: usize, value: Option<&[u8]>) -> Result<Prepared, SinkError> {
         let Some(value) = value else {
-            return Ok(Body::Deleted);
+            return Ok(Prepared::Deleted);
         };
-        let (id, mut datum) = match schemas::wire::decode(value) {
+        let (id, datum) = match schemas::wire::decode(value) {
             Ok(framed) => framed,
             Err(e) => {
-                return Ok(self.undecodable(i, format!("not in the registry's wire format: {e}")));
+                return Ok(Prepared::Undecodable(format!(
+                    "not in the registry's wire format: {e}"
+                )));
             }
         };
         if let Some(why) = self.refused[i].get(&id) {
-            let why = why.clone();
-            return Ok(self.undecodable(i, why));
+            return Ok(Prepared::Undecodable(why.clone()));
+        }
+        if self.covered[i].contains(&id)
+            && let Some(plan) = self.tables[i].plan(id)
+        {
+            return Ok(Prepared::Datum {
+                schema_id: id,
+                plan,
+            });
         }
         let mut backoff = Backoff::default();
         let schema = loop {
             match self.registry.schema_by_id(id).await {
                 Ok(s) => break s,
                 Err(e) if e.is_poison() => {
-                    return Ok(self.undecodable(i, format!("schema id {id}: {e}")));
+                    return Ok(Prepared::Undecodable(format!("schema id {id}: {e}")));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "schema registry unavailable: waiting");
@@ -678,47 +698,40 @@ impl Sink {
                 }
             }
         };
-        let decoded = match self.readers.get(&id) {
-            Some(reader) => reader.read_value(&mut datum),
-            None => {
-                // A reader resolves the schema's names once; kept per schema id (a handful per
-                // process), each with its schema for the life of the process.
-                let schema: &'static Schema = Box::leak(Box::new(Schema::clone(&schema)));
-                match GenericDatumReader::builder(schema).build() {
-                    Ok(reader) => {
-                        let value = reader.read_value(&mut datum);
-                        self.readers.insert(id, reader);
-                        value
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        let fields = match decoded {
-            Ok(Value::Record(fields)) => fields,
-            Ok(_) => return Ok(self.undecodable(i, format!("schema id {id}: not a record"))),
-            Err(e) => return Ok(self.undecodable(i, format!("schema id {id}: {e}"))),
-        };
-        if !self.covered[i].contains(&id) {
-            if let Err(why) = self.adopt(i, id, &schema, &fields).await? {
-                self.refused[i].insert(id, why.clone());
-                return Ok(self.undecodable(i, why));
-            }
-            self.covered[i].insert(id);
+        // A value that is not Avro of its schema changes nothing about the table.
+        if let Err(e) = decode::validate(&schema, datum) {
+            return Ok(Prepared::Undecodable(format!("schema id {id}: {e}")));
         }
-        Ok(Body::Fields {
-            schema_id: id,
-            fields,
+        if !self.covered[i].contains(&id) {
+            return match self.adopt(i, id, schema, datum).await? {
+                Ok(plan) => {
+                    self.covered[i].insert(id);
+                    Ok(Prepared::Datum {
+                        schema_id: id,
+                        plan,
+                    })
+                }
+                Err(why) => {
+                    self.refused[i].insert(id, why.clone());
+                    Ok(Prepared::Undecodable(why))
+                }
+            };
+        }
+        Ok(match self.tables[i].plan(id) {
+            Some(plan) => Prepared::Datum {
+                schema_id: id,
+                plan,
+            },
+            None => Prepared::Undecodable(format!("schema id {id}: no plan for its records")),
         })
     }
 
-    fn undecodable(&self, i: usize, why: String) -> Body {
+    fn undecodable(&self, i: usize, why: &str) {
         tracing::warn!(table = TABLES[i], reason = %why, "value not decodable: written with decode_error");
         self.metrics
             .undecodable
             .get_or_create(&metrics::table(TABLES[i]))
             .inc();
-        Body::Undecodable(why)
     }
 
     /// A writer schema seen for the first time: the table gains its new fields as columns
@@ -728,12 +741,12 @@ impl Sink {
         &mut self,
         i: usize,
         id: u32,
-        schema: &Schema,
-        sample: &[(String, Value)],
-    ) -> Result<Result<(), String>, SinkError> {
-        if !self.tables[i].covers(schema) {
+        schema: Arc<Schema>,
+        sample: &[u8],
+    ) -> Result<Result<Arc<Plan>, String>, SinkError> {
+        if !self.tables[i].covers(&schema) {
             self.flush(i).await?;
-            match self.tables[i].evolve(schema).await {
+            match self.tables[i].evolve(&schema).await {
                 Ok(_) => {}
                 Err(e) if matches!(*e.source, deltalake::DeltaTableError::Generic(_)) => {
                     return Ok(Err(format!(
@@ -744,19 +757,9 @@ impl Sink {
                 Err(e) => return Err(e.into()),
             }
         }
-        let row = Row {
-            key: None,
-            partition: 0,
-            offset: 0,
-            timestamp_ms: None,
-            body: Body::Fields {
-                schema_id: id,
-                fields: sample.to_vec(),
-            },
-        };
         Ok(self.tables[i]
-            .check(&row)
-            .map_err(|e| format!("schema id {id}: {}", pipeline_io::error_text(&e))))
+            .adopt(id, schema, sample)
+            .map_err(|e| format!("schema id {id}: {e}")))
     }
 
     async fn flush_aged(&mut self) -> Result<(), SinkError> {
@@ -776,11 +779,6 @@ impl Sink {
     /// partition; a failure to commit is retried until it passes or the shutdown comes.
     async fn flush(&mut self, i: usize) -> Result<(), SinkError> {
         if self.buffers[i].count == 0 {
-            return Ok(());
-        }
-        self.stream(i).await?;
-        if self.buffers[i].count == 0 {
-            // The stream failed and every window was dropped.
             return Ok(());
         }
         let buffer = std::mem::take(&mut self.buffers[i]);

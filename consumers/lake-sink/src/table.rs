@@ -14,22 +14,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use apache_avro::types::Value;
-use deltalake::arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
 use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, StructField, Transaction};
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableError};
+use indexmap::IndexMap;
+use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::columns::{self, PARTITION_COLUMNS};
+use crate::decode::{Body, Chunk, DecodeError, Filled, Plan, PlanError, Plans, Position};
 
 /// A failed table operation, with the table's name.
 #[derive(Debug, thiserror::Error)]
@@ -54,37 +53,6 @@ impl TableError {
     }
 }
 
-/// One buffered row: a record as read from Kafka, decoded or not.
-#[derive(Debug)]
-pub struct Row {
-    /// The record's key, when it has one and it is UTF-8.
-    pub key: Option<String>,
-    /// Its partition.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-    /// Its Kafka timestamp in milliseconds, when it has one.
-    pub timestamp_ms: Option<i64>,
-    /// What the record holds.
-    pub body: Body,
-}
-
-/// What a record holds.
-#[derive(Debug)]
-pub enum Body {
-    /// A tombstone.
-    Deleted,
-    /// The fields of a decoded value, with the registry id of its writer schema.
-    Fields {
-        /// Writer schema id.
-        schema_id: u32,
-        /// The record's fields in the writer schema's order.
-        fields: Vec<(String, Value)>,
-    },
-    /// A value that could not be decoded, and why.
-    Undecodable(String),
-}
-
 /// The outcome of [`LakeTable::commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Committed {
@@ -104,16 +72,36 @@ pub enum Committed {
 /// How many times a commit is tried again after another writer's commit took its version.
 const COMMIT_RACES: usize = 20;
 
+/// Rows per record batch streamed into the data files: a table's decoded rows not yet
+/// encoded are at most this many, plus as many being encoded.
+pub const CHUNK_ROWS: usize = 4096;
+
+/// What a table's writer does: wait, or write a chunk on a thread of the blocking pool, so
+/// that Parquet encoding runs beside the loop's decoding.
+enum Writing {
+    Idle(Box<RecordBatchWriter>),
+    Busy(JoinHandle<(Box<RecordBatchWriter>, Result<(), DeltaTableError>)>),
+    /// Between the two (never seen outside a method).
+    Gone,
+}
+
 /// A Delta table and its writer.
 pub struct LakeTable {
     name: String,
     topic: String,
     app_id: String,
     table: DeltaTable,
-    writer: RecordBatchWriter,
+    writing: Writing,
     schema: SchemaRef,
-    /// For each writer schema id, where each field column's value is in its records.
-    layouts: HashMap<u32, Arc<Vec<Option<usize>>>>,
+    /// Whether the table is partitioned by exactly [`PARTITION_COLUMNS`], so that a chunk of
+    /// one tenant and day is written as that partition without splitting it.
+    own_partitions: bool,
+    /// Decoded rows not yet streamed into the window.
+    chunk: Chunk,
+    /// Writer schemas seen, by id.
+    schemas: HashMap<u32, Arc<Schema>>,
+    /// How each writer schema's records become rows of the current columns.
+    plans: Plans,
 }
 
 impl std::fmt::Debug for LakeTable {
@@ -196,10 +184,13 @@ impl LakeTable {
             name: name.to_owned(),
             topic: topic.to_owned(),
             app_id: app_id.to_owned(),
+            own_partitions: own_partitions(&table),
+            chunk: Chunk::new(schema.clone(), topic, CHUNK_ROWS),
             table,
-            writer,
+            writing: Writing::Idle(Box::new(writer)),
             schema,
-            layouts: HashMap::new(),
+            schemas: HashMap::new(),
+            plans: Plans::new(),
         })
     }
 
@@ -278,10 +269,14 @@ impl LakeTable {
             .with_fields(missing)
             .await
             .map_err(self.fail("adding columns"))?;
-        self.writer =
-            RecordBatchWriter::for_table(&self.table).map_err(self.fail("preparing a writer"))?;
-        self.schema = self.writer.arrow_schema();
-        self.layouts.clear();
+        // The window was committed before: nothing written is lost with the old writer.
+        let _ = self.settle().await;
+        let writer = writer_for(&self.table).map_err(self.fail("preparing a writer"))?;
+        self.schema = writer.arrow_schema();
+        self.writing = Writing::Idle(Box::new(writer));
+        self.own_partitions = own_partitions(&self.table);
+        self.chunk = Chunk::new(self.schema.clone(), &self.topic, CHUNK_ROWS);
+        self.plans.clear();
         tracing::info!(table = %self.name, columns = ?names, "added columns for a new writer schema");
         Ok(names)
     }
@@ -296,137 +291,140 @@ impl LakeTable {
             .all(|f| self.schema.field_with_name(&f.name).is_ok())
     }
 
-    /// Where each of the table's columns is in the records of `schema_id`.
-    fn layout(&mut self, schema_id: u32, fields: &[(String, Value)]) -> Arc<Vec<Option<usize>>> {
-        let schema = &self.schema;
-        self.layouts
-            .entry(schema_id)
-            .or_insert_with(|| {
-                Arc::new(
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|c| fields.iter().position(|(n, _)| n == c.name()))
-                        .collect(),
-                )
-            })
-            .clone()
-    }
-
-    /// The rows as one record batch in the table's schema.
-    fn batch(&mut self, rows: &[Row]) -> Result<RecordBatch, TableError> {
-        let layouts: Vec<Option<Arc<Vec<Option<usize>>>>> = rows
-            .iter()
-            .map(|r| match &r.body {
-                Body::Fields { schema_id, fields } => Some(self.layout(*schema_id, fields)),
-                _ => None,
-            })
-            .collect();
-        let topic = self.topic.clone();
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        for (i, column) in self.schema.fields().iter().enumerate() {
-            let array: ArrayRef = match column.name().as_str() {
-                columns::KEY => Arc::new(StringArray::from_iter(
-                    rows.iter().map(|r| r.key.as_deref()),
-                )),
-                columns::DELETED => Arc::new(BooleanArray::from_iter(
-                    rows.iter().map(|r| Some(matches!(r.body, Body::Deleted))),
-                )),
-                columns::TOPIC => {
-                    Arc::new(StringArray::from_iter_values(rows.iter().map(|_| &topic)))
-                }
-                columns::PARTITION => Arc::new(Int32Array::from_iter_values(
-                    rows.iter().map(|r| r.partition),
-                )),
-                columns::OFFSET => {
-                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset)))
-                }
-                columns::TIMESTAMP => Arc::new(
-                    TimestampMicrosecondArray::from_iter(
-                        rows.iter()
-                            .map(|r| r.timestamp_ms.map(|ms| ms.saturating_mul(1000))),
-                    )
-                    .with_timezone("UTC"),
-                ),
-                columns::DECODE_ERROR => {
-                    Arc::new(StringArray::from_iter(rows.iter().map(|r| match &r.body {
-                        Body::Undecodable(why) => Some(why.as_str()),
-                        _ => None,
-                    })))
-                }
-                columns::TENANT => Arc::new(StringArray::from_iter(
-                    rows.iter()
-                        .map(|r| r.key.as_deref().and_then(|k| k.split('/').next())),
-                )),
-                columns::RECORD_DATE => Arc::new(Date32Array::from_iter(rows.iter().map(|r| {
-                    r.timestamp_ms
-                        .map(|ms| i32::try_from(ms.div_euclid(86_400_000)).unwrap_or(0))
-                }))),
-                _ => {
-                    let values: Vec<Option<&Value>> = rows
-                        .iter()
-                        .zip(&layouts)
-                        .map(|(r, layout)| match (&r.body, layout) {
-                            (Body::Fields { fields, .. }, Some(layout)) => {
-                                layout[i].map(|p| &fields[p].1)
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    columns::build_array(column.data_type(), &values).map_err(|e| {
-                        TableError::new(
-                            &self.name,
-                            "building a column",
-                            DeltaTableError::Generic(format!("column {}: {e}", column.name())),
-                        )
-                    })?
-                }
-            };
-            // The table's schema may say a column is not nullable where Arrow built it
-            // nullable: the writer compares names and types.
-            arrays.push(array);
+    /// The plan of writer schema `schema_id` for the current columns, when the schema was
+    /// adopted ([`LakeTable::adopt`]).
+    pub fn plan(&mut self, schema_id: u32) -> Option<Arc<Plan>> {
+        if let Some(plan) = self.plans.get(&schema_id) {
+            return Some(plan.clone());
         }
-        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| {
-            TableError::new(
-                &self.name,
-                "assembling a batch",
-                DeltaTableError::Arrow { source: e },
-            )
-        })
+        // The columns changed since: compile again.
+        let schema = self.schemas.get(&schema_id)?;
+        let plan = Arc::new(Plan::compile(schema, &self.chunk).ok()?);
+        self.plans.insert(schema_id, plan.clone());
+        Some(plan)
     }
 
-    /// Streams `rows` into the data files of the current window (nothing is visible until
-    /// [`LakeTable::commit`]): rows are turned into Arrow and Parquet as they come, so a window
-    /// holds encoded data, not decoded records.
+    /// Compiles the plan of writer schema `schema_id` for the current columns (after
+    /// [`LakeTable::evolve`]) and checks that `sample`, one of its records, fits the columns
+    /// (so that a type change is refused per schema instead of one record at a time).
     ///
     /// # Errors
-    /// [`TableError`] when a file cannot be written; then [`LakeTable::discard`] the window.
-    pub async fn append(&mut self, rows: &[Row]) -> Result<(), TableError> {
-        if rows.is_empty() {
-            return Ok(());
+    /// Why the schema is refused.
+    pub fn adopt(
+        &mut self,
+        schema_id: u32,
+        schema: Arc<Schema>,
+        sample: &[u8],
+    ) -> Result<Arc<Plan>, AdoptError> {
+        let plan = Arc::new(Plan::compile(&schema, &self.chunk)?);
+        let mut scratch = Chunk::new(self.schema.clone(), &self.topic, 1);
+        if let Err(e) = scratch.check(&plan, sample)
+            && e.is_mismatch()
+        {
+            return Err(e.into());
         }
-        let batch = self.batch(rows)?;
-        self.writer
-            .write(batch)
-            .await
-            .map_err(self.fail("writing data files"))
+        self.schemas.insert(schema_id, schema);
+        self.plans.insert(schema_id, plan.clone());
+        Ok(plan)
     }
 
-    /// Drops the current window: its files are never committed (their uploads are aborted or
-    /// left for vacuum).
-    pub fn discard(&mut self) {
-        self.writer.reset();
+    /// Appends a row to the window's decoded rows. Returns why its value was written as
+    /// undecodable (`decode_error`), if it was.
+    pub fn push(&mut self, at: &Position<'_>, body: Body<'_>) -> Option<String> {
+        self.chunk.push(at, body)
+    }
+
+    /// Decoded rows not yet streamed.
+    pub fn pending(&self) -> usize {
+        self.chunk.rows()
+    }
+
+    /// Waits for the chunk being written, if one is; its outcome, and the writer.
+    async fn settle(&mut self) -> Result<&mut RecordBatchWriter, TableError> {
+        let outcome = match std::mem::replace(&mut self.writing, Writing::Gone) {
+            Writing::Idle(writer) => {
+                self.writing = Writing::Idle(writer);
+                Ok(())
+            }
+            Writing::Busy(task) => match task.await {
+                Ok((writer, outcome)) => {
+                    self.writing = Writing::Idle(writer);
+                    outcome
+                }
+                Err(e) => Err(DeltaTableError::Generic(format!(
+                    "the write task failed: {e}"
+                ))),
+            },
+            Writing::Gone => Err(DeltaTableError::Generic("the writer was lost".into())),
+        };
+        if matches!(self.writing, Writing::Gone) {
+            // Its window is lost with it: the error below makes the sink drop every window.
+            let writer = writer_for(&self.table).map_err(self.fail("preparing a writer"))?;
+            self.writing = Writing::Idle(Box::new(writer));
+        }
+        outcome.map_err(self.fail("writing data files"))?;
+        match &mut self.writing {
+            Writing::Idle(writer) => Ok(writer.as_mut()),
+            _ => Err(TableError::new(
+                &self.name,
+                "writing data files",
+                DeltaTableError::Generic("the writer was lost".into()),
+            )),
+        }
+    }
+
+    /// Streams the decoded rows into the data files of the current window (nothing is
+    /// visible until [`LakeTable::commit`]): encoded on another thread while the next rows are
+    /// decoded, so a window holds encoded data, not decoded records. The error of the chunk
+    /// written before, if it failed.
+    ///
+    /// # Errors
+    /// [`TableError`] when a file could not be written; then [`LakeTable::discard`] the
+    /// window.
+    pub async fn stream(&mut self) -> Result<(), TableError> {
+        self.settle().await?;
+        if self.chunk.rows() == 0 {
+            return Ok(());
+        }
+        let Writing::Idle(writer) = std::mem::replace(&mut self.writing, Writing::Gone) else {
+            return Err(self.fail("writing data files")(DeltaTableError::Generic(
+                "the writer was lost".into(),
+            )));
+        };
+        let filled = self.chunk.take();
+        let own_partitions = self.own_partitions;
+        let runtime = tokio::runtime::Handle::current();
+        self.writing = Writing::Busy(tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            let outcome = runtime.block_on(write_chunk(&mut writer, filled, own_partitions));
+            (writer, outcome)
+        }));
+        Ok(())
+    }
+
+    /// Drops the current window: its decoded rows, and its files, which are never committed
+    /// (their uploads are aborted or left for vacuum).
+    pub async fn discard(&mut self) {
+        let _ = self.settle().await;
+        if let Writing::Idle(writer) = &mut self.writing {
+            writer.reset();
+        }
+        self.chunk.clear();
     }
 
     /// Finishes the window's data files, ready for [`LakeTable::commit`].
     ///
     /// # Errors
-    /// [`TableError`] when a file cannot be finished; then [`LakeTable::discard`] the window.
+    /// [`TableError`] when a file cannot be written or finished; then
+    /// [`LakeTable::discard`] the window.
     pub async fn finish(&mut self) -> Result<Vec<Add>, TableError> {
-        self.writer
+        self.stream().await?;
+        let name = self.name.clone();
+        self.settle()
+            .await?
             .flush()
             .await
-            .map_err(self.fail("finishing data files"))
+            .map_err(|source| TableError::new(&name, "finishing data files", source))
     }
 
     /// Commits the finished files `adds` with the `txn` versions in `ends`
@@ -504,15 +502,57 @@ impl LakeTable {
             "lost the race for the next version {COMMIT_RACES} times in a row"
         ))))
     }
+}
 
-    /// Whether `row` fits the table's columns (a writer schema's first record is checked so,
-    /// so that a type change is refused per schema instead of failing a whole commit).
-    ///
-    /// # Errors
-    /// [`TableError`] saying which column does not fit.
-    pub fn check(&mut self, row: &Row) -> Result<(), TableError> {
-        self.batch(std::slice::from_ref(row)).map(|_| ())
+/// Why a writer schema is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// No plan: not a record, or an undefined name.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A record of the schema does not fit the columns.
+    #[error(transparent)]
+    Fit(#[from] DecodeError),
+}
+
+/// Whether `table` is partitioned by exactly [`PARTITION_COLUMNS`].
+fn own_partitions(table: &DeltaTable) -> bool {
+    table.snapshot().is_ok_and(|s| {
+        s.metadata()
+            .partition_columns()
+            .iter()
+            .map(String::as_str)
+            .eq(PARTITION_COLUMNS)
+    })
+}
+
+/// Writes a chunk: as one partition when all its rows are of one tenant and day (no split,
+/// no copy), else through the writer's own split.
+async fn write_chunk(
+    writer: &mut RecordBatchWriter,
+    filled: Filled,
+    own_partitions: bool,
+) -> Result<(), DeltaTableError> {
+    let one = own_partitions && filled.one_partition;
+    let batch = filled
+        .batch()
+        .map_err(|source| DeltaTableError::Arrow { source })?;
+    if !one {
+        return writer.write(batch).await;
     }
+    let mut values = IndexMap::new();
+    for name in PARTITION_COLUMNS {
+        let column = batch
+            .column_by_name(name)
+            .ok_or_else(|| DeltaTableError::Generic(format!("no partition column {name}")))?;
+        let value = ScalarExt::from_array(column.as_ref(), 0)
+            .ok_or_else(|| DeltaTableError::Generic(format!("partition column {name}")))?;
+        values.insert(name.to_owned(), value);
+    }
+    writer
+        .write_partition(batch, &values, WriteMode::Default)
+        .await
+        .map(|_| ())
 }
 
 /// Rows per Parquet row group: a row group is held in memory until it is complete, so this
