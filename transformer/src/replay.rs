@@ -18,14 +18,14 @@ use pipeline_io::kafka::{
 use pipeline_io::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use schemas::raw::kind;
+use schemas::raw::{RawEvent, kind};
 use schemas::time::parse_rfc3339_ms;
 use schemas::topics::OutputTopics;
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::pipeline::PipelineError;
-use crate::pipeline::codec::{Decoded, Sent, Staged, decode_raw, stage_results};
+use crate::pipeline::codec::{Sent, Staged, decode_raw, stage_results};
 use crate::pipeline::live::txn_settings;
 use crate::pipeline::outputs::{self, Prepared, SchemaIds};
 use crate::processor::{Mode, Processor, Source};
@@ -211,6 +211,7 @@ async fn replay_loop(
     };
     let mut outputs = Vec::new();
     let mut staged = Staged::default();
+    let mut event = RawEvent::default();
     let mut in_txn = 0_usize;
     let mut seen_start = false;
     loop {
@@ -225,11 +226,11 @@ async fn replay_loop(
             partition: m.partition(),
             offset: m.offset(),
         };
-        let decoded = decode_raw(registry, m.key(), m.payload())
+        let poison = decode_raw(registry, m.key(), m.payload(), &mut event)
             .await
             .map_err(PipelineError::from)?;
-        let failure = match decoded {
-            Decoded::Poison { kind, error } => {
+        let failure = match poison {
+            Some((kind, error)) => {
                 // Poison cannot be attributed to a tenant; a selective replay leaves it alone.
                 if args.tenant.is_some() {
                     None
@@ -237,7 +238,8 @@ async fn replay_loop(
                     Some((kind, error))
                 }
             }
-            Decoded::Event(ev) => {
+            None => {
+                let ev = &event;
                 let tenant_ok = args.tenant.as_ref().is_none_or(|t| *t == ev.tenant_id);
                 let sync_ok = match &args.sync_id {
                     None => true,
@@ -254,7 +256,7 @@ async fn replay_loop(
                 } else {
                     summary.processed += 1;
                     let done = args.sync_id.is_some() && ev.kind == kind::SYNC_COMPLETED;
-                    let r = processor.process(&ev, source, Mode::Live, &mut outputs);
+                    let r = processor.process(ev, source, Mode::Live, &mut outputs);
                     if done && r.is_ok() {
                         summary.sync_completed = true;
                     }

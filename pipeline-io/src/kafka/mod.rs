@@ -304,6 +304,32 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 
+    #[test]
+    fn the_operator_s_tuning_wins_over_the_group_consumer_defaults() {
+        let defaults = ClientSettings::new("k:9092", "test").group_consumer_config("g");
+        assert_eq!(defaults.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(defaults.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(defaults.get("session.timeout.ms"), Some("10000"));
+        let options = [
+            ("queued.max.messages.kbytes", "2048"),
+            ("fetch.queue.backoff.ms", "50"),
+            ("session.timeout.ms", "30000"),
+        ];
+        let tuned = ClientSettings::new("k:9092", "test")
+            .with_options(
+                options
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+            .group_consumer_config("g");
+        for (k, v) in options {
+            assert_eq!(tuned.get(k), Some(v), "{k}");
+        }
+        // What the group consumer must be is not the operator's to change.
+        assert_eq!(tuned.get("enable.auto.commit"), Some("false"));
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn blocking_calls_leave_the_runtime_free() {
         // The blocking call waits for a message that only a task on the same single-threaded

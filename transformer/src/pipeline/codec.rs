@@ -16,44 +16,14 @@ use super::PipelineError;
 use super::outputs::{SchemaIds, encode};
 use crate::processor::Output;
 
-/// A raw value decoded, or why it is poison.
-#[derive(Debug)]
-pub enum Decoded {
-    /// A raw event.
-    Event(Box<RawEvent>),
-    /// Cannot be decoded: dead-letter it.
-    Poison {
-        /// `wire`, `schema`, `avro` or `key`.
-        kind: &'static str,
-        /// The error.
-        error: String,
-    },
-}
-
-/// Decodes a raw record: its value, and its key, which must be the envelope's `tenant_id`.
-///
-/// # Errors
-/// Only transient registry errors; poison is [`Decoded::Poison`].
-pub async fn decode_raw(
-    registry: &Registry,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-) -> Result<Decoded, RegistryError> {
-    let mut ev = Box::<RawEvent>::default();
-    Ok(
-        match decode_raw_into(registry, key, value, &mut ev).await? {
-            None => Decoded::Event(ev),
-            Some((kind, error)) => Decoded::Poison { kind, error },
-        },
-    )
-}
-
-/// As [`decode_raw`], into `ev` (reusing its allocations, the live loop's way): `None` when
-/// `ev` holds the event, else the poison's kind and error.
+/// Decodes a raw record into `ev` (reusing its allocations: decoding one record after another
+/// allocates nothing once warm): its value, and its key, which must be the envelope's
+/// `tenant_id`. `None` when `ev` holds the event; else why the record is poison, as an error
+/// kind (`wire`, `schema`, `avro` or `key`) and message, for its dead letter.
 ///
 /// # Errors
 /// Only transient registry errors.
-pub async fn decode_raw_into(
+pub async fn decode_raw(
     registry: &Registry,
     key: Option<&[u8]>,
     value: Option<&[u8]>,

@@ -57,7 +57,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use super::codec::{Sent, Staged, decode_raw_into, stage_results};
+use super::codec::{Sent, Staged, decode_raw, stage_results};
 use super::outputs::{Prepared, SchemaIds, prepare};
 use super::restore::{Checkpoint, committed_offsets, restore_partitions};
 use crate::config::Config;
@@ -279,40 +279,40 @@ pub async fn run_once(
     // Owned partitions whose end was reached (only tracked with `stop_at_end`).
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut batch = Batch::default();
-    let mut session = Some(session);
-    // The previous batch's transaction, committing on its own task while the next batch is
-    // collected and processed; it hands the session back.
-    let mut committing: Option<JoinHandle<(TxnSession, Result<Batch, PipelineError>)>> = None;
+    let mut txn = Txn::Idle(session);
     loop {
         let collected = batcher
             .collect(&consumer, &mut batch, &mut at_end, shutdown)
             .await;
-        if let Some(task) = committing.take() {
-            let (s, outcome) = task
-                .await
-                .map_err(|e| PipelineError::Transaction(e.to_string()))?;
-            session = Some(s);
-            match outcome {
-                Ok(done) => batcher.committed(&done),
-                // The group moved on while the transaction was open: the consumer is still a
-                // member and the producer still usable, so rewind rather than restart (a
-                // restart would leave the group and rebalance it once more). The batch
-                // collected meanwhile was processed on top of the aborted one: dropped.
-                Err(PipelineError::Kafka(e)) if e.is_abortable() => {
-                    metrics.transactions_aborted.inc();
-                    tracing::warn!(error = %e, "transaction aborted; rewinding the owned partitions to their committed offsets");
-                    batch = Batch::default();
-                    at_end.clear();
-                    batcher.rewind(&consumer).await?;
-                    continue;
+        // Every path below waits for the transaction in flight first: the loop never ends, nor
+        // starts another transaction, with one open.
+        let (session, outcome) = txn.settle().await?;
+        match outcome {
+            Ok(done) => {
+                if let Some(done) = done {
+                    batcher.committed(&done);
                 }
-                Err(e) => {
-                    metrics.transactions_aborted.inc();
-                    return Err(e);
-                }
+            }
+            // The group moved on while the transaction was open: the consumer is still a
+            // member and the producer still usable, so rewind rather than restart (a restart
+            // would leave the group and rebalance it once more). The batch collected meanwhile
+            // was processed on top of the aborted one: dropped.
+            Err(PipelineError::Kafka(e)) if e.is_abortable() => {
+                metrics.transactions_aborted.inc();
+                tracing::warn!(error = %e, "transaction aborted; rewinding the owned partitions to their committed offsets");
+                batch = Batch::default();
+                at_end.clear();
+                batcher.rewind(&consumer).await?;
+                txn = Txn::Idle(session);
+                continue;
+            }
+            Err(e) => {
+                metrics.transactions_aborted.inc();
+                return Err(e);
             }
         }
         collected?;
+        // Shutdown: what was collected is left to be read again.
         if shutdown.is_cancelled() {
             break;
         }
@@ -321,42 +321,53 @@ pub async fn run_once(
                 tracing::info!("raw topic end reached and committed");
                 break;
             }
+            txn = Txn::Idle(session);
             continue;
         }
         batcher.checkpoint(&mut batch);
         let group = consumer.group_metadata().ok_or_else(|| {
             ctx("consumer group metadata")(rdkafka::error::KafkaError::NoMessageReceived)
         })?;
-        let Some(mut s) = session.take() else {
-            return Err(PipelineError::Transaction(
-                "no transactional session (a bug)".into(),
-            ));
-        };
         let ready = std::mem::take(&mut batch);
         let raw_topic = raw_topic.to_owned();
-        committing = Some(tokio::spawn(async move {
-            let outcome = transaction(&mut s, ready, &raw_topic, Arc::new(group)).await;
-            (s, outcome)
+        let mut session = session;
+        txn = Txn::Committing(tokio::spawn(async move {
+            let outcome = transaction(&mut session, ready, &raw_topic, Arc::new(group)).await;
+            (session, outcome)
         }));
         // A task spawned from a worker waits in that worker's own slot, which no other worker
         // takes: let it start (send its records) before this one processes the next batch.
         tokio::task::yield_now().await;
     }
-    // Shutdown: the batch in flight commits; the one collected is left to be read again.
-    if let Some(task) = committing.take() {
-        let (_, outcome) = task
-            .await
-            .map_err(|e| PipelineError::Transaction(e.to_string()))?;
-        match outcome {
-            Ok(done) => batcher.committed(&done),
-            Err(e) => {
-                metrics.transactions_aborted.inc();
-                return Err(e);
+    tracing::info!("transformer stopped");
+    Ok(())
+}
+
+/// The transactional session: idle, or committing a batch on its own task, which hands the
+/// session back with the outcome.
+enum Txn {
+    Idle(TxnSession),
+    Committing(JoinHandle<(TxnSession, Result<Batch, PipelineError>)>),
+}
+
+impl Txn {
+    /// Waits for the transaction in flight, if any: the session, and the batch it committed.
+    ///
+    /// # Errors
+    /// The task failed (a panic): the session is lost with it.
+    async fn settle(
+        self,
+    ) -> Result<(TxnSession, Result<Option<Batch>, PipelineError>), PipelineError> {
+        match self {
+            Txn::Idle(session) => Ok((session, Ok(None))),
+            Txn::Committing(task) => {
+                let (session, outcome) = task
+                    .await
+                    .map_err(|e| PipelineError::Transaction(e.to_string()))?;
+                Ok((session, outcome.map(Some)))
             }
         }
     }
-    tracing::info!("transformer stopped");
-    Ok(())
 }
 
 /// Records processed between two yields of the collecting task.
@@ -651,7 +662,7 @@ impl Batcher<'_> {
         let topics = &self.config.kafka.topics;
         let (p, o) = (m.partition(), m.offset());
         let failure =
-            match decode_raw_into(&self.registry, m.key(), m.payload(), &mut self.event).await? {
+            match decode_raw(&self.registry, m.key(), m.payload(), &mut self.event).await? {
                 Some(poison) => Some(poison),
                 None => {
                     let ev = &self.event;

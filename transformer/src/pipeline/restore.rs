@@ -23,10 +23,11 @@ use pipeline_io::kafka::{RangeReader, off_runtime};
 use pipeline_io::registry::Registry;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use schemas::raw::RawEvent;
 use serde::{Deserialize, Serialize};
 
 use super::PipelineError;
-use super::codec::{Decoded, decode_raw};
+use super::codec::decode_raw;
 use super::outputs::{OutputError, OutputKind, OutputRecord, read_output_partitions};
 use crate::config::Config;
 use crate::processor::{InProgress, Mode, Processor, Source};
@@ -241,11 +242,15 @@ async fn restore_in_progress(
     tracing::info!(syncs, "re-reading raw events of syncs in progress");
     let mut reader = RangeReader::open(&config.kafka.client, &group, raw_topic, &ranges).await?;
     let mut out = Vec::new();
+    let mut ev = RawEvent::default();
     while let Some(m) = reader.next().await? {
         let Some(processor) = processors.get_mut(&m.partition()) else {
             continue;
         };
-        if let Decoded::Event(ev) = decode_raw(registry, m.key(), m.payload()).await? {
+        if decode_raw(registry, m.key(), m.payload(), &mut ev)
+            .await?
+            .is_none()
+        {
             let source = Source {
                 topic: raw_topic,
                 partition: m.partition(),
