@@ -96,6 +96,10 @@ pub fn transactional_producer_config(transactional_id: &str) -> ClientConfig {
     config
 }
 
+/// Longest wait of [`consume_all`] for a topic's last stable offset to reach its high
+/// watermark (a commit's markers being written) before it reads.
+const STABLE_WAIT: Duration = Duration::from_secs(1);
+
 /// Settings of a consumer in `group_id` that reads only committed records from the beginning
 /// and commits nothing by itself.
 pub fn consumer_config(group_id: &str) -> ClientConfig {
@@ -299,11 +303,42 @@ fn consume_all_blocking(topic: &str, limit: Duration) -> Result<Vec<ConsumedReco
         });
     }
 
-    // Partition -> high watermark still to reach.
+    // A read_committed consumer's watermarks end at the last stable offset. Just after a
+    // producer's commit returns, its markers may not be written yet, so the partition looks
+    // as if it ended before that transaction (a CI run read 0 of 300 users that way): wait up
+    // to STABLE_WAIT for the stable offset to reach the high watermark. A transaction left open
+    // (a killed writer) keeps it below; then the read ends at the stable offset, as before.
+    let ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+    let marks: BaseConsumer = {
+        let mut config = consumer_config(&unique_name("harness-marks"));
+        config.set("isolation.level", "read_uncommitted");
+        config
+            .create()
+            .map_err(kafka_error(format!("watermark client for {topic}")))?
+    };
+    let waiting = Instant::now();
+    loop {
+        let mut stable_everywhere = true;
+        for &id in &ids {
+            let context = || format!("watermarks of {topic}/{id}");
+            let (_, stable) = consumer
+                .fetch_watermarks(topic, id, REQUEST_TIMEOUT)
+                .map_err(kafka_error(context()))?;
+            let (_, high) = marks
+                .fetch_watermarks(topic, id, REQUEST_TIMEOUT)
+                .map_err(kafka_error(context()))?;
+            stable_everywhere &= stable >= high;
+        }
+        if stable_everywhere || waiting.elapsed() > STABLE_WAIT {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Partition -> stable offset still to reach.
     let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
-    for partition in found.partitions() {
-        let id = partition.id();
+    for &id in &ids {
         let (low, high) = consumer
             .fetch_watermarks(topic, id, REQUEST_TIMEOUT)
             .map_err(kafka_error(format!("watermarks of {topic}/{id}")))?;
