@@ -13,7 +13,9 @@
 //! raw topic, and reports events/s, the ratio, each process's CPU time per event (user + system
 //! over every thread, from `/proc/<pid>/stat`) and peak RSS (VmHWM). The user
 //! population is fixed, so a flat transformer RSS across sizes means memory does not grow with
-//! the input.
+//! the input. The transformer runs with `RUST_LOG=warn`, or `THROUGHPUT_RUST_LOG` when set
+//! (e.g. `transformer=debug,pipeline_io::kafka::txn=debug` for its start-up steps and every
+//! transaction's timings).
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -561,7 +563,11 @@ async fn main() -> Res<()> {
                 cmd.arg("--config")
                     .arg(&path)
                     .arg("run")
-                    .env("RUST_LOG", "warn");
+                    // THROUGHPUT_RUST_LOG (e.g. `transformer=debug`) shows the start-up's steps.
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("THROUGHPUT_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                    );
             }
             runs.push(timed_child(cmd, &bootstrap, &config, &end)?);
         }

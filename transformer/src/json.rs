@@ -8,6 +8,7 @@
 //!
 //! The reads are as lenient as those of a `Value`: a field of an unexpected type reads as
 //! [`Leaf::Other`] (or an empty [`Obj`]) instead of failing, and of duplicate keys the last wins.
+//! Nested objects keep only the fields asked for ([`Pick`]), without allocating.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -147,61 +148,93 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A nested object's fields, one level deep (deeper values read as [`Leaf::Other`]); empty when
-/// the value is not an object.
+/// At most this many fields are picked from one nested object.
+pub const PICK_MAX: usize = 3;
+
+/// The fields of a nested object that [`Pick`] named, one level deep (deeper values read as
+/// [`Leaf::Other`]); every field reads as [`Leaf::Other`] when the value is not an object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Obj<'a>(Vec<(Cow<'a, str>, Leaf<'a>)>);
+pub struct Obj<'a> {
+    keys: &'static [&'static str],
+    values: [Leaf<'a>; PICK_MAX],
+}
 
 impl<'a> Obj<'a> {
-    /// The field `key` (the last, if repeated).
+    /// The field `key` (the last, if repeated); [`Leaf::Other`] if absent or not picked.
     pub fn get(&self, key: &str) -> &Leaf<'a> {
         static OTHER: Leaf<'static> = Leaf::Other;
-        self.0
+        self.keys
             .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map_or(&OTHER, |(_, v)| v)
+            .position(|k| *k == key)
+            .map_or(&OTHER, |i| &self.values[i])
     }
 }
 
-impl<'de> de::Deserialize<'de> for Obj<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjVisitor;
-        impl<'de> Visitor<'de> for ObjVisitor {
-            type Value = Obj<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Vec::new();
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    fields.push((k, map.next_value::<Leaf<'de>>()?));
+/// Reads a nested object keeping only the fields named here (no allocation: every other field
+/// is skipped unparsed), as an [`Obj`].
+#[derive(Debug, Clone, Copy)]
+pub struct Pick(&'static [&'static str]);
+
+impl Pick {
+    /// Picks `keys` (at most [`PICK_MAX`]; more fails to compile where used in a `const`).
+    pub const fn new(keys: &'static [&'static str]) -> Self {
+        assert!(keys.len() <= PICK_MAX, "too many fields to pick");
+        Self(keys)
+    }
+
+    fn empty<'a>(self) -> Obj<'a> {
+        Obj {
+            keys: self.0,
+            values: Default::default(),
+        }
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Pick {
+    type Value = Obj<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pick {
+    type Value = Obj<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut obj = self.empty();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match self.0.iter().position(|w| *w == k) {
+                Some(i) => obj.values[i] = map.next_value::<Leaf<'de>>()?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                Ok(Obj(fields))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Obj::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Obj::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Obj::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Obj::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Obj::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Obj::default())
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Obj::default())
             }
         }
-        d.deserialize_any(ObjVisitor)
+        Ok(obj)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.empty())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(self.empty())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(self.empty())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(self.empty())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(self.empty())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(self.empty())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(self.empty())
     }
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::json::{Key, Leaf, Obj};
+use crate::json::{Key, Leaf, Obj, Pick};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -160,6 +160,15 @@ struct UserFields<'a> {
     last_sign_on: Obj<'a>,
 }
 
+// The fields read from each nested object of a user (`UserFields`).
+const NAME: Pick = Pick::new(&["formatted", "given", "family"]);
+const ADDRESS: Pick = Pick::new(&["locality", "region"]);
+const ACCOUNT: Pick = Pick::new(&["canAuthenticate", "status"]);
+const STATUS: Pick = Pick::new(&["status"]);
+const ID: Pick = Pick::new(&["id"]);
+const IDENTITY_PROVIDER: Pick = Pick::new(&["type", "id"]);
+const AT: Pick = Pick::new(&["at"]);
+
 impl<'de> Deserialize<'de> for UserFields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct UserVisitor;
@@ -181,13 +190,15 @@ impl<'de> Deserialize<'de> for UserFields<'de> {
                         "verifyStatus" => u.verify_status = map.next_value()?,
                         "createdAt" => u.created_at = map.next_value()?,
                         "updatedAt" => u.updated_at = map.next_value()?,
-                        "name" => u.name = map.next_value()?,
-                        "address" => u.address = map.next_value()?,
-                        "account" => u.account = map.next_value()?,
-                        "lifecycle" => u.lifecycle = map.next_value()?,
-                        "population" => u.population = map.next_value()?,
-                        "identityProvider" => u.identity_provider = map.next_value()?,
-                        "lastSignOn" => u.last_sign_on = map.next_value()?,
+                        "name" => u.name = map.next_value_seed(NAME)?,
+                        "address" => u.address = map.next_value_seed(ADDRESS)?,
+                        "account" => u.account = map.next_value_seed(ACCOUNT)?,
+                        "lifecycle" => u.lifecycle = map.next_value_seed(STATUS)?,
+                        "population" => u.population = map.next_value_seed(ID)?,
+                        "identityProvider" => {
+                            u.identity_provider = map.next_value_seed(IDENTITY_PROVIDER)?
+                        }
+                        "lastSignOn" => u.last_sign_on = map.next_value_seed(AT)?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }

@@ -20,9 +20,9 @@
 //!
 //! # One attempt ([`run_once`])
 //! 1. Output topics created and schemas registered ([`prepare`]; the first attempt of a process
-//!    registers, later ones reuse the ids, see [`Schemas`]); the transactional session
-//!    opened, which fences an older instance with the same transactional id and aborts its
-//!    open transaction.
+//!    registers, later ones reuse the ids, see [`Schemas`]), and meanwhile the transactional
+//!    session opened, which fences an older instance with the same transactional id and
+//!    aborts its open transaction.
 //! 2. The raw topic subscribed; partitions restored as they are assigned.
 //! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`). Each
 //!    record is decoded and processed as it is received, and what it produced is staged
@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use pipeline_io::kafka::{
     OffRuntimeDrop, TxnSession, TxnSettings, ctx, is_partition_eof, off_runtime,
 };
@@ -229,24 +230,36 @@ pub async fn run_once(
 ) -> Result<(), PipelineError> {
     let started = std::time::Instant::now();
     let raw_topic = config.kafka.raw_topic.as_str();
-    let Prepared {
-        raw_partitions,
-        ids,
-    } = prepare(
-        config,
-        &schemas.registry,
-        &config.kafka.topics,
-        true,
-        schemas.ids,
-    )
-    .await?;
+    // The outputs and the transactional session are independent: both at once.
+    let (
+        Prepared {
+            raw_partitions,
+            ids,
+        },
+        session,
+    ) = tokio::try_join!(
+        async {
+            prepare(
+                config,
+                &schemas.registry,
+                &config.kafka.topics,
+                true,
+                schemas.ids,
+            )
+            .await
+            .map_err(PipelineError::from)
+        },
+        async {
+            TxnSession::open(
+                &config.kafka.client,
+                &txn_settings(config, &config.kafka.transactional_id),
+            )
+            .await
+            .map_err(PipelineError::from)
+        },
+    )?;
     schemas.ids = Some(ids);
     let registry = schemas.registry.clone();
-    let session = TxnSession::open(
-        &config.kafka.client,
-        &txn_settings(config, &config.kafka.transactional_id),
-    )
-    .await?;
 
     let consumer: OffRuntimeDrop<Arc<StreamConsumer<RawContext>>> = OffRuntimeDrop::new(Arc::new(
         raw_consumer_config(config)
@@ -514,14 +527,28 @@ impl Batcher<'_> {
         }
         let deadline = tokio::time::Instant::now() + self.config.processing.batch_max_wait;
         let max_records = self.config.processing.batch_max_records as u64;
+        // One stream for the batch (each `recv` would register and drop a waker slot), and a
+        // timer only when no record is queued: while records are queued, the deadline is
+        // looked at every `YIELD_EVERY` records instead of arming a timer for each.
+        let mut records = consumer.stream();
         while batch.consumed() < max_records && !self.at_end(at_end) {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(m) => self.take(consumer, m, batch, at_end).await?,
-                Err(_) => break,
-            }
-            // `recv` is ready at once while records are queued, so this loop would not yield
-            // for a whole batch: let the transaction in flight (woken on this worker) go on.
+            let m = match records.next().now_or_never() {
+                Some(m) => m,
+                None => match tokio::time::timeout_at(deadline, records.next()).await {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            // A `StreamConsumer`'s stream never ends.
+            let Some(m) = m else { break };
+            self.take(consumer, m, batch, at_end).await?;
+            // The stream is ready at once while records are queued, so this loop would not
+            // yield for a whole batch: let the transaction in flight (woken on this worker) go
+            // on.
             if batch.consumed().is_multiple_of(YIELD_EVERY) {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
                 tokio::task::yield_now().await;
             }
         }

@@ -202,35 +202,42 @@ pub async fn prepare(
     registered: Option<SchemaIds>,
 ) -> Result<Prepared, OutputError> {
     let k = &config.kafka;
-    let raw_partitions = partitions(&k.client, &k.raw_topic).await?;
-    let n = i32::try_from(raw_partitions.len()).unwrap_or(1);
-    let spec = |name: &str| TopicSpec::new(name, n, k.output_replication_factor);
-    let mut wanted = vec![
-        spec(&topics.users).compacted(),
-        spec(&topics.applications).compacted(),
-        spec(&topics.app_usage).compacted(),
-        spec(&topics.app_signons).compacted(),
-        spec(&topics.dead_letter),
-    ];
-    if with_state {
-        wanted.push(spec(&topics.state).compacted());
-    }
-    ensure_topics(&k.client, &wanted).await?;
-    let names: Vec<&str> = wanted.iter().map(|t| t.name.as_str()).collect();
-    let raw = raw_partitions.len();
-    for (topic, has) in names.iter().zip(partitions_of(&k.client, &names).await?) {
-        if has.len() != raw {
-            return Err(OutputError::Partitions {
-                topic: (*topic).to_owned(),
-                has: has.len(),
-                raw,
-            });
+    // The topics and the schemas are independent: both at once.
+    let outputs = async {
+        let raw_partitions = partitions(&k.client, &k.raw_topic).await?;
+        let n = i32::try_from(raw_partitions.len()).unwrap_or(1);
+        let spec = |name: &str| TopicSpec::new(name, n, k.output_replication_factor);
+        let mut wanted = vec![
+            spec(&topics.users).compacted(),
+            spec(&topics.applications).compacted(),
+            spec(&topics.app_usage).compacted(),
+            spec(&topics.app_signons).compacted(),
+            spec(&topics.dead_letter),
+        ];
+        if with_state {
+            wanted.push(spec(&topics.state).compacted());
         }
-    }
-    let ids = match registered {
-        Some(ids) => ids,
-        None => register_outputs(registry, topics).await?,
+        ensure_topics(&k.client, &wanted).await?;
+        let names: Vec<&str> = wanted.iter().map(|t| t.name.as_str()).collect();
+        let raw = raw_partitions.len();
+        for (topic, has) in names.iter().zip(partitions_of(&k.client, &names).await?) {
+            if has.len() != raw {
+                return Err(OutputError::Partitions {
+                    topic: (*topic).to_owned(),
+                    has: has.len(),
+                    raw,
+                });
+            }
+        }
+        Ok(raw_partitions)
     };
+    let schemas = async {
+        Ok::<_, OutputError>(match registered {
+            Some(ids) => ids,
+            None => register_outputs(registry, topics).await?,
+        })
+    };
+    let (raw_partitions, ids) = tokio::try_join!(outputs, schemas)?;
     Ok(Prepared {
         raw_partitions,
         ids,
