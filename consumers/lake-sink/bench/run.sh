@@ -2,7 +2,9 @@
 # Benchmark of the lake sink: rows/s into local Delta tables against a consume-only loop (the
 # sink's own consumer and loop, reading the same topics to their end and neither decoding nor
 # writing: `lake-sink consume-only`), in the same run, alternating, RUNS times (default 3).
-# Both are whole processes timed from start to exit (start-up included), release builds.
+# Both are whole processes timed from start to exit (start-up included), release builds, and
+# both stop through the same end check (the sink's loop with `stop_at_end`: partition EOF events
+# and each partition's position against its last stable offset), right after their last record.
 # Reports per run: records, seconds, rows/s, the ratio, CPU µs per row and peak RSS of each.
 #
 # Target: the sink >= 0.5 x consume-only.
@@ -13,6 +15,8 @@
 # used.
 #
 # Usage: consumers/lake-sink/bench/run.sh [RUNS]
+#        LAKE_SINK_BIN=/tmp/lake-sink.before consumers/lake-sink/bench/run.sh [RUNS]  (a binary
+#        built before, measured as it is: how before/after are compared on the same input)
 # Needs: cargo, jq, python3 with confluent-kafka (deploy/local/lib.sh installs it into .cache/python),
 # /usr/bin/time; Kafka and the registry from deploy/local/up (started if unset).
 set -euo pipefail
@@ -45,7 +49,13 @@ PY
 fi
 echo "topics: ${PREFIX}users.v1, ${PREFIX}applications.v1, ${PREFIX}app_usage.v1"
 
-cargo build --release -q -p lake-sink --bin lake-sink
+if [ -n "${LAKE_SINK_BIN:-}" ]; then
+  BIN=$LAKE_SINK_BIN
+else
+  cargo build --release -q -p lake-sink --bin lake-sink
+  BIN=$TARGET/release/lake-sink
+fi
+echo "binary: $BIN"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export LAKE_SINK__KAFKA__OUTPUT_PREFIX="$PREFIX"
@@ -55,14 +65,14 @@ SINK=()
 BASE=()
 for run in $(seq 1 "$RUNS"); do
   /usr/bin/time -f "%M %e %U %S" -o "$WORK/c.time" \
-    "$TARGET/release/lake-sink" --log-format json consume-only > "$WORK/c.json" 2> "$WORK/c.log" \
+    "$BIN" --log-format json consume-only > "$WORK/c.json" 2> "$WORK/c.log" \
     || { echo "consume-only failed:"; tail -n 20 "$WORK/c.log"; exit 1; }
   read -r C_RSS C_WALL C_USER C_SYS < "$WORK/c.time"
   BASE+=("$(jq -c --arg rss "$C_RSS" --arg wall "$C_WALL" --arg cpu "$(python3 -c "print($C_USER + $C_SYS)")" \
     '{records, wall: ($wall|tonumber), cpu: ($cpu|tonumber), rss_kb: ($rss|tonumber)}' "$WORK/c.json")")
   rm -rf "$WORK/lake"
   LAKE_SINK__KAFKA__GROUP_ID="lake-bench-$STAMP-$run" /usr/bin/time -f "%M %e %U %S" -o "$WORK/s.time" \
-    "$TARGET/release/lake-sink" --log-format json --location "$WORK/lake" run --until-caught-up \
+    "$BIN" --log-format json --location "$WORK/lake" run --until-caught-up \
     2> "$WORK/s.log" || { echo "lake-sink failed:"; tail -n 20 "$WORK/s.log"; exit 1; }
   read -r S_RSS S_WALL S_USER S_SYS < "$WORK/s.time"
   ROWS=$(grep '"lake sink stopped"' "$WORK/s.log" | jq -r '.fields.rows' | python3 -c '

@@ -9,10 +9,10 @@
 //! consumer's poll, so the resumer reads the tables on a thread with a runtime of its own and
 //! the callback waits for its answer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deltalake::DeltaTable;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -134,10 +134,6 @@ pub struct SinkContext {
     pub changed: Arc<AtomicBool>,
     /// The resume points of the current assignment, as assigned.
     pub assigned: Mutex<ResumePoints>,
-    /// The partitions librdkafka's last statistics found read to their end: fetched up to the
-    /// last stable offset (past the transaction markers, which a position never passes) with
-    /// nothing left in the fetch queue, and when those statistics arrived.
-    pub at_end: Mutex<(Option<Instant>, HashSet<TopicPartition>)>,
     /// `None`: every partition from its beginning (the consume-only baseline).
     resumer: Option<Resumer>,
     metrics: Arc<Metrics>,
@@ -154,7 +150,6 @@ impl SinkContext {
         Self {
             changed: Arc::new(AtomicBool::new(false)),
             assigned: Mutex::new(ResumePoints::new()),
-            at_end: Mutex::new((None, HashSet::new())),
             resumer,
             metrics,
             shutdown,
@@ -186,24 +181,11 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let at_end: HashSet<TopicPartition> = statistics
-            .topics
-            .iter()
-            .flat_map(|(topic, t)| {
-                t.partitions
-                    .values()
-                    .filter(|p| {
-                        p.partition >= 0
-                            && p.ls_offset >= 0
-                            && p.next_offset >= p.ls_offset
-                            && p.fetchq_cnt == 0
-                    })
-                    .map(move |p| (topic.clone(), p.partition))
-            })
-            .collect();
-        if let Ok(mut a) = self.at_end.lock() {
-            *a = (Some(Instant::now()), at_end);
+    /// As rdkafka's own, except for partition EOF events: the loop receives those too, and
+    /// they only say that a partition was read to its end (`stop_at_end` asks for them).
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !pipeline_io::kafka::is_partition_eof(&error) {
+            tracing::error!("librdkafka: {error}: {reason}");
         }
     }
 }

@@ -103,8 +103,13 @@ impl Part {
     }
 }
 
-/// How often librdkafka reports statistics with `stop_at_end` (how the end is found).
-const STATS_INTERVAL: Duration = Duration::from_millis(200);
+/// With `stop_at_end`, how long the broker may hold a fetch that finds nothing new (unless the
+/// operator set `fetch.wait.max.ms`): the partition EOF event that prompts the end check comes
+/// with the first empty fetch after the last record, after Kafka's default 500 ms otherwise.
+const END_FETCH_WAIT_MS: &str = "20";
+
+/// With `stop_at_end`, how often the end is checked even when the EOF events do not prompt it.
+const END_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What a table's current window holds (its rows are in the table: decoded ones not yet
 /// streamed, at most [`CHUNK_ROWS`], and encoded Parquet).
@@ -145,8 +150,11 @@ struct Sink {
     refused: Vec<HashMap<u32, String>>,
     summary: Summary,
     shutdown: CancellationToken,
-    /// When the partitions were last positioned (assigned or sought).
-    positioned: Instant,
+    /// Partition EOF events since the partitions were last positioned (assigned or sought):
+    /// with `stop_at_end`, the end is checked once there are as many as partitions.
+    eofs: usize,
+    /// When the end was last checked (`stop_at_end`).
+    end_checked: Instant,
     /// The benchmark's baseline mode: no table, nothing decoded or written.
     consume_only: bool,
     /// Records and bytes read (consume-only mode).
@@ -247,7 +255,17 @@ async fn run_with(
         .kafka
         .client
         .group_consumer_config(&config.kafka.group_id);
-    c.set("enable.partition.eof", "false");
+    // With `stop_at_end`, an EOF event (librdkafka emits one per partition each time its fetch
+    // reaches the end, past the transaction markers, and again after every seek) prompts the
+    // end check ([`Sink::caught_up`]).
+    c.set(
+        "enable.partition.eof",
+        if config.lake.stop_at_end {
+            "true"
+        } else {
+            "false"
+        },
+    );
     if !config
         .kafka
         .client
@@ -256,20 +274,24 @@ async fn run_with(
     {
         c.set("heartbeat.interval.ms", "1000");
     }
-    if config.lake.stop_at_end {
-        // How the sink knows it read every partition to its end (see `caught_up`).
-        c.set(
-            "statistics.interval.ms",
-            STATS_INTERVAL.as_millis().to_string(),
-        );
+    if config.lake.stop_at_end
+        && !config
+            .kafka
+            .client
+            .librdkafka_options
+            .contains_key("fetch.wait.max.ms")
+    {
+        c.set("fetch.wait.max.ms", END_FETCH_WAIT_MS);
     }
     let consumer: SinkConsumer = c
         .create_with_context(context)
         .map_err(ctx("creating the consumer"))?;
+    // Under read_committed a watermark query answers with the last stable offset.
     let marks: BaseConsumer = config
         .kafka
         .client
         .client_config()
+        .set("isolation.level", "read_committed")
         .create()
         .map_err(ctx("creating the watermark client"))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -284,7 +306,8 @@ async fn run_with(
     let mut sink = Sink {
         consume_only,
         read: (0, 0),
-        positioned: Instant::now(),
+        eofs: 0,
+        end_checked: Instant::now(),
         consumer: OffRuntimeDrop::new(Arc::new(consumer)),
         marks: OffRuntimeDrop::new(Arc::new(marks)),
         changed,
@@ -377,6 +400,16 @@ impl Sink {
                     }
                     match message {
                         Ok(m) => self.handle(&m).await?,
+                        Err(e) if pipeline_io::kafka::is_partition_eof(&e) => {
+                            self.eofs += 1;
+                            if self.config.lake.stop_at_end
+                                && self.eofs >= self.parts.len()
+                                && self.caught_up().await?
+                            {
+                                self.stopped_at_end();
+                                return Ok(());
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "consumer error (librdkafka retries)");
                             self.metrics.failing("kafka", e.to_string());
@@ -389,8 +422,12 @@ impl Sink {
                     }
                     self.seek_pending().await;
                     self.flush_aged().await?;
-                    if self.config.lake.stop_at_end && self.caught_up().await? {
-                        tracing::info!(rows = ?self.summary.rows, "caught up: every assigned partition's end is in the tables");
+                    if self.config.lake.stop_at_end
+                        && (self.eofs >= self.parts.len()
+                            || self.end_checked.elapsed() >= END_CHECK_EVERY)
+                        && self.caught_up().await?
+                    {
+                        self.stopped_at_end();
                         return Ok(());
                     }
                     if last_lag.elapsed() > Duration::from_secs(10) {
@@ -493,9 +530,14 @@ impl Sink {
         }
     }
 
-    /// Notes that the partitions were positioned: statistics from before it no longer count.
+    /// Notes that the partitions were positioned: EOF events from before it no longer count
+    /// (librdkafka drops those it had not delivered yet, and emits new ones).
     fn forget_ends(&mut self) {
-        self.positioned = Instant::now();
+        self.eofs = 0;
+    }
+
+    fn stopped_at_end(&self) {
+        tracing::info!(rows = ?self.summary.rows, "caught up: every assigned partition's end is in the tables");
     }
 
     /// The table's latest resume point of a partition, retried while the storage fails.
@@ -849,31 +891,51 @@ impl Sink {
         Ok(())
     }
 
-    /// Whether every assigned partition's end is in the tables: librdkafka's statistics
-    /// (taken since the partitions were last positioned) found each read to its end, and
-    /// what was buffered is committed.
+    /// Whether every assigned partition's end is in the tables: each was read up to its last
+    /// stable offset (queried now), and what was buffered is committed.
+    ///
+    /// A partition is read to its end when librdkafka's position for it (the offset after the
+    /// last record or transaction marker handed to this loop since the partition was last
+    /// positioned) is at least its last stable offset; or, when nothing was handed over since,
+    /// when it was positioned at or after that offset. A seek resets librdkafka's position, so
+    /// after a reposition the end is only found again once it was read again.
     async fn caught_up(&mut self) -> Result<bool, SinkError> {
+        self.end_checked = Instant::now();
         if self.parts.is_empty() || self.parts.values().any(|p| p.state == State::NeedsSeek) {
             return Ok(false);
         }
-        let (taken, at_end) = self
-            .consumer
-            .context()
-            .at_end
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default();
-        // Statistics librdkafka computed before the last positioning may arrive after it: only
-        // those that arrived well after it count.
-        if taken.is_none_or(|t| t < self.positioned + STATS_INTERVAL * 3) {
-            return Ok(false);
-        }
-        if !self
-            .parts
-            .keys()
-            .all(|(i, p)| at_end.contains(&(self.topics[*i].clone(), *p)))
-        {
-            return Ok(false);
+        let consumer = Arc::clone(&self.consumer);
+        // A failed query only postpones the answer: the next EOF event or tick asks again.
+        let positions =
+            match off_runtime("reading the positions", move || consumer.position()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(error = %e, "end check postponed");
+                    return Ok(false);
+                }
+            };
+        let marks = match self.watermarks().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "end check postponed");
+                return Ok(false);
+            }
+        };
+        for (&(i, p), part) in &self.parts {
+            let position = positions
+                .find_partition(&self.topics[i], p)
+                .map(|e| e.offset());
+            let Some(&(low, end)) = marks.get(&(i, p)) else {
+                return Ok(false);
+            };
+            let from = match position {
+                Some(Offset::Offset(n)) => n,
+                // Nothing handed over since the partition was positioned.
+                _ => part.held.map_or(low, |v| v + 1),
+            };
+            if from < end {
+                return Ok(false);
+            }
         }
         for i in 0..self.buffers.len() {
             self.flush(i).await?;

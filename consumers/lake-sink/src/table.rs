@@ -19,7 +19,8 @@ use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, StructField, Transaction};
 use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -559,18 +560,40 @@ async fn write_chunk(
 /// bounds a window's memory (Parquet's default, 1,048,576 rows, held a whole flush).
 pub const ROW_GROUP_ROWS: usize = 65_536;
 
-/// A writer for `table`: Snappy-compressed Parquet in row groups of [`ROW_GROUP_ROWS`].
+/// A writer for `table`: Snappy-compressed Parquet in row groups of [`ROW_GROUP_ROWS`], with
+/// statistics per column chunk and no dictionary for the [`UNIQUE_COLUMNS`].
 ///
 /// # Errors
 /// Delta's, when the table's schema cannot be read.
 pub fn writer_for(table: &DeltaTable) -> Result<RecordBatchWriter, DeltaTableError> {
-    let properties = WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by(format!("lake-sink {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    Ok(RecordBatchWriter::for_table(table)?.with_writer_properties(properties))
+        // Minimum and maximum per column chunk (what Delta's file statistics are made of), not
+        // per page as well: comparing every value of every page cost more than it gave.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_created_by(format!("lake-sink {}", env!("CARGO_PKG_VERSION")));
+    for column in UNIQUE_COLUMNS {
+        properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    Ok(RecordBatchWriter::for_table(table)?.with_writer_properties(properties.build()))
 }
+
+/// Columns whose values are (nearly) all different, written without a dictionary: interning
+/// each value only to give the dictionary up after its first 1 MB. A name no table has changes
+/// nothing.
+const UNIQUE_COLUMNS: [&str; 10] = [
+    "record_key",
+    "kafka_offset",
+    "source_offset",
+    "user_id",
+    "username",
+    "email",
+    "created_at",
+    "updated_at",
+    "last_sign_on_at",
+    "last_activity_id",
+];
 
 /// The Delta `txn` application id of one Kafka partition: `<app_id>-<topic>-<partition>`.
 pub fn txn_app_id(app_id: &str, topic: &str, partition: i32) -> String {
