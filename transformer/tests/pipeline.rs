@@ -597,6 +597,32 @@ async fn syncs_deletes_poison_replay_and_report() {
         ],
         "{csv}"
     );
+
+    // The same report through a registry relay that drops the report's first connection: the
+    // report (a one-shot command nothing restarts) reads the topics again instead of failing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = s.config.registry.url.socket_addrs(|| None).unwrap()[0];
+    let mut flaky = s.config.clone();
+    flaky.registry.url.set_host(Some("127.0.0.1")).unwrap();
+    flaky
+        .registry
+        .url
+        .set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(drop_first(listener, upstream, 1, Arc::clone(&dropped)));
+    let again = report::run(
+        &flaky,
+        &ReportArgs {
+            format: Format::Csv,
+            as_of: Some("2026-11-21T00:00:00Z".into()),
+            ..ReportArgs::default()
+        },
+    )
+    .await
+    .expect("a report through a registry that dropped its first connection");
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(again, csv);
 }
 
 /// A record on the transformer's own output topic whose schema id the registry does not know
@@ -754,6 +780,28 @@ async fn relay(
                 _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                 () = cut.cancelled() => {}
             }
+        });
+    }
+}
+
+/// Accepts and closes the first `drop` connections (counting them in `dropped`), then relays
+/// every later one to `upstream`.
+async fn drop_first(
+    listener: tokio::net::TcpListener,
+    upstream: std::net::SocketAddr,
+    drop: usize,
+    dropped: Arc<AtomicUsize>,
+) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        if dropped.load(Ordering::SeqCst) < drop {
+            dropped.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        tokio::spawn(async move {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
         });
     }
 }
