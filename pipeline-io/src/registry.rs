@@ -83,6 +83,8 @@ pub struct Registry {
     cache: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
     /// Ids the registry said it does not know, and when it said so.
     unknown: Arc<Mutex<HashMap<u32, Instant>>>,
+    /// How many more times a schema fetch that got no answer is tried ([`Registry::retrying`]).
+    retries: u32,
 }
 
 /// How long an id the registry does not know is answered from memory.
@@ -114,7 +116,17 @@ impl Registry {
             auth,
             cache: Arc::new(Mutex::new(HashMap::new())),
             unknown: Arc::new(Mutex::new(HashMap::new())),
+            retries: 0,
         })
+    }
+
+    /// This client, with a schema fetch that gets no answer (a timeout, a dropped connection,
+    /// an error status) tried `retries` more times, 1 s, 2 s, ... later: for one-shot commands,
+    /// which nothing restarts. The live loops keep failing fast (their attempts restart).
+    #[must_use]
+    pub fn retrying(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -154,6 +166,21 @@ impl Registry {
         if self.known_unknown(id) {
             return Err(RegistryError::UnknownId { id });
         }
+        let mut retried = 0;
+        loop {
+            match self.fetch_schema(id).await {
+                Err(e @ RegistryError::Unavailable { .. }) if retried < self.retries => {
+                    retried += 1;
+                    tracing::warn!(error = %e, retried, "the registry did not answer; asking again");
+                    tokio::time::sleep(Duration::from_secs(u64::from(retried))).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One request for the schema `id` ([`Registry::schema_by_id`]), cached once parsed.
+    async fn fetch_schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         let url = format!("{}/schemas/ids/{id}", self.base);
         let unavailable = |reason: String| RegistryError::Unavailable {
             url: url.clone(),

@@ -54,12 +54,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // No transparent huge pages for this process: its state and batches grow by fresh pages,
-    // and each fresh 2 MiB huge page is zeroed whole however little of it is used (page
-    // zeroing was 3.5-7 % of a profile with them; README, "Benchmarks"). Best effort: where
-    // the call is refused the process runs as before.
-    #[cfg(target_os = "linux")]
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
+    pipeline_io::cli::no_transparent_huge_pages();
     pipeline_io::cli::exit(real_main(Cli::parse()))
 }
 

@@ -599,7 +599,7 @@ async fn syncs_deletes_poison_replay_and_report() {
     );
 
     // The same report through a registry relay that drops the report's first connection: the
-    // report (a one-shot command nothing restarts) reads the topics again instead of failing.
+    // report (a one-shot command nothing restarts) asks again instead of failing.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = s.config.registry.url.socket_addrs(|| None).unwrap()[0];
     let mut flaky = s.config.clone();

@@ -59,13 +59,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // No transparent huge pages for this process: the sink's memory turns over fast (Parquet
-    // row groups, record batches, fetched messages), and each fresh 2 MiB huge page is zeroed
-    // whole however little of it is used. With them, zeroing pages took up to a third of the
-    // sink's CPU time and its peak RSS was about 100 MB higher (README, "Benchmark results").
-    // Best effort: where the call is refused the process runs as before.
-    #[cfg(target_os = "linux")]
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
+    pipeline_io::cli::no_transparent_huge_pages();
     pipeline_io::cli::exit(real_main(Cli::parse()))
 }
 

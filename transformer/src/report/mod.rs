@@ -39,7 +39,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use pipeline_io::kafka::KafkaCallError;
-use pipeline_io::registry::{Registry, RegistryError};
+use pipeline_io::registry::RegistryError;
 use schemas::time::{now_ms, parse_rfc3339_ms};
 use schemas::topics::OutputTopics;
 use serde::Serialize;
@@ -510,16 +510,16 @@ pub struct Extras {
     pub signon_days: Option<(i32, i32)>,
 }
 
-/// How many times [`read_topics`] reads the topics when the registry does not answer.
-const REGISTRY_ATTEMPTS: u32 = 3;
+/// How many more times the report asks the registry for a schema that got no answer.
+const REGISTRY_RETRIES: u32 = 2;
 
 /// Reads the normalized topics into per-tenant data, with the [`Extras`] asked for. A report is
-/// a one-shot command that nothing restarts: when the registry does not answer (a timeout, a
-/// dropped connection), the topics are read again from the start, up to [`REGISTRY_ATTEMPTS`]
-/// times, 1 s and then 2 s later.
+/// a one-shot command that nothing restarts: a schema request the registry does not answer is
+/// asked again, up to [`REGISTRY_RETRIES`] more times
+/// ([`pipeline_io::registry::Registry::retrying`]).
 ///
 /// # Errors
-/// Kafka or registry failures (transient; the registry's after the last attempt); undecodable
+/// Kafka or registry failures (transient; the registry's after the last retry); undecodable
 /// records are logged and passed over.
 pub async fn read_topics(
     config: &Config,
@@ -528,31 +528,7 @@ pub async fn read_topics(
     tenant: Option<&str>,
     with: Extras,
 ) -> Result<BTreeMap<String, TenantData>, ReportError> {
-    let registry = config.registry.client()?;
-    let mut attempt = 1;
-    loop {
-        match read_topics_once(config, &registry, topics, group_id, tenant, with).await {
-            Err(ReportError::Registry(e @ RegistryError::Unavailable { .. }))
-                if attempt < REGISTRY_ATTEMPTS =>
-            {
-                tracing::warn!(error = %e, attempt, "the registry did not answer; reading the topics again");
-                tokio::time::sleep(std::time::Duration::from_secs(u64::from(attempt))).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// One reading of the topics ([`read_topics`]).
-async fn read_topics_once(
-    config: &Config,
-    registry: &Registry,
-    topics: &OutputTopics,
-    group_id: &str,
-    tenant: Option<&str>,
-    with: Extras,
-) -> Result<BTreeMap<String, TenantData>, ReportError> {
+    let registry = config.registry.client()?.retrying(REGISTRY_RETRIES);
     let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
     for kind in OutputKind::ALL {
         let apply = |key: &str, record: Option<OutputRecord>| {
@@ -658,7 +634,7 @@ async fn read_topics_once(
                 }
             }
         };
-        match read_output(config, registry, group_id, topics, kind, apply).await {
+        match read_output(config, &registry, group_id, topics, kind, apply).await {
             // Written by transformers since the sign-on counts came: an older deployment's
             // outputs have none, and the report goes on without the comparison.
             Err(OutputError::Kafka(e))
