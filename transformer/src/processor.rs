@@ -640,10 +640,10 @@ impl Processor {
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
         let sync = t.sync_ids.intern(sync_id);
-        if t.users.get(&user.user_id) == Some(sync) {
+        // Seen by this sync already: written already (the insert changed nothing).
+        if t.users.replace(&user.user_id, sync) == Some(sync) {
             return Ok(Note::DuplicateUser);
         }
-        t.users.insert(&user.user_id, sync);
         let access_group_ids = t
             .in_progress
             .as_ref()

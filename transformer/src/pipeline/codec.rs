@@ -156,12 +156,16 @@ impl<'a> DeadLetter<'a> {
 
 /// What one batch's raw records produced, encoded and waiting for their transaction: the live
 /// loop prepares the next batch while the previous one commits, and sends this once that
-/// transaction is open ([`Staged::send`]). Memory is bounded by the batch's size.
+/// transaction is open ([`Staged::send`]). Memory is bounded by the batch's size: the loop
+/// closes a batch at `batch_max_records` raw records or [`Staged::bytes`] of
+/// [`super::live::BATCH_MAX_BYTES`].
 #[derive(Debug, Default)]
 pub struct Staged {
     /// The topics named by the records (a handful).
     topics: Vec<String>,
     records: Vec<StagedRecord>,
+    /// Key and value bytes of `records`.
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -191,6 +195,7 @@ impl Staged {
                 self.topics.len() - 1
             }
         };
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
         self.records.push(StagedRecord {
             topic,
             partition,
@@ -198,6 +203,11 @@ impl Staged {
             value,
             headers,
         });
+    }
+
+    /// Key and value bytes staged.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Records staged.
@@ -214,6 +224,11 @@ impl Staged {
     /// outputs, which its new owner produces again).
     pub fn drop_partitions(&mut self, drop: impl Fn(i32) -> bool) {
         self.records.retain(|r| !drop(r.partition));
+        self.bytes = self
+            .records
+            .iter()
+            .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
+            .sum();
     }
 
     /// Sends every staged record in `session`'s open transaction, in the order staged.
@@ -221,7 +236,12 @@ impl Staged {
     /// # Errors
     /// The first send's error.
     pub async fn send(&mut self, session: &mut TxnSession) -> Result<(), KafkaCallError> {
-        let Self { topics, records } = self;
+        let Self {
+            topics,
+            records,
+            bytes,
+        } = self;
+        *bytes = 0;
         for r in records.drain(..) {
             session
                 .send_to(
@@ -333,6 +353,18 @@ mod tests {
 
     fn headers() -> Vec<(&'static str, String)> {
         dead_letter_headers("normalize", "bad", "raw", 0, 7)
+    }
+
+    #[test]
+    fn staged_bytes_follow_the_records_kept() {
+        let mut staged = Staged::default();
+        staged.push("users", 0, b"k1".to_vec(), Some(vec![0; 100]), None);
+        staged.push("users", 1, b"k22".to_vec(), None, None);
+        staged.push("state", 0, b"k333".to_vec(), Some(vec![0; 10]), None);
+        assert_eq!((staged.len(), staged.bytes()), (3, 2 + 100 + 3 + 4 + 10));
+        // A revoked partition's outputs no longer count.
+        staged.drop_partitions(|p| p == 0);
+        assert_eq!((staged.len(), staged.bytes()), (1, 3));
     }
 
     #[test]

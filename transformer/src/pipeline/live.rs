@@ -24,7 +24,8 @@
 //!    session opened, which fences an older instance with the same transactional id and
 //!    aborts its open transaction.
 //! 2. The raw topic subscribed; partitions restored as they are assigned.
-//! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`). Each
+//! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`, or
+//!    [`BATCH_MAX_BYTES`] of outputs). Each
 //!    record is decoded and processed as it is received, and what it produced is staged
 //!    ([`Staged`]): outputs or a dead letter, then one checkpoint per partition. The batch's
 //!    transaction (begin, send the staged records, send the offsets, commit) then runs on its
@@ -386,6 +387,17 @@ impl Txn {
 /// Records processed between two yields of the collecting task.
 const YIELD_EVERY: u64 = 128;
 
+/// Most key and value bytes of outputs one batch stages before it closes: what librdkafka's
+/// local queue holds (`queue.buffering.max.kbytes`, see [`TxnSession::open`]), so that a batch
+/// of large records neither holds much memory nor waits for room in that queue.
+pub const BATCH_MAX_BYTES: usize = 32 << 20;
+
+/// Whether a batch of `consumed` raw records whose outputs take `bytes` is full
+/// (`max_records` or [`BATCH_MAX_BYTES`]).
+fn batch_full(consumed: u64, bytes: usize, max_records: u64) -> bool {
+    consumed >= max_records || bytes >= BATCH_MAX_BYTES
+}
+
 /// Which labelled counter a pending count goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Family {
@@ -497,9 +509,9 @@ impl Batcher<'_> {
     }
 
     /// Fills `batch`: waits up to 500 ms for a first record (or the shutdown), then takes
-    /// records for at most `batch_max_wait` or until `batch_max_records`. Each record is
-    /// decoded, processed and its outputs staged as it arrives, so this overlaps the previous
-    /// batch's commit. Returns at once when [`Batcher::at_end`].
+    /// records for at most `batch_max_wait` until [`batch_full`]. Each record is decoded,
+    /// processed and its outputs staged as it arrives, so this overlaps the previous batch's
+    /// commit. Returns at once when [`Batcher::at_end`].
     async fn collect(
         &mut self,
         consumer: &Arc<StreamConsumer<RawContext>>,
@@ -531,7 +543,9 @@ impl Batcher<'_> {
         // timer only when no record is queued: while records are queued, the deadline is
         // looked at every `YIELD_EVERY` records instead of arming a timer for each.
         let mut records = consumer.stream();
-        while batch.consumed() < max_records && !self.at_end(at_end) {
+        while !self.at_end(at_end)
+            && !batch_full(batch.consumed(), batch.staged.bytes(), max_records)
+        {
             let m = match records.next().now_or_never() {
                 Some(m) => m,
                 None => match tokio::time::timeout_at(deadline, records.next()).await {
@@ -778,5 +792,17 @@ impl Batcher<'_> {
                 .get_or_create(&Metrics::label(name, label))
                 .inc_by(*n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_large_outputs_closes_at_the_byte_bound() {
+        assert!(!batch_full(4_999, BATCH_MAX_BYTES - 1, 5_000));
+        assert!(batch_full(10, BATCH_MAX_BYTES, 5_000));
+        assert!(batch_full(5_000, 0, 5_000));
     }
 }

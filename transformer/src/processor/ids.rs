@@ -72,15 +72,20 @@ impl LiveIds {
 
     /// Marks `id` live, last seen by sync number `sync`.
     pub fn insert(&mut self, id: &str, sync: u32) {
+        self.replace(id, sync);
+    }
+
+    /// Marks `id` live, last seen by sync number `sync`; returns the sync number it had, if it
+    /// was live (one lookup where [`LiveIds::get`] then [`LiveIds::insert`] take two).
+    pub fn replace(&mut self, id: &str, sync: u32) -> Option<u32> {
         match uuid_bytes(id) {
-            Some(u) => {
-                self.uuids.insert(u, sync);
-            }
+            Some(u) => self.uuids.insert(u, sync),
             None => {
                 if let Some(s) = self.other.get_mut(id) {
-                    *s = sync;
+                    Some(std::mem::replace(s, sync))
                 } else {
                     self.other.insert(id.into(), sync);
+                    None
                 }
             }
         }
@@ -221,6 +226,19 @@ mod tests {
         let mut syncs: Vec<u32> = live.syncs().collect();
         syncs.sort_unstable();
         assert_eq!(syncs, vec![2, 2]);
+    }
+
+    #[test]
+    fn replace_gives_the_sync_an_id_had() {
+        let mut live = LiveIds::default();
+        let uuid = "00000000-0000-4000-8000-0000000000ab";
+        for id in [uuid, "u-1"] {
+            assert_eq!(live.replace(id, 1), None, "{id}");
+            assert_eq!(live.replace(id, 1), Some(1), "{id}");
+            assert_eq!(live.replace(id, 2), Some(1), "{id}");
+            assert_eq!(live.get(id), Some(2), "{id}");
+        }
+        assert_eq!(live.len(), 2);
     }
 
     #[test]
