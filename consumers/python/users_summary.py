@@ -23,7 +23,14 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 def main() -> int:
     topic = sys.argv[1] if len(sys.argv) > 1 else "usage.users.v1"
-    registry = SchemaRegistryClient({"url": os.environ["SCHEMA_REGISTRY_URL"]})
+    # The client waits for ever by default: a registry that stops answering (as Apicurio does
+    # while its storage consumer is stuck) would hang this script. 10 s per request, asked
+    # again up to 3 times, then it fails saying so.
+    registry = SchemaRegistryClient({
+        "url": os.environ["SCHEMA_REGISTRY_URL"],
+        "timeout": 10,
+        "max.retries": 3,
+    })
     deserialize = AvroDeserializer(registry)
     consumer = Consumer({
         "bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"],
