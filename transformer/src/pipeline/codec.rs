@@ -178,6 +178,13 @@ struct StagedRecord {
     headers: Option<OwnedHeaders>,
 }
 
+impl StagedRecord {
+    /// Key and value bytes (what [`Staged::bytes`] counts).
+    fn bytes(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
 impl Staged {
     /// Stages a record for `partition` of `topic`.
     pub fn push(
@@ -195,14 +202,15 @@ impl Staged {
                 self.topics.len() - 1
             }
         };
-        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
-        self.records.push(StagedRecord {
+        let record = StagedRecord {
             topic,
             partition,
             key,
             value,
             headers,
-        });
+        };
+        self.bytes += record.bytes();
+        self.records.push(record);
     }
 
     /// Key and value bytes staged.
@@ -223,12 +231,14 @@ impl Staged {
     /// Drops the records bound for the partitions `drop` says (a revoked raw partition's
     /// outputs, which its new owner produces again).
     pub fn drop_partitions(&mut self, drop: impl Fn(i32) -> bool) {
-        self.records.retain(|r| !drop(r.partition));
-        self.bytes = self
-            .records
-            .iter()
-            .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
-            .sum();
+        let bytes = &mut self.bytes;
+        self.records.retain(|r| {
+            let keep = !drop(r.partition);
+            if !keep {
+                *bytes -= r.bytes();
+            }
+            keep
+        });
     }
 
     /// Sends every staged record in `session`'s open transaction, in the order staged.
