@@ -126,3 +126,31 @@ async fn a_new_writer_fences_the_old_one_and_its_open_transaction_is_discarded()
         Some(&b"new"[..])
     );
 }
+
+/// Right after a topic is created, the broker can name a leader in its metadata before the
+/// leader serves the partition: a raw `ListOffsets` then fails with `NotLeaderForPartition`
+/// (2 of 120 fresh partitions here; a CI run's `tenants add` failed so). The watermarks every
+/// binary asks for are answered anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_of_fresh_topics_are_answered() {
+    use pipeline_io::kafka::{ClientSettings, TopicSpec};
+    use rdkafka::consumer::BaseConsumer;
+
+    let settings = ClientSettings::new(common::kafka_bootstrap(), "producer-test")
+        .with_timeout(Duration::from_secs(10));
+    let consumer: BaseConsumer = settings.client_config().create().unwrap();
+    let mut failed = Vec::new();
+    for _ in 0..30 {
+        let name = common::unique("fresh");
+        pipeline_io::kafka::ensure_topics(&settings, &[TopicSpec::new(&name, 6, 1)])
+            .await
+            .unwrap();
+        for p in 0..6 {
+            match pipeline_io::kafka::fetch_watermarks(&consumer, &name, p, settings.timeout) {
+                Ok(marks) => assert_eq!(marks, (0, 0), "{name}/{p}"),
+                Err(e) => failed.push(format!("{name}/{p}: {e}")),
+            }
+        }
+    }
+    assert!(failed.is_empty(), "watermarks not answered: {failed:#?}");
+}

@@ -957,7 +957,12 @@ impl Sink {
         let marks = off_runtime("reading watermarks", move || {
             wanted
                 .into_iter()
-                .map(|(i, p, topic)| Ok(((i, p), consumer.fetch_watermarks(&topic, p, timeout)?)))
+                .map(|(i, p, topic)| {
+                    Ok((
+                        (i, p),
+                        pipeline_io::kafka::fetch_watermarks(&*consumer, &topic, p, timeout)?,
+                    ))
+                })
                 .collect::<Result<BTreeMap<_, _>, _>>()
         })
         .await?;

@@ -278,6 +278,53 @@ impl ClientSettings {
     }
 }
 
+/// The low and high watermarks of one partition, asked again while the broker answers that
+/// the partition has no leader yet (within `timeout` in all).
+///
+/// Right after a topic is created the broker's metadata can already name a leader while the
+/// leader itself does not serve the partition yet, and a `ListOffsets` then fails with
+/// `NotLeaderForPartition` (a CI run's `tenants add` did). librdkafka retries produce and fetch
+/// on such errors by itself, but not `fetch_watermarks`.
+///
+/// # Errors
+/// The last error once `timeout` has passed, or at once any error that is not about leadership.
+pub fn fetch_watermarks<
+    C: rdkafka::consumer::Consumer<X>,
+    X: rdkafka::consumer::ConsumerContext,
+>(
+    consumer: &C,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<(i64, i64)> {
+    let started = std::time::Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        match consumer.fetch_watermarks(topic, partition, left.max(Duration::from_millis(100))) {
+            Err(e) if is_leader_moving(&e) && started.elapsed() + RETRY_PAUSE < timeout => {
+                tracing::debug!(topic, partition, error = %e, "watermarks: asking again");
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Pause between two [`fetch_watermarks`] attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether `error` says a partition's leadership is not settled yet: worth asking again.
+fn is_leader_moving(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
 /// Whether an error only says that a consumer reached the end of a partition: how readers
 /// stop, not something to log as an error.
 pub fn is_partition_eof(error: &KafkaError) -> bool {

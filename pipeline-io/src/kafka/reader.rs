@@ -20,7 +20,8 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{
-    ClientSettings, KafkaCallError, OffRuntimeDrop, ctx, is_partition_eof, off_runtime, partitions,
+    ClientSettings, KafkaCallError, OffRuntimeDrop, ctx, fetch_watermarks, is_partition_eof,
+    off_runtime, partitions,
 };
 
 /// Client context of the readers: end-of-partition is how they stop, not an error to log.
@@ -85,7 +86,7 @@ impl RangeReader {
             let mut tpl = TopicPartitionList::new();
             let mut end = HashMap::new();
             for (p, start, stop) in wanted {
-                let (low, high) = c.fetch_watermarks(&name, p, timeout)?;
+                let (low, high) = fetch_watermarks(&*c, &name, p, timeout)?;
                 let stop = stop.unwrap_or(high).min(high);
                 let first = match start {
                     Offset::Offset(o) => o.max(low),
@@ -237,13 +238,13 @@ pub async fn wait_settled(
         let uncommitted: BaseConsumer = uncommitted.create()?;
         let mut targets = HashMap::new();
         for p in parts {
-            targets.insert(p, uncommitted.fetch_watermarks(&name, p, timeout)?.1);
+            targets.insert(p, fetch_watermarks(&uncommitted, &name, p, timeout)?.1);
         }
         let started = std::time::Instant::now();
         loop {
             let mut still = HashMap::new();
             for (p, high) in targets {
-                if committed.fetch_watermarks(&name, p, timeout)?.1 < high {
+                if fetch_watermarks(&committed, &name, p, timeout)?.1 < high {
                     still.insert(p, high);
                 }
             }

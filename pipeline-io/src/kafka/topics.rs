@@ -249,7 +249,7 @@ pub async fn watermarks(
     let name = topic.to_owned();
     off_runtime(format!("watermarks of {topic}/{partition}"), move || {
         let consumer: BaseConsumer = config.create()?;
-        consumer.fetch_watermarks(&name, partition, timeout)
+        super::fetch_watermarks(&consumer, &name, partition, timeout)
     })
     .await
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pipeline_io::kafka::ReaderContext;
+use pipeline_io::kafka::{ReaderContext, fetch_watermarks};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -321,11 +321,9 @@ fn consume_all_blocking(topic: &str, limit: Duration) -> Result<Vec<ConsumedReco
         let mut stable_everywhere = true;
         for &id in &ids {
             let context = || format!("watermarks of {topic}/{id}");
-            let (_, stable) = consumer
-                .fetch_watermarks(topic, id, REQUEST_TIMEOUT)
+            let (_, stable) = fetch_watermarks(&consumer, topic, id, REQUEST_TIMEOUT)
                 .map_err(kafka_error(context()))?;
-            let (_, high) = marks
-                .fetch_watermarks(topic, id, REQUEST_TIMEOUT)
+            let (_, high) = fetch_watermarks(&marks, topic, id, REQUEST_TIMEOUT)
                 .map_err(kafka_error(context()))?;
             stable_everywhere &= stable >= high;
         }
@@ -339,8 +337,7 @@ fn consume_all_blocking(topic: &str, limit: Duration) -> Result<Vec<ConsumedReco
     let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
     for &id in &ids {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, id, REQUEST_TIMEOUT)
+        let (low, high) = fetch_watermarks(&consumer, topic, id, REQUEST_TIMEOUT)
             .map_err(kafka_error(format!("watermarks of {topic}/{id}")))?;
         if high > low {
             pending.insert(id, high);
