@@ -78,13 +78,76 @@ impl RegistryError {
 #[derive(Debug, Clone)]
 pub struct Registry {
     base: String,
-    http: reqwest::Client,
+    http: Arc<Http>,
     auth: Option<RegistryAuth>,
     cache: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
     /// Ids the registry said it does not know, and when it said so.
     unknown: Arc<Mutex<HashMap<u32, Instant>>>,
     /// How many more times a schema fetch that got no answer is tried ([`Registry::retrying`]).
     retries: u32,
+}
+
+/// The HTTP client, built on a thread of its own while the process starts.
+///
+/// Building a `reqwest` client sets up its TLS connector, and OpenSSL 3 then parses the system's
+/// CA bundle: about 40 ms of CPU here, even for an `http://` registry, which a binary paid at
+/// start-up on its main thread (5 % of the lake sink benchmark's samples). Started in
+/// [`Registry::new`], it overlaps with the Kafka clients' start; the first request waits for it.
+#[derive(Debug)]
+struct Http {
+    ready: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    building: tokio::sync::Mutex<
+        Option<tokio::sync::oneshot::Receiver<reqwest::Result<reqwest::Client>>>,
+    >,
+}
+
+impl Http {
+    /// Starts building a client of `base_url` whose requests and connections time out after
+    /// `timeout`.
+    fn build(base_url: &str, timeout: Duration) -> Result<Self, RegistryError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("registry-http".into())
+            .spawn(move || {
+                let built = reqwest::Client::builder()
+                    .timeout(timeout)
+                    .connect_timeout(timeout)
+                    .build();
+                // The registry may be dropped before the client is built: nothing waits then.
+                let _ = tx.send(built);
+            })
+            .map_err(|e| RegistryError::Unavailable {
+                url: base_url.to_owned(),
+                reason: format!("starting the HTTP client's thread: {e}"),
+            })?;
+        Ok(Self {
+            ready: std::sync::OnceLock::new(),
+            building: tokio::sync::Mutex::new(Some(rx)),
+        })
+    }
+
+    /// The client, once built (cheap to clone); why it could not be built otherwise.
+    async fn client(&self) -> Result<reqwest::Client, String> {
+        if let Some(ready) = self.ready.get() {
+            return ready.clone();
+        }
+        // One caller waits for the thread; a caller cancelled meanwhile leaves the receiver in
+        // place for the next.
+        let mut building = self.building.lock().await;
+        if let Some(ready) = self.ready.get() {
+            return ready.clone();
+        }
+        let built = match building.as_mut() {
+            Some(rx) => match rx.await {
+                Ok(built) => built
+                    .map_err(|e| format!("building the HTTP client: {}", crate::error_text(&e))),
+                Err(_) => Err("the HTTP client's thread ended without a client".to_owned()),
+            },
+            None => Err("the HTTP client was not built".to_owned()),
+        };
+        *building = None;
+        self.ready.get_or_init(|| built).clone()
+    }
 }
 
 /// How long an id the registry does not know is answered from memory.
@@ -102,17 +165,9 @@ impl Registry {
         auth: Option<RegistryAuth>,
         timeout: Duration,
     ) -> Result<Self, RegistryError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| RegistryError::Unavailable {
-                url: base_url.to_owned(),
-                reason: e.to_string(),
-            })?;
         Ok(Self {
             base: base_url.trim_end_matches('/').to_owned(),
-            http,
+            http: Arc::new(Http::build(base_url, timeout)?),
             auth,
             cache: Arc::new(Mutex::new(HashMap::new())),
             unknown: Arc::new(Mutex::new(HashMap::new())),
@@ -129,11 +184,25 @@ impl Registry {
         self
     }
 
-    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
+    /// A request to `url`, with the credentials.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, RegistryError> {
+        let req = self
+            .http
+            .client()
+            .await
+            .map_err(|reason| RegistryError::Unavailable {
+                url: url.to_owned(),
+                reason,
+            })?
+            .request(method, url);
+        Ok(match &self.auth {
             Some(a) => req.basic_auth(&a.username, Some(a.password.expose())),
             None => req,
-        }
+        })
     }
 
     fn cached(&self, id: u32) -> Option<Arc<Schema>> {
@@ -187,7 +256,8 @@ impl Registry {
             reason,
         };
         let resp = self
-            .authed(self.http.get(&url))
+            .request(reqwest::Method::GET, &url)
+            .await?
             .send()
             .await
             .map_err(|e| unavailable(crate::error_text(&e)))?;
@@ -238,7 +308,8 @@ impl Registry {
             reason,
         };
         let resp = self
-            .authed(self.http.post(&url))
+            .request(reqwest::Method::POST, &url)
+            .await?
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .json(&json!({"schema": schema, "schemaType": "AVRO"}))
             .send()
@@ -285,7 +356,8 @@ impl Registry {
     async fn set_compatibility(&self, subject: &str) -> Result<reqwest::StatusCode, RegistryError> {
         let url = format!("{}/config/{subject}", self.base);
         let resp = self
-            .authed(self.http.put(&url))
+            .request(reqwest::Method::PUT, &url)
+            .await?
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .json(&json!({"compatibility": "BACKWARD_TRANSITIVE"}))
             .send()
