@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assign::{Resumer, SinkContext, Source};
 use crate::config::Config;
-use crate::decode::{self, Body, Plan, Position};
+use crate::decode::{self, Plan};
 use crate::metrics::{self, Metrics};
-use crate::table::{CHUNK_ROWS, Committed, LakeTable, TableError};
+use crate::table::{CHUNK_ROWS, Committed, LakeTable, Prepared, Record, TableError};
 
 /// The tables, in this order, and the topic each is fed from.
 pub const TABLES: [&str; 3] = ["users", "applications", "app_usage"];
@@ -63,17 +63,6 @@ pub enum SinkError {
 }
 
 type SinkConsumer = StreamConsumer<SinkContext>;
-
-/// How a record's value becomes a row.
-#[derive(Debug)]
-enum Prepared {
-    /// A tombstone.
-    Deleted,
-    /// Written with `decode_error`, for this reason.
-    Undecodable(String),
-    /// Decoded with the plan of its writer schema.
-    Datum { schema_id: u32, plan: Arc<Plan> },
-}
 
 /// How far one partition is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,13 +214,6 @@ async fn run_with(
         config.kafka.topics.applications.clone(),
         config.kafka.topics.app_usage.clone(),
     ];
-    let mut tables = Vec::new();
-    for (name, topic) in TABLES.iter().zip(&topics).filter(|_| !consume_only) {
-        let Some(table) = open_table(&config, name, topic, &metrics, &shutdown).await else {
-            return Err(SinkError::Stopped);
-        };
-        tables.push(table);
-    }
     let resumer = if consume_only {
         None
     } else {
@@ -296,6 +278,15 @@ async fn run_with(
         .map_err(ctx("creating the watermark client"))?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(ctx("subscribing"))?;
+    // The group is joined in librdkafka's threads meanwhile; the assignment waits for the
+    // first poll, after this.
+    let mut tables = Vec::new();
+    for (name, topic) in TABLES.iter().zip(&topics).filter(|_| !consume_only) {
+        let Some(table) = open_table(&config, name, topic, &metrics, &shutdown).await else {
+            return Err(SinkError::Stopped);
+        };
+        tables.push(table);
+    }
     tracing::info!(
         topics = ?names,
         group = %config.kafka.group_id,
@@ -351,6 +342,7 @@ async fn open_table(
             topic,
             &config.lake.app_id,
             &schema,
+            undecodable(name, metrics),
         )
         .await
         {
@@ -364,6 +356,19 @@ async fn open_table(
             }
         }
     }
+}
+
+/// How table `name` reports a value written as undecodable: a warning and a count.
+fn undecodable(name: &str, metrics: &Metrics) -> crate::table::OnUndecodable {
+    let count = metrics
+        .undecodable
+        .get_or_create(&metrics::table(name))
+        .clone();
+    let table = name.to_owned();
+    Arc::new(move |why: &str| {
+        tracing::warn!(table = %table, reason = %why, "value not decodable: written with decode_error");
+        count.inc();
+    })
 }
 
 /// Doubling pauses from 500 ms to 30 s.
@@ -399,7 +404,7 @@ impl Sink {
                         self.reassigned().await?;
                     }
                     match message {
-                        Ok(m) => self.handle(&m).await?,
+                        Ok(m) => self.handle(m).await?,
                         Err(e) if pipeline_io::kafka::is_partition_eof(&e) => {
                             self.eofs += 1;
                             if self.config.lake.stop_at_end
@@ -590,7 +595,7 @@ impl Sink {
         }
     }
 
-    async fn handle(&mut self, m: &OwnedMessage) -> Result<(), SinkError> {
+    async fn handle(&mut self, m: OwnedMessage) -> Result<(), SinkError> {
         let Some(i) = self.topics.iter().position(|t| t == m.topic()) else {
             return Ok(());
         };
@@ -640,27 +645,7 @@ impl Sink {
         {
             return Ok(());
         }
-        let at = Position {
-            key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
-            partition: p,
-            offset,
-            timestamp_ms: m.timestamp().to_millis(),
-        };
-        let body = match &value {
-            Prepared::Deleted => Body::Deleted,
-            Prepared::Undecodable(why) => Body::Undecodable(why),
-            Prepared::Datum { schema_id, plan } => Body::Datum {
-                schema_id: *schema_id,
-                plan,
-                datum: m
-                    .payload()
-                    .and_then(|v| v.get(schemas::wire::HEADER_LEN..))
-                    .unwrap_or_default(),
-            },
-        };
-        if let Some(why) = self.tables[i].push(&at, body) {
-            self.undecodable(i, &why);
-        }
+        self.tables[i].push(Record { message: m, value });
         let buffer = &mut self.buffers[i];
         buffer.count += 1;
         buffer.bytes += size;
@@ -766,14 +751,6 @@ impl Sink {
             },
             None => Prepared::Undecodable(format!("schema id {id}: no plan for its records")),
         })
-    }
-
-    fn undecodable(&self, i: usize, why: &str) {
-        tracing::warn!(table = TABLES[i], reason = %why, "value not decodable: written with decode_error");
-        self.metrics
-            .undecodable
-            .get_or_create(&metrics::table(TABLES[i]))
-            .inc();
     }
 
     /// A writer schema seen for the first time: the table gains its new fields as columns
