@@ -744,6 +744,9 @@ async fn check_costs_and_reclaim(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// How long the Python example consumer may take: its own bounds add up to about a minute.
+const PYTHON_LIMIT: Duration = Duration::from_secs(180);
+
 /// The two example consumers (`consumers/users-summary`, Rust, and
 /// `consumers/python/users_summary.py`, confluent-kafka's `AvroDeserializer`) give, for the
 /// tenant, the numbers the truth gives: users, `can_authenticate`, MFA enabled, never signed on.
@@ -769,7 +772,9 @@ async fn check_example_consumers(env: &Env, truth: &Truth) {
         vec![want.clone()],
         "the Rust example consumer's summary"
     );
-    let out = std::process::Command::new("python3")
+    // The script bounds its own waits (10 s per Kafka call, 4 x 10 s per registry request);
+    // this bound is for anything else that hangs, so the test fails instead of waiting for ever.
+    let python = tokio::process::Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../consumers/python/users_summary.py"
@@ -777,7 +782,13 @@ async fn check_example_consumers(env: &Env, truth: &Truth) {
         .arg(topic)
         .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
         .env("SCHEMA_REGISTRY_URL", &registry)
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(PYTHON_LIMIT, python)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the Python example consumer did not end within {PYTHON_LIMIT:?}: killed")
+        })
         .unwrap();
     assert!(
         out.status.success(),
