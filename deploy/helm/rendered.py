@@ -6,7 +6,8 @@
       BIN_DIR (holding the built producer, transformer and lake-sink), each is also checked by its
       own binary, `<binary> validate-config`, with the Deployment's environment: variables from
       Secrets get a placeholder value, so the override names (`PRODUCER__KAFKA__…`) are checked
-      too, and tenants' client_secret_file point at a placeholder file.
+      too, tenants' client_secret_file point at a placeholder file, and a schema_registry.ca_location
+      at a test CA certificate.
 
   rendered.py strimzi RENDERED.yaml CHART_DIR CLUSTER
       Every KafkaTopic of files/strimzi/kafka-topics.yaml and KafkaUser of kafka-users.yaml must be
@@ -25,6 +26,12 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
+
+
+# A PEM certificate for `schema_registry.ca_location` (the test CA of pipeline-io's tests).
+PLACEHOLDER_CA = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "pipeline-io", "tests", "fixtures", "registry-ca.pem"
+)
 
 
 def documents(path):
@@ -67,6 +74,10 @@ def configs(rendered, workdir, bin_dir):
         for tenant in config.get("tenants", []):
             if "client_secret_file" in tenant:
                 env[f"PRODUCER__TENANTS__{tenant['tenant_id']}__CLIENT_SECRET_FILE"] = secret_file
+        if "ca_location" in config.get("schema_registry", {}):
+            # The mounted CA is not here: the binary reads a test CA in its place.
+            prefix = container["name"].upper().replace("-", "_")
+            env[f"{prefix}__SCHEMA_REGISTRY__CA_LOCATION"] = PLACEHOLDER_CA
         binary = os.path.join(bin_dir, container["name"])
         run = subprocess.run(
             [binary, "validate-config", "--config", path],

@@ -617,6 +617,10 @@ pub struct RegistryFile {
     /// Timeout of one registry request.
     #[serde(default = "default_registry_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// A PEM file of the CA certificates that sign an `https` registry's certificate, trusted
+    /// besides the system's (a private CA); absent: the system's only.
+    #[serde(default)]
+    pub ca_location: Option<String>,
 }
 
 const fn default_registry_timeout_ms() -> u64 {
@@ -630,6 +634,7 @@ impl Default for RegistryFile {
             username: None,
             password_env: None,
             request_timeout_ms: default_registry_timeout_ms(),
+            ca_location: None,
         }
     }
 }
@@ -643,6 +648,8 @@ pub struct RegistrySettings {
     pub basic_auth: Option<RegistryAuth>,
     /// Timeout of one request.
     pub request_timeout: Duration,
+    /// The PEM certificates of `ca_location`, trusted besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl RegistrySettings {
@@ -651,11 +658,31 @@ impl RegistrySettings {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn client(&self) -> Result<crate::registry::Registry, crate::registry::RegistryError> {
-        crate::registry::Registry::new(
+        // Checked when the settings were validated.
+        let roots = self
+            .ca_pem
+            .as_deref()
+            .map(|pem| reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default())
+            .unwrap_or_default();
+        crate::registry::Registry::with_roots(
             self.url.as_str(),
             self.basic_auth.clone(),
             self.request_timeout,
+            roots,
         )
+    }
+}
+
+/// The PEM certificates in the file at `path`, or what is wrong with it.
+fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certificates) if !certificates.is_empty() => Ok(pem),
+        Ok(_) => Err(format!("`{path}` holds no PEM certificate")),
+        Err(e) => Err(format!(
+            "`{path}` is not a PEM certificate bundle: {}",
+            crate::error_text(&e)
+        )),
     }
 }
 
@@ -700,10 +727,21 @@ impl RegistryFile {
         if self.request_timeout_ms < 100 {
             errors.global("schema_registry.request_timeout_ms", "must be at least 100");
         }
+        let ca_pem = match self.ca_location.as_deref() {
+            None => None,
+            Some(path) => match read_ca_file(path) {
+                Ok(pem) => Some(pem),
+                Err(m) => {
+                    errors.global("schema_registry.ca_location", m);
+                    return None;
+                }
+            },
+        };
         Some(RegistrySettings {
             url: url?,
             basic_auth,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            ca_pem,
         })
     }
 }

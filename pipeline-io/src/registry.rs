@@ -103,13 +103,21 @@ struct Http {
 
 impl Http {
     /// Starts building a client of `base_url` whose requests and connections time out after
-    /// `timeout`.
-    fn build(base_url: &str, timeout: Duration) -> Result<Self, RegistryError> {
+    /// `timeout`, trusting `roots` besides the system's CA certificates.
+    fn build(
+        base_url: &str,
+        timeout: Duration,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, RegistryError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("registry-http".into())
             .spawn(move || {
-                let built = reqwest::Client::builder()
+                let built = roots
+                    .into_iter()
+                    .fold(reqwest::Client::builder(), |b, root| {
+                        b.add_root_certificate(root)
+                    })
                     .timeout(timeout)
                     .connect_timeout(timeout)
                     .build();
@@ -165,9 +173,23 @@ impl Registry {
         auth: Option<RegistryAuth>,
         timeout: Duration,
     ) -> Result<Self, RegistryError> {
+        Self::with_roots(base_url, auth, timeout, Vec::new())
+    }
+
+    /// As [`Registry::new`], trusting `roots` besides the system's CA certificates (an
+    /// `https` registry whose certificate a private CA signed).
+    ///
+    /// # Errors
+    /// [`RegistryError::Unavailable`] if the HTTP client cannot be built.
+    pub fn with_roots(
+        base_url: &str,
+        auth: Option<RegistryAuth>,
+        timeout: Duration,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, RegistryError> {
         Ok(Self {
             base: base_url.trim_end_matches('/').to_owned(),
-            http: Arc::new(Http::build(base_url, timeout)?),
+            http: Arc::new(Http::build(base_url, timeout, roots)?),
             auth,
             cache: Arc::new(Mutex::new(HashMap::new())),
             unknown: Arc::new(Mutex::new(HashMap::new())),

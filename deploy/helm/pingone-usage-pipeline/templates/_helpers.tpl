@@ -65,9 +65,11 @@ lakeSink:
 producer transformer lakeSink
 {{- end -}}
 
-{{/* Where each pod finds its configuration, the Kafka CA and the tenants' client secrets. */}}
+{{/* Where each pod finds its configuration, the Kafka and registry CAs and the tenants' client
+secrets. */}}
 {{- define "pingone-usage.configPath" -}}/etc/pingone-usage/config.toml{{- end -}}
 {{- define "pingone-usage.caDir" -}}/etc/pingone-usage/kafka-ca{{- end -}}
+{{- define "pingone-usage.registryCaDir" -}}/etc/pingone-usage/registry-ca{{- end -}}
 {{- define "pingone-usage.tenantSecretsDir" -}}/etc/pingone-usage/tenant-secrets{{- end -}}
 
 {{/*
@@ -216,6 +218,10 @@ it with fromYaml), failing the render with a message naming the value when somet
 {{- with $v.schemaRegistry.username }}{{ $_ := set $registry "username" . }}{{ end -}}
 {{- if include "pingone-usage.registryPasswordSecret" . -}}
 {{- $_ := set $registry "password_env" "SCHEMA_REGISTRY_PASSWORD" -}}
+{{- end -}}
+{{- if or $v.schemaRegistry.ca.secretName $v.schemaRegistry.ca.configMapName -}}
+{{- if not $v.schemaRegistry.ca.key }}{{ fail "schemaRegistry.ca.key: the key of the CA certificate is empty" }}{{ end -}}
+{{- $_ := set $registry "ca_location" (printf "%s/%s" (include "pingone-usage.registryCaDir" $root) $v.schemaRegistry.ca.key) -}}
 {{- end -}}
 {{- $ops := dict "log_format" "json" -}}
 {{- $base := dict "kafka" $kafka "schema_registry" $registry "operations" $ops -}}
