@@ -18,7 +18,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, StructField, Transaction};
-use deltalake::parquet::basic::Compression;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -771,15 +771,18 @@ pub const ROW_GROUP_ROWS: usize = 65_536;
 /// "Benchmark results").
 pub const PAGE_BYTES: usize = 64 * 1024;
 
-/// A writer for `table`: Snappy-compressed Parquet in row groups of [`ROW_GROUP_ROWS`] and
-/// pages of [`PAGE_BYTES`], with statistics per column chunk (none for the
-/// [`UNRANKED_COLUMNS`]) and no dictionary for the [`UNIQUE_COLUMNS`].
+/// A writer for `table`: Parquet compressed with zstd at level 1, in row groups of
+/// [`ROW_GROUP_ROWS`] and pages of [`PAGE_BYTES`], with statistics per column chunk (none for
+/// the [`UNRANKED_COLUMNS`]) and no dictionary for the [`UNIQUE_COLUMNS`].
 ///
 /// # Errors
 /// Delta's, when the table's schema cannot be read.
 pub fn writer_for(table: &DeltaTable) -> Result<RecordBatchWriter, DeltaTableError> {
     let mut properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+        // zstd 1 (the default level): the benchmark's tables take 15.7 MB instead of Snappy's
+        // 25.0 MB, at the same speed and with 10–15 MB less peak RSS (README, "Benchmark
+        // results"); every Delta reader reads zstd.
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_size_limit(PAGE_BYTES)
         .set_dictionary_page_size_limit(PAGE_BYTES)
