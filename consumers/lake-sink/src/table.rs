@@ -135,7 +135,9 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Debug)]
 struct Worker {
     name: String,
-    /// Room for one job: a table hands over its next chunk only once the last one is written.
+    /// Room for one queued job beside the one running: a table never has more outstanding
+    /// ([`ENCODES_IN_FLIGHT`], one decode at a time), so a hand-over waits at most for the
+    /// thread to take the job queued before, once the job running has answered.
     jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
