@@ -656,14 +656,20 @@ impl RegistrySettings {
     /// A client of this registry.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
+    /// When the HTTP client cannot be built, or `ca_pem` is not PEM (validation checks it).
     pub fn client(&self) -> Result<crate::registry::Registry, crate::registry::RegistryError> {
-        // Checked when the settings were validated.
-        let roots = self
-            .ca_pem
-            .as_deref()
-            .map(|pem| reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default())
-            .unwrap_or_default();
+        let roots = match self.ca_pem.as_deref() {
+            None => Vec::new(),
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                crate::registry::RegistryError::Unavailable {
+                    url: self.url.to_string(),
+                    reason: format!(
+                        "the CA certificates of schema_registry.ca_location: {}",
+                        crate::error_text(&e)
+                    ),
+                }
+            })?,
+        };
         crate::registry::Registry::with_roots(
             self.url.as_str(),
             self.basic_auth.clone(),

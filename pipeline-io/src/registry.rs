@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use serde_json::json;
 
 use serde::Deserialize;
@@ -78,7 +80,7 @@ impl RegistryError {
 #[derive(Debug, Clone)]
 pub struct Registry {
     base: String,
-    http: Arc<Http>,
+    http: Http,
     auth: Option<RegistryAuth>,
     cache: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
     /// Ids the registry said it does not know, and when it said so.
@@ -92,70 +94,43 @@ pub struct Registry {
 /// Building a `reqwest` client sets up its TLS connector, and OpenSSL 3 then parses the system's
 /// CA bundle: about 40 ms of CPU here, even for an `http://` registry, which a binary paid at
 /// start-up on its main thread (5 % of the lake sink benchmark's samples). Started in
-/// [`Registry::new`], it overlaps with the Kafka clients' start; the first request waits for it.
-#[derive(Debug)]
-struct Http {
-    ready: std::sync::OnceLock<Result<reqwest::Client, String>>,
-    building: tokio::sync::Mutex<
-        Option<tokio::sync::oneshot::Receiver<reqwest::Result<reqwest::Client>>>,
-    >,
-}
+/// [`Registry::new`], it overlaps with the Kafka clients' start; the first request waits for it,
+/// and every later one gets the same client (or the same reason it could not be built).
+type Http = Shared<BoxFuture<'static, Result<reqwest::Client, String>>>;
 
-impl Http {
-    /// Starts building a client of `base_url` whose requests and connections time out after
-    /// `timeout`, trusting `roots` besides the system's CA certificates.
-    fn build(
-        base_url: &str,
-        timeout: Duration,
-        roots: Vec<reqwest::Certificate>,
-    ) -> Result<Self, RegistryError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("registry-http".into())
-            .spawn(move || {
-                let built = roots
-                    .into_iter()
-                    .fold(reqwest::Client::builder(), |b, root| {
-                        b.add_root_certificate(root)
-                    })
-                    .timeout(timeout)
-                    .connect_timeout(timeout)
-                    .build();
-                // The registry may be dropped before the client is built: nothing waits then.
-                let _ = tx.send(built);
-            })
-            .map_err(|e| RegistryError::Unavailable {
-                url: base_url.to_owned(),
-                reason: format!("starting the HTTP client's thread: {e}"),
-            })?;
-        Ok(Self {
-            ready: std::sync::OnceLock::new(),
-            building: tokio::sync::Mutex::new(Some(rx)),
+/// Starts building a client of `base_url` whose requests and connections time out after
+/// `timeout`, trusting `roots` besides the system's CA certificates.
+fn build_http(
+    base_url: &str,
+    timeout: Duration,
+    roots: Vec<reqwest::Certificate>,
+) -> Result<Http, RegistryError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("registry-http".into())
+        .spawn(move || {
+            let built = roots
+                .into_iter()
+                .fold(reqwest::Client::builder(), |b, root| {
+                    b.add_root_certificate(root)
+                })
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .build()
+                .map_err(|e| format!("building the HTTP client: {}", crate::error_text(&e)));
+            // The registry may be dropped before the client is built: nothing waits then.
+            let _ = tx.send(built);
         })
-    }
-
-    /// The client, once built (cheap to clone); why it could not be built otherwise.
-    async fn client(&self) -> Result<reqwest::Client, String> {
-        if let Some(ready) = self.ready.get() {
-            return ready.clone();
-        }
-        // One caller waits for the thread; a caller cancelled meanwhile leaves the receiver in
-        // place for the next.
-        let mut building = self.building.lock().await;
-        if let Some(ready) = self.ready.get() {
-            return ready.clone();
-        }
-        let built = match building.as_mut() {
-            Some(rx) => match rx.await {
-                Ok(built) => built
-                    .map_err(|e| format!("building the HTTP client: {}", crate::error_text(&e))),
-                Err(_) => Err("the HTTP client's thread ended without a client".to_owned()),
-            },
-            None => Err("the HTTP client was not built".to_owned()),
-        };
-        *building = None;
-        self.ready.get_or_init(|| built).clone()
-    }
+        .map_err(|e| RegistryError::Unavailable {
+            url: base_url.to_owned(),
+            reason: format!("starting the HTTP client's thread: {e}"),
+        })?;
+    Ok(rx
+        .map(|built| {
+            built.unwrap_or_else(|_| Err("the HTTP client's thread ended without a client".into()))
+        })
+        .boxed()
+        .shared())
 }
 
 /// How long an id the registry does not know is answered from memory.
@@ -189,7 +164,7 @@ impl Registry {
     ) -> Result<Self, RegistryError> {
         Ok(Self {
             base: base_url.trim_end_matches('/').to_owned(),
-            http: Arc::new(Http::build(base_url, timeout, roots)?),
+            http: build_http(base_url, timeout, roots)?,
             auth,
             cache: Arc::new(Mutex::new(HashMap::new())),
             unknown: Arc::new(Mutex::new(HashMap::new())),
@@ -214,7 +189,7 @@ impl Registry {
     ) -> Result<reqwest::RequestBuilder, RegistryError> {
         let req = self
             .http
-            .client()
+            .clone()
             .await
             .map_err(|reason| RegistryError::Unavailable {
                 url: url.to_owned(),

@@ -1,7 +1,8 @@
 //! The transactional writer and the checkpoint reader against the real broker: committed
 //! checkpoints are read back (the latest per key), aborted ones never are, and a new writer with
 //! the same transactional id fences the old one; another stream's open transaction never makes
-//! the reader return an older checkpoint.
+//! the reader return an older checkpoint; the watermarks the readers start from are answered
+//! for partitions created a moment before.
 
 mod common;
 

@@ -25,13 +25,12 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use indexmap::IndexMap;
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
 use tokio::sync::oneshot;
 use url::Url;
 
 use crate::columns::{self, PARTITION_COLUMNS};
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
-
 use crate::decode::{Body, Chunk, DecodeError, Filled, Plan, PlanError, Plans, Position};
 
 /// A failed table operation, with the table's name.
@@ -121,6 +120,13 @@ enum Decoding {
     Busy(oneshot::Receiver<Decoded>),
     /// Between the two (never seen outside a method).
     Gone,
+}
+
+impl Decoding {
+    /// An empty chunk of `schema`'s columns, fed from `topic`, waiting for records.
+    fn fresh(schema: &SchemaRef, topic: &str) -> Self {
+        Self::Idle(Box::new(Chunk::new(schema.clone(), topic, CHUNK_ROWS)))
+    }
 }
 
 /// A job of a [`Worker`] thread.
@@ -220,7 +226,8 @@ pub struct LakeTable {
     records: Vec<Record>,
     /// The chunk the decoder fills.
     decoding: Decoding,
-    /// An empty chunk of the current columns, which plans are compiled for.
+    /// An empty chunk of the current columns: plans are compiled for it and a writer schema's
+    /// sample record checked in it ([`LakeTable::adopt`]).
     template: Chunk,
     undecodable: OnUndecodable,
     /// Writer schemas seen, by id.
@@ -324,7 +331,7 @@ impl LakeTable {
             app_id: app_id.to_owned(),
             own_partitions: own_partitions(&table),
             records: Vec::with_capacity(CHUNK_ROWS),
-            decoding: Decoding::Idle(Box::new(Chunk::new(schema.clone(), topic, CHUNK_ROWS))),
+            decoding: Decoding::fresh(&schema, topic),
             template: Chunk::new(schema.clone(), topic, 1),
             undecodable,
             table,
@@ -417,11 +424,7 @@ impl LakeTable {
         self.schema = writer.arrow_schema();
         *self.writer.lock().await = writer;
         self.own_partitions = own_partitions(&self.table);
-        self.decoding = Decoding::Idle(Box::new(Chunk::new(
-            self.schema.clone(),
-            &self.topic,
-            CHUNK_ROWS,
-        )));
+        self.decoding = Decoding::fresh(&self.schema, &self.topic);
         self.template = Chunk::new(self.schema.clone(), &self.topic, 1);
         self.plans.clear();
         tracing::info!(table = %self.name, columns = ?names, "added columns for a new writer schema");
@@ -464,8 +467,8 @@ impl LakeTable {
         sample: &[u8],
     ) -> Result<Arc<Plan>, AdoptError> {
         let plan = Arc::new(Plan::compile(&schema, &self.template)?);
-        let mut scratch = Chunk::new(self.schema.clone(), &self.topic, 1);
-        if let Err(e) = scratch.check(&plan, sample)
+        // `check` keeps nothing: the template stays empty.
+        if let Err(e) = self.template.check(&plan, sample)
             && e.is_mismatch()
         {
             return Err(e.into());
@@ -508,11 +511,7 @@ impl LakeTable {
         }
         .inspect_err(|_| {
             // Its window is lost with it: the error makes the sink drop every window.
-            self.decoding = Decoding::Idle(Box::new(Chunk::new(
-                self.schema.clone(),
-                &self.topic,
-                CHUNK_ROWS,
-            )));
+            self.decoding = Decoding::fresh(&self.schema, &self.topic);
         })?;
         self.decoding = Decoding::Idle(chunk);
         if filled.rows == 0 {

@@ -70,6 +70,24 @@ secrets. */}}
 {{- define "pingone-usage.configPath" -}}/etc/pingone-usage/config.toml{{- end -}}
 {{- define "pingone-usage.caDir" -}}/etc/pingone-usage/kafka-ca{{- end -}}
 {{- define "pingone-usage.registryCaDir" -}}/etc/pingone-usage/registry-ca{{- end -}}
+
+{{/*
+A volume holding one CA certificate: (dict "name" <volume name> "ca" <kafka.ca or
+schemaRegistry.ca>), from its Secret or else its ConfigMap, the certificate at its key.
+*/}}
+{{- define "pingone-usage.caVolume" -}}
+- name: {{ .name }}
+  {{- if .ca.secretName }}
+  secret:
+    secretName: {{ .ca.secretName }}
+  {{- else }}
+  configMap:
+    name: {{ .ca.configMapName }}
+  {{- end }}
+    items:
+      - key: {{ .ca.key }}
+        path: {{ .ca.key }}
+{{- end -}}
 {{- define "pingone-usage.tenantSecretsDir" -}}/etc/pingone-usage/tenant-secrets{{- end -}}
 
 {{/*
