@@ -210,13 +210,9 @@ pub struct AppSignons {
 /// Avro binary encoding written directly (specification "Binary Encoding"): the hot path of
 /// the transformer. Field order and union branches follow the `.avsc` files; the tests check
 /// that the bytes equal apache-avro's generic writer output.
-struct Enc(Vec<u8>);
+struct Enc<'a>(&'a mut Vec<u8>);
 
-impl Enc {
-    fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
-    }
-
+impl Enc<'_> {
     /// `int` and `long`: zigzag, then base-128 varint.
     fn long(&mut self, v: i64) {
         #[allow(clippy::cast_sign_loss)]
@@ -303,7 +299,18 @@ impl UserUsage {
     /// # Errors
     /// None today; kept fallible so that encodings may validate in future versions.
     pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
-        let mut e = Enc::with_capacity(256);
+        let mut out = Vec::with_capacity(256);
+        self.write_avro_datum(&mut out)?;
+        Ok(out)
+    }
+
+    /// As [`Self::to_avro_datum`], appended to `out` (the transformer writes a batch's
+    /// records into one buffer).
+    ///
+    /// # Errors
+    /// As [`Self::to_avro_datum`].
+    pub fn write_avro_datum(&self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        let mut e = Enc(out);
         e.string(&self.tenant_id);
         e.string(&self.environment_id);
         e.string(&self.user_id);
@@ -331,7 +338,7 @@ impl UserUsage {
         e.long(i64::from(self.source_partition));
         e.long(self.source_offset);
         e.long(self.observed_at);
-        Ok(e.0)
+        Ok(())
     }
 
     /// The same datum through apache-avro's generic writer (its schema-aware serde
@@ -360,7 +367,18 @@ impl Application {
     /// # Errors
     /// None today; kept fallible so that encodings may validate in future versions.
     pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
-        let mut e = Enc::with_capacity(192);
+        let mut out = Vec::with_capacity(192);
+        self.write_avro_datum(&mut out)?;
+        Ok(out)
+    }
+
+    /// As [`Self::to_avro_datum`], appended to `out` (the transformer writes a batch's
+    /// records into one buffer).
+    ///
+    /// # Errors
+    /// As [`Self::to_avro_datum`].
+    pub fn write_avro_datum(&self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        let mut e = Enc(out);
         e.string(&self.tenant_id);
         e.string(&self.environment_id);
         e.string(&self.application_id);
@@ -377,7 +395,7 @@ impl Application {
         e.long(i64::from(self.source_partition));
         e.long(self.source_offset);
         e.long(self.observed_at);
-        Ok(e.0)
+        Ok(())
     }
 
     /// The same datum through apache-avro's generic writer (its schema-aware serde
@@ -405,7 +423,18 @@ impl AppUsage {
     /// # Errors
     /// None today; kept fallible so that encodings may validate in future versions.
     pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
-        let mut e = Enc::with_capacity(192 + 4 * self.daily_access_counts.len());
+        let mut out = Vec::with_capacity(192 + 4 * self.daily_access_counts.len());
+        self.write_avro_datum(&mut out)?;
+        Ok(out)
+    }
+
+    /// As [`Self::to_avro_datum`], appended to `out` (the transformer writes a batch's
+    /// records into one buffer).
+    ///
+    /// # Errors
+    /// As [`Self::to_avro_datum`].
+    pub fn write_avro_datum(&self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        let mut e = Enc(out);
         e.string(&self.tenant_id);
         e.string(&self.environment_id);
         e.string(&self.application_id);
@@ -429,7 +458,7 @@ impl AppUsage {
         e.long(i64::from(self.source_partition));
         e.long(self.source_offset);
         e.long(self.observed_at);
-        Ok(e.0)
+        Ok(())
     }
 
     /// The same datum through apache-avro's generic writer (its schema-aware serde
@@ -457,7 +486,18 @@ impl AppSignons {
     /// # Errors
     /// None today; kept fallible so that encodings may validate in future versions.
     pub fn to_avro_datum(&self) -> Result<Vec<u8>, SchemaError> {
-        let mut e = Enc::with_capacity(160);
+        let mut out = Vec::with_capacity(160);
+        self.write_avro_datum(&mut out)?;
+        Ok(out)
+    }
+
+    /// As [`Self::to_avro_datum`], appended to `out` (the transformer writes a batch's
+    /// records into one buffer).
+    ///
+    /// # Errors
+    /// As [`Self::to_avro_datum`].
+    pub fn write_avro_datum(&self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        let mut e = Enc(out);
         e.string(&self.tenant_id);
         e.string(&self.environment_id);
         e.string(&self.application_id);
@@ -469,7 +509,7 @@ impl AppSignons {
         e.long(i64::from(self.source_partition));
         e.long(self.source_offset);
         e.long(self.observed_at);
-        Ok(e.0)
+        Ok(())
     }
 
     /// The same datum through apache-avro's generic writer: the tests' reference.

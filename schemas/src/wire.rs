@@ -14,10 +14,15 @@ pub const HEADER_LEN: usize = 5;
 /// Frames an Avro datum with the schema id it was written with.
 pub fn encode(schema_id: u32, datum: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
-    out.push(MAGIC);
-    out.extend_from_slice(&schema_id.to_be_bytes());
+    write_header(schema_id, &mut out);
     out.extend_from_slice(datum);
     out
+}
+
+/// Appends the header of a value written with `schema_id`; the datum follows it.
+pub fn write_header(schema_id: u32, out: &mut Vec<u8>) {
+    out.push(MAGIC);
+    out.extend_from_slice(&schema_id.to_be_bytes());
 }
 
 /// Splits a framed value into its schema id and datum.

@@ -81,6 +81,14 @@ fn benches(c: &mut Criterion) {
         });
     });
 
+    let payloads: Vec<String> = (0..1_000).map(user_payload).collect();
+    g.bench_function("user_json", |b| {
+        b.iter(|| {
+            i = (i + 1) % payloads.len();
+            black_box(transformer::normalize::user(&payloads[i], None).ok())
+        });
+    });
+
     let mut processor = Processor::new(1_000);
     let mut out = Vec::new();
     let mut n: i64 = 0;

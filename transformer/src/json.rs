@@ -33,9 +33,14 @@ pub enum Leaf<'a> {
 impl Leaf<'_> {
     /// Strings verbatim, numbers as JSON writes them, anything else `None`.
     pub fn string(&self) -> Option<String> {
+        self.text().map(str::to_owned)
+    }
+
+    /// As [`Leaf::string`], borrowed.
+    pub fn text(&self) -> Option<&str> {
         match self {
-            Leaf::Str(s) => Some(s.as_ref().to_owned()),
-            Leaf::Num(n) => Some(n.clone()),
+            Leaf::Str(s) => Some(s),
+            Leaf::Num(n) => Some(n),
             _ => None,
         }
     }
@@ -182,7 +187,8 @@ impl Pick {
         Self(keys)
     }
 
-    fn empty<'a>(self) -> Obj<'a> {
+    /// No fields: what a value that is not an object reads as.
+    pub fn empty<'a>(self) -> Obj<'a> {
         Obj {
             keys: self.0,
             values: Default::default(),
@@ -236,5 +242,316 @@ impl<'de> Visitor<'de> for Pick {
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(self.empty())
+    }
+}
+
+/// The fast path gave up: the payload has something [`Scan`] leaves to `serde_json` (an escape
+/// in a string or key, a number where a value is kept, an exponent, deep nesting, anything
+/// that is not valid JSON, or a payload that is not an object). The caller reads the payload
+/// again through the `serde_json` path, which decides every such case, errors included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bail;
+
+/// Deepest nesting [`Scan`] follows before it leaves the payload to `serde_json` (whose limit
+/// is 128).
+const SCAN_DEPTH: u32 = 64;
+
+/// Longest integer part of a number [`Scan`] skips (`f64` reaches about 1.8e308).
+const SCAN_DIGITS: usize = 300;
+
+/// The index of the first byte that ends a string's plain run: `"`, `\\` or a control
+/// character. Eight bytes at a time (the zero-byte test of "Bit Twiddling Hacks": in each
+/// 8-byte word the lowest flagged byte is exact), then byte by byte for the tail.
+fn string_stop(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bit of each byte of `w` below `n` (bytes of 0x80 and above never count).
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let stops = below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20);
+        if stops != 0 {
+            return Some(at + (stops.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|i| at + i)
+}
+
+/// A single pass over a JSON payload that keeps borrowed strings, booleans and picked nested
+/// fields and validates everything it skips, for the common shape of PingOne's JSON.
+///
+/// It accepts a subset of what `serde_json` accepts and, where it accepts, reads the same
+/// values as the `serde_json` path (the tests compare both on generated payloads); anything
+/// else is a [`Bail`]. Strings are `&str` slices of the payload: the scan stops only at ASCII
+/// bytes, so every slice falls on character boundaries.
+#[derive(Debug)]
+pub struct Scan<'a> {
+    text: &'a str,
+    pos: usize,
+    depth: u32,
+}
+
+impl<'a> Scan<'a> {
+    /// A scan of `text` from its start.
+    pub fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    /// The next byte after whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        let bytes = self.text.as_bytes();
+        while let Some(&c) = bytes.get(self.pos) {
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(c);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// Consumes `c` (after whitespace) or bails.
+    fn expect(&mut self, c: u8) -> Result<(), Bail> {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    /// Whether the next value (after whitespace) is an object.
+    pub fn at_object(&mut self) -> bool {
+        self.peek() == Some(b'{')
+    }
+
+    /// The end of the payload: only whitespace may follow the value.
+    ///
+    /// # Errors
+    /// [`Bail`] when anything else follows.
+    pub fn end(&mut self) -> Result<(), Bail> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(Bail),
+        }
+    }
+
+    /// A string without escapes or control characters; the scan is at its opening quote.
+    fn string(&mut self) -> Result<&'a str, Bail> {
+        let start = self.pos + 1;
+        let rest = self.text.as_bytes().get(start..).ok_or(Bail)?;
+        let len = string_stop(rest).ok_or(Bail)?;
+        if rest[len] != b'"' {
+            return Err(Bail);
+        }
+        self.pos = start + len + 1;
+        self.text.get(start..start + len).ok_or(Bail)
+    }
+
+    /// Consumes the literal `word` (`true`, `false`, `null`).
+    fn literal(&mut self, word: &str) -> Result<(), Bail> {
+        if self.text.as_bytes()[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    /// Skips a number as JSON writes it (`-`, an integer part without leading zeros, an
+    /// optional fraction). Exponents and integer parts of more than [`SCAN_DIGITS`] digits are
+    /// left to `serde_json`: where it converts a number (a parsed map does, everywhere), one
+    /// beyond `f64`'s range is an error.
+    fn number(&mut self) -> Result<(), Bail> {
+        let bytes = self.text.as_bytes();
+        let digits = |from: usize| {
+            bytes
+                .get(from..)
+                .map_or(0, |b| b.iter().take_while(|c| c.is_ascii_digit()).count())
+        };
+        let mut at = self.pos;
+        if bytes.get(at) == Some(&b'-') {
+            at += 1;
+        }
+        let int = digits(at);
+        if int == 0 || int > SCAN_DIGITS || (int > 1 && bytes[at] == b'0') {
+            return Err(Bail);
+        }
+        at += int;
+        if bytes.get(at) == Some(&b'.') {
+            let frac = digits(at + 1);
+            if frac == 0 {
+                return Err(Bail);
+            }
+            at += 1 + frac;
+        }
+        // An exponent is not consumed: the container after the number bails on it.
+        self.pos = at;
+        Ok(())
+    }
+
+    /// Reads an object field by field: `field` is called with each key and must consume its
+    /// value (with [`Scan::skip`], [`Scan::leaf`], [`Scan::pick`] or [`Scan::object`]).
+    ///
+    /// # Errors
+    /// [`Bail`] when the next value is not an object, or from `field`.
+    pub fn object(
+        &mut self,
+        mut field: impl FnMut(&'a str, &mut Self) -> Result<(), Bail>,
+    ) -> Result<(), Bail> {
+        self.expect(b'{')?;
+        self.depth += 1;
+        if self.depth > SCAN_DEPTH {
+            return Err(Bail);
+        }
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return Err(Bail);
+                }
+                let key = self.string()?;
+                self.expect(b':')?;
+                field(key, self)?;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Bail),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Skips an array, validating its elements.
+    fn array(&mut self) -> Result<(), Bail> {
+        self.expect(b'[')?;
+        self.depth += 1;
+        if self.depth > SCAN_DEPTH {
+            return Err(Bail);
+        }
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.skip()?;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Bail),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Skips one value, validating it.
+    ///
+    /// # Errors
+    /// [`Bail`] for what the scan leaves to `serde_json`.
+    pub fn skip(&mut self) -> Result<(), Bail> {
+        match self.peek() {
+            Some(b'{') => self.object(|_, s| s.skip()),
+            Some(b'[') => self.array(),
+            Some(b'"') => self.string().map(drop),
+            Some(b't') => self.literal("true"),
+            Some(b'f') => self.literal("false"),
+            Some(b'n') => self.literal("null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(Bail),
+        }
+    }
+
+    /// One value as a [`Leaf`]: a string, a boolean, or [`Leaf::Other`] for null, objects and
+    /// arrays (skipped).
+    ///
+    /// # Errors
+    /// [`Bail`] for a number ([`Leaf::Num`] is left to `serde_json`, which writes it) and for
+    /// what [`Scan::skip`] bails on.
+    pub fn leaf(&mut self) -> Result<Leaf<'a>, Bail> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|s| Leaf::Str(Cow::Borrowed(s))),
+            Some(b't') => self.literal("true").map(|()| Leaf::Bool(true)),
+            Some(b'f') => self.literal("false").map(|()| Leaf::Bool(false)),
+            Some(b'n' | b'{' | b'[') => self.skip().map(|()| Leaf::Other),
+            _ => Err(Bail),
+        }
+    }
+
+    /// A nested object's fields named by `pick` (as [`Pick`] reads them); any other value
+    /// gives no fields.
+    ///
+    /// # Errors
+    /// [`Bail`] as [`Scan::leaf`] and [`Scan::skip`].
+    pub fn pick(&mut self, pick: Pick) -> Result<Obj<'a>, Bail> {
+        let mut obj = pick.empty();
+        if self.at_object() {
+            self.object(|key, s| match pick.0.iter().position(|w| *w == key) {
+                Some(i) => {
+                    obj.values[i] = s.leaf()?;
+                    Ok(())
+                }
+                None => s.skip(),
+            })?;
+        } else {
+            self.skip()?;
+        }
+        Ok(obj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time search against a plain one, on strings with every kind of byte at
+    /// every position of a word and after it.
+    #[test]
+    fn string_stop_finds_the_first_stop_byte() {
+        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        let fillers = [
+            b'a', b' ', b'~', 0x7f, 0x80, 0xc3, 0xff, b'!', b'#', b'[', b']', 0x21,
+        ];
+        let stops = [b'"', b'\\', 0x00, 0x01, 0x1f, b'\n'];
+        for len in 0..40 {
+            for filler in fillers {
+                let plain = vec![filler; len];
+                assert_eq!(string_stop(&plain), naive(&plain), "{plain:?}");
+                for at in 0..len {
+                    for stop in stops {
+                        let mut b = plain.clone();
+                        b[at] = stop;
+                        // A second stop later must not hide the first.
+                        if at + 3 < len {
+                            b[at + 3] = b'"';
+                        }
+                        assert_eq!(string_stop(&b), naive(&b), "{b:?}");
+                    }
+                }
+            }
+        }
     }
 }

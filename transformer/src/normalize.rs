@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::json::{Key, Leaf, Obj, Pick};
+use crate::json::{Bail, Key, Leaf, Obj, Pick, Scan};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -108,8 +108,85 @@ pub fn bool_at(obj: &Map<String, Value>, path: &str) -> Option<bool> {
 /// toward the past (floor, as Avro's `timestamp-millis` counts: 1969-12-31T23:59:59.9999Z is
 /// -1, not 0).
 pub fn parse_time_ms(s: &str) -> Option<i64> {
+    if let Some(ms) = utc_time_ms(s) {
+        return Some(ms);
+    }
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+}
+
+/// The form PingOne writes, `YYYY-MM-DDTHH:MM:SS[.1-9 digits]Z`, read directly (the `time`
+/// crate's RFC 3339 parser was 3 % of the transformer's profile); `None` for anything else,
+/// which [`parse_time_ms`] leaves to the `time` crate. The tests compare both on generated
+/// times.
+fn utc_time_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        mo0,
+        mo1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        mi0,
+        mi1,
+        b':',
+        s0,
+        s1,
+        rest @ ..,
+    ] = b
+    else {
+        return None;
+    };
+    let num = |digits: &[u8]| {
+        digits.iter().try_fold(0_i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let year = num(&[*y0, *y1, *y2, *y3])?;
+    let month = num(&[*mo0, *mo1])?;
+    let day = num(&[*d0, *d1])?;
+    let hour = num(&[*h0, *h1])?;
+    let minute = num(&[*mi0, *mi1])?;
+    let second = num(&[*s0, *s1])?;
+    let millis = match rest {
+        [b'Z'] => 0,
+        [b'.', fraction @ .., b'Z'] if (1..=9).contains(&fraction.len()) => {
+            num(fraction)?;
+            // The first three digits, as milliseconds; the others are dropped (the floor).
+            (0..3).fold(0, |ms, i| {
+                ms * 10 + fraction.get(i).map_or(0, |&c| i64::from(c - b'0'))
+            })
+        }
+        _ => return None,
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days from 1970-01-01 of the proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
 }
 
 /// An RFC 3339 time at `path` in milliseconds since the Unix epoch; `None` when absent or odd.
@@ -168,6 +245,39 @@ const STATUS: Pick = Pick::new(&["status"]);
 const ID: Pick = Pick::new(&["id"]);
 const IDENTITY_PROVIDER: Pick = Pick::new(&["type", "id"]);
 const AT: Pick = Pick::new(&["at"]);
+
+impl<'a> UserFields<'a> {
+    /// The fields of a user read by the fast [`Scan`]; what it bails on is read through
+    /// `serde_json` (the [`Deserialize`] below), which reads the same fields.
+    fn scan(payload: &'a str) -> Result<Self, Bail> {
+        let mut u = UserFields::default();
+        let mut s = Scan::new(payload);
+        s.object(|key, s| {
+            match key {
+                "id" => u.id = s.leaf()?,
+                "username" => u.username = s.leaf()?,
+                "email" => u.email = s.leaf()?,
+                "enabled" => u.enabled = s.leaf()?,
+                "mfaEnabled" => u.mfa_enabled = s.leaf()?,
+                "type" => u.user_type = s.leaf()?,
+                "verifyStatus" => u.verify_status = s.leaf()?,
+                "createdAt" => u.created_at = s.leaf()?,
+                "updatedAt" => u.updated_at = s.leaf()?,
+                "name" => u.name = s.pick(NAME)?,
+                "address" => u.address = s.pick(ADDRESS)?,
+                "account" => u.account = s.pick(ACCOUNT)?,
+                "lifecycle" => u.lifecycle = s.pick(STATUS)?,
+                "population" => u.population = s.pick(ID)?,
+                "identityProvider" => u.identity_provider = s.pick(IDENTITY_PROVIDER)?,
+                "lastSignOn" => u.last_sign_on = s.pick(AT)?,
+                _ => s.skip()?,
+            }
+            Ok(())
+        })?;
+        s.end()?;
+        Ok(u)
+    }
+}
 
 impl<'de> Deserialize<'de> for UserFields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -249,8 +359,20 @@ impl<'de> Deserialize<'de> for UserFields<'de> {
 /// Invalid JSON, JSON that is not an object, a missing or empty `id`, or an `entity_id` that
 /// names another user.
 pub fn user(payload: &str, entity_id: Option<&str>) -> Result<UserUsage, NormalizeError> {
-    let u: UserFields<'_> =
-        serde_json::from_str(payload).map_err(|e| NormalizeError::InvalidJson(e.to_string()))?;
+    let u = match UserFields::scan(payload) {
+        Ok(u) => u,
+        Err(Bail) => {
+            serde_json::from_str(payload).map_err(|e| NormalizeError::InvalidJson(e.to_string()))?
+        }
+    };
+    user_from_fields(&u, entity_id)
+}
+
+/// [`user`] from the fields read.
+fn user_from_fields(
+    u: &UserFields<'_>,
+    entity_id: Option<&str>,
+) -> Result<UserUsage, NormalizeError> {
     if u.not_object {
         return Err(NormalizeError::NotAnObject);
     }
@@ -260,19 +382,13 @@ pub fn user(payload: &str, entity_id: Option<&str>) -> Result<UserUsage, Normali
     };
     check_entity(entity_id, &user_id)?;
     let time = |l: &Leaf<'_>| l.as_str().and_then(parse_time_ms);
-    let display_name = u
-        .name
-        .get("formatted")
-        .string()
-        .filter(|s| !s.trim().is_empty())
-        .or_else(|| {
-            let parts: Vec<String> = ["given", "family"]
-                .iter()
-                .filter_map(|p| u.name.get(p).string())
-                .filter(|s| !s.trim().is_empty())
-                .collect();
-            (!parts.is_empty()).then(|| parts.join(" "))
-        });
+    let name = |key| u.name.get(key).text().filter(|s| !s.trim().is_empty());
+    let display_name = match (name("formatted"), name("given"), name("family")) {
+        (Some(formatted), _, _) => Some(formatted.to_owned()),
+        (None, Some(given), Some(family)) => Some([given, family].join(" ")),
+        (None, Some(one), None) | (None, None, Some(one)) => Some(one.to_owned()),
+        (None, None, None) => None,
+    };
     Ok(UserUsage {
         user_id,
         username: u.username.string(),
@@ -552,6 +668,112 @@ pub fn activity(
     }
 }
 
+/// What the fast path reads of an activity; deletes, which look into `resources[]`, are left
+/// to [`activity`].
+#[derive(Debug, Default)]
+struct ActivityFields<'a> {
+    id: Leaf<'a>,
+    recorded_at: Leaf<'a>,
+    action: Obj<'a>,
+    client: Obj<'a>,
+    user: Obj<'a>,
+}
+
+const ACTION: Pick = Pick::new(&["type"]);
+const CLIENT: Pick = Pick::new(&["id", "name"]);
+
+impl<'a> ActivityFields<'a> {
+    fn scan(payload: &'a str) -> Result<Self, Bail> {
+        let mut f = ActivityFields::default();
+        let mut s = Scan::new(payload);
+        s.object(|key, s| {
+            match key {
+                "id" => f.id = s.leaf()?,
+                "recordedAt" => f.recorded_at = s.leaf()?,
+                "action" => f.action = s.pick(ACTION)?,
+                "actors" => {
+                    // A repeated `actors` replaces the earlier one whole, as in a parsed map.
+                    f.client = CLIENT.empty();
+                    f.user = ID.empty();
+                    if s.at_object() {
+                        s.object(|key, s| {
+                            match key {
+                                "client" => f.client = s.pick(CLIENT)?,
+                                "user" => f.user = s.pick(ID)?,
+                                _ => s.skip()?,
+                            }
+                            Ok(())
+                        })?;
+                    } else {
+                        s.skip()?;
+                    }
+                }
+                _ => s.skip()?,
+            }
+            Ok(())
+        })?;
+        s.end()?;
+        Ok(f)
+    }
+
+    /// [`activity`] of these fields; [`Bail`] for deletes.
+    fn classify(&self, entity_id: Option<&str>) -> Result<Result<Activity, NormalizeError>, Bail> {
+        let required = |l: &Leaf<'_>, field: &'static str| match l.as_str() {
+            Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
+            _ => Err(NormalizeError::MissingField(field)),
+        };
+        let action_type = self.action.get("type").string();
+        if matches!(
+            action_type.as_deref(),
+            Some("USER.DELETED" | "APPLICATION.DELETED")
+        ) {
+            return Err(Bail);
+        }
+        Ok((|| {
+            let activity_id = required(&self.id, "id")?;
+            check_entity(entity_id, &activity_id)?;
+            if action_type.as_deref() != Some("USER.ACCESS_ALLOWED") {
+                return Ok(Activity::Other {
+                    activity_id,
+                    action_type,
+                });
+            }
+            let application_id = required(self.client.get("id"), "actors.client.id")?;
+            let user_id = required(self.user.get("id"), "actors.user.id")?;
+            let recorded = self
+                .recorded_at
+                .string()
+                .ok_or(NormalizeError::MissingField("recordedAt"))?;
+            let at_ms = parse_time_ms(&recorded).ok_or(NormalizeError::BadTime {
+                field: "recordedAt",
+                value: recorded,
+            })?;
+            Ok(Activity::Access {
+                activity_id,
+                application_id,
+                application_name: self.client.get("name").string(),
+                user_id,
+                at_ms,
+            })
+        })())
+    }
+}
+
+/// [`activity`] of an activity's JSON text. Accesses and other actions are read by the fast
+/// [`Scan`]; deletes and whatever the scan bails on are parsed into a map first.
+///
+/// # Errors
+/// As [`parse_object`] and [`activity`].
+pub fn activity_payload(
+    payload: &str,
+    entity_id: Option<&str>,
+) -> Result<Activity, NormalizeError> {
+    match ActivityFields::scan(payload).and_then(|f| f.classify(entity_id)) {
+        Ok(classified) => classified,
+        Err(Bail) => activity(&parse_object(payload)?, entity_id),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -629,6 +851,79 @@ mod tests {
             ("yesterday", None),
         ] {
             assert_eq!(parse_time_ms(time), ms, "{time}");
+        }
+    }
+
+    /// The direct reading of PingOne's form of time against the `time` crate's, on every
+    /// kind of date (leap days, centuries, the epoch's both sides) and on near misses.
+    #[test]
+    fn utc_times_read_directly_equal_the_time_crates() {
+        let by_time_crate = |s: &str| {
+            OffsetDateTime::parse(s, &Rfc3339)
+                .ok()
+                .and_then(|t| i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok())
+        };
+        let mut seed: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut direct, mut cases) = (0, 0);
+        for _ in 0..200_000 {
+            let year = [next(10_000), 1900 + next(200), 2000, 2100, 1600, 1969, 1970]
+                [usize::try_from(next(7)).unwrap()];
+            let fraction = match next(5) {
+                0 => String::new(),
+                1 => format!(".{:03}", next(1000)),
+                2 => format!(".{}", next(10)),
+                3 => format!(".{:09}", next(1_000_000_000)),
+                _ => format!(".{:010}", next(10_000_000_000)),
+            };
+            let mut s = format!(
+                "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}Z",
+                next(14),
+                next(33),
+                next(25),
+                next(61),
+                next(62)
+            );
+            // Near misses: another character somewhere, or another ending.
+            match next(8) {
+                0 => {
+                    let at = usize::try_from(next(s.len() as u64)).unwrap();
+                    let c = [b'x', b'-', b':', b' ', b'9', b'T', b'z', b'+']
+                        [usize::try_from(next(8)).unwrap()];
+                    let mut bytes = s.into_bytes();
+                    bytes[at] = c;
+                    s = String::from_utf8(bytes).unwrap();
+                }
+                1 => {
+                    s.pop();
+                    s.push_str(
+                        ["+01:00", "-23:59", "z", "", "+00:00"][usize::try_from(next(5)).unwrap()],
+                    );
+                }
+                _ => {}
+            }
+            cases += 1;
+            if utc_time_ms(&s).is_some() {
+                direct += 1;
+            }
+            assert_eq!(parse_time_ms(&s), by_time_crate(&s), "{s}");
+        }
+        assert!(direct * 4 > cases, "read directly: {direct} of {cases}");
+        // Leap days are read directly where they exist, and not where they do not.
+        for (s, direct) in [
+            ("2024-02-29T00:00:00Z", true),
+            ("2000-02-29T23:59:59.999Z", true),
+            ("1600-02-29T12:00:00Z", true),
+            ("2100-02-29T00:00:00Z", false),
+            ("2023-02-29T00:00:00Z", false),
+            ("2023-04-31T00:00:00Z", false),
+        ] {
+            assert_eq!(utc_time_ms(s).is_some(), direct, "{s}");
         }
     }
 
@@ -1062,6 +1357,292 @@ mod tests {
         assert_eq!(
             activity(&obj(json!({"action": {}})), None),
             Err(NormalizeError::MissingField("id"))
+        );
+    }
+
+    /// The serde_json path alone, which the fast scan must agree with.
+    fn user_by_serde(payload: &str, entity_id: Option<&str>) -> Result<UserUsage, NormalizeError> {
+        let u: UserFields<'_> = serde_json::from_str(payload)
+            .map_err(|e| NormalizeError::InvalidJson(e.to_string()))?;
+        user_from_fields(&u, entity_id)
+    }
+
+    /// A small deterministic generator (xorshift), so that a failure replays.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).unwrap()
+        }
+        fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
+            options[self.below(options.len())]
+        }
+        /// A JSON value of any kind, including what the scan leaves to serde_json: escapes,
+        /// numbers of every form, deep nesting, invalid text.
+        fn value(&mut self, depth: usize) -> String {
+            let kinds = if depth > 3 { 9 } else { 12 };
+            match self.below(kinds) {
+                0 => format!(
+                    "\"{}\"",
+                    self.pick(&[
+                        "Ada",
+                        "",
+                        " ",
+                        "ACCOUNT_OK",
+                        "true",
+                        "FALSE",
+                        "2026-11-20T10:00:00.123Z",
+                        "2026-13-01T00:00:00Z",
+                        "Zoë ✓",
+                        "日本"
+                    ])
+                ),
+                1 => format!(
+                    "\"{}\"",
+                    self.pick(&[
+                        "a\\\"b",
+                        "\\u00e9t\\u00e9",
+                        "tab\\there",
+                        "\\ud83d\\ude00",
+                        "\\ud800",
+                        "bad\\x",
+                        "line\nbreak",
+                        "\\/"
+                    ])
+                ),
+                2 => self
+                    .pick(&[
+                        "0",
+                        "-1",
+                        "42",
+                        "3.25",
+                        "-0.5",
+                        "1e3",
+                        "2E-2",
+                        "01",
+                        "1.",
+                        "-",
+                        "12345678901234567890",
+                        "1.5e400",
+                        &"9".repeat(320),
+                    ])
+                    .to_owned(),
+                3 => self
+                    .pick(&["true", "false", "null", "tru", "nul", "True"])
+                    .to_owned(),
+                4 => "{}".to_owned(),
+                5 => "[]".to_owned(),
+                6 => "\"u-1\"".to_owned(),
+                7 => format!("[{}, {}]", self.value(depth + 1), self.value(depth + 1)),
+                8 => self.pick(&["\"x\"", "\"y\""]).to_owned(),
+                _ => {
+                    let keys = [
+                        "id",
+                        "at",
+                        "status",
+                        "given",
+                        "family",
+                        "formatted",
+                        "locality",
+                        "region",
+                        "canAuthenticate",
+                        "type",
+                        "name",
+                        "x",
+                        "client",
+                        "user",
+                    ];
+                    let n = self.below(4);
+                    let fields: Vec<String> = (0..n)
+                        .map(|_| format!("\"{}\": {}", self.pick(&keys), self.value(depth + 1)))
+                        .collect();
+                    format!("{{{}}}", fields.join(", "))
+                }
+            }
+        }
+        /// An object with some of `keys`, each with a generated value, repeated keys possible.
+        fn object(&mut self, keys: &[&str], typical: &Value) -> String {
+            let mut fields = Vec::new();
+            for key in keys {
+                let n = match self.below(10) {
+                    0 => 0,
+                    1 => 2,
+                    _ => 1,
+                };
+                for _ in 0..n {
+                    let value = if self.below(10) == 0 {
+                        self.value(0)
+                    } else {
+                        typical
+                            .get(key)
+                            .map_or_else(|| self.value(0), Value::to_string)
+                    };
+                    let ws = self.pick(&["", " ", "\n\t", "\r\n "]);
+                    fields.push(format!("{ws}\"{key}\"{ws}:{ws}{value}{ws}"));
+                }
+            }
+            // Shuffle so that order and repeats vary.
+            for i in (1..fields.len()).rev() {
+                let j = self.below(i + 1);
+                fields.swap(i, j);
+            }
+            let mut text = format!("{{{}}}", fields.join(","));
+            // Sometimes break the text: cut it, or add a stray character or trailing garbage.
+            match self.below(12) {
+                0 if !text.is_empty() => {
+                    let mut cut = self.below(text.len());
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text.truncate(cut);
+                }
+                1 => {
+                    let mut at = self.below(text.len());
+                    while !text.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    text.insert_str(
+                        at,
+                        self.pick(&["\"", "\\", "{", "}", ",", ":", "\u{1}", "e", " ", "]"]),
+                    );
+                }
+                2 => text.push_str(self.pick(&[" x", "{}", "\n", ",", " \t"])),
+                3 => text = self.value(0),
+                _ => {}
+            }
+            text
+        }
+    }
+
+    #[test]
+    fn the_fast_scan_reads_users_as_serde_json_does() {
+        let typical = full_user();
+        let keys = [
+            "_links",
+            "id",
+            "environment",
+            "population",
+            "username",
+            "email",
+            "name",
+            "address",
+            "enabled",
+            "mfaEnabled",
+            "lifecycle",
+            "account",
+            "verifyStatus",
+            "type",
+            "identityProvider",
+            "lastSignOn",
+            "createdAt",
+            "updatedAt",
+            "costCenter",
+        ];
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let (mut scanned, mut cases) = (0, 0);
+        for _ in 0..20_000 {
+            let payload = g.object(&keys, &typical);
+            let entity = g.pick(&["u-1", "u-2"]);
+            let entity = (g.below(2) == 0).then_some(entity);
+            cases += 1;
+            if UserFields::scan(&payload).is_ok() {
+                scanned += 1;
+            }
+            assert_eq!(
+                user(&payload, entity),
+                user_by_serde(&payload, entity),
+                "payload: {payload}"
+            );
+        }
+        // Nesting within serde_json's limit of 128, beyond it, and deep enough to overflow the
+        // stack of a scan without a depth limit.
+        for depth in [60, 100, 200, 100_000] {
+            let payload = format!(
+                "{{\"id\": \"u-1\", \"x\": {}{}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            assert_eq!(
+                user(&payload, None),
+                user_by_serde(&payload, None),
+                "depth {depth}"
+            );
+        }
+        assert!(
+            UserFields::scan(&format!("{{\"x\": {}{}}}", "[".repeat(60), "]".repeat(60))).is_ok()
+        );
+        // The comparison means something only if the scan itself read most payloads.
+        assert!(
+            scanned * 3 > cases,
+            "the scan read {scanned} of {cases} payloads"
+        );
+        assert!(
+            scanned < cases,
+            "the scan bailed on none of {cases} payloads"
+        );
+    }
+
+    #[test]
+    fn the_fast_scan_reads_activities_as_a_parsed_map_does() {
+        let typical = json!({
+            "id": "act-1", "recordedAt": "2026-11-20T10:00:00.000Z",
+            "action": {"type": "USER.ACCESS_ALLOWED"},
+            "actors": {"client": {"id": "app-1", "name": "Payroll"}, "user": {"id": "u-1", "name": "ada"}},
+            "resources": [{"type": "USER", "id": "u-9"}, {"type": "APPLICATION", "id": "app-9"}],
+            "result": {"status": "SUCCESS"}
+        });
+        let keys = [
+            "id",
+            "recordedAt",
+            "action",
+            "actors",
+            "resources",
+            "result",
+        ];
+        let mut g = Gen(0x2545_f491_4f6c_dd1d);
+        let (mut scanned, mut cases) = (0, 0);
+        for _ in 0..20_000 {
+            let mut payload = g.object(&keys, &typical);
+            // Vary the action type and the actors' shape in place.
+            let action = g.pick(&[
+                "USER.ACCESS_ALLOWED",
+                "USER.DELETED",
+                "APPLICATION.DELETED",
+                "USER.UPDATED",
+                "user.access_allowed",
+            ]);
+            payload = payload.replacen("USER.ACCESS_ALLOWED", action, 1);
+            if g.below(4) == 0 {
+                payload = payload.replacen("\"client\"", "\"user\"", 1);
+            }
+            let entity = (g.below(2) == 0).then_some("act-1");
+            cases += 1;
+            if ActivityFields::scan(&payload)
+                .and_then(|f| f.classify(entity))
+                .is_ok()
+            {
+                scanned += 1;
+            }
+            let by_map = parse_object(&payload).and_then(|obj| activity(&obj, entity));
+            assert_eq!(
+                activity_payload(&payload, entity),
+                by_map,
+                "payload: {payload}"
+            );
+        }
+        assert!(
+            scanned * 3 > cases,
+            "the scan read {scanned} of {cases} payloads"
+        );
+        assert!(
+            scanned < cases,
+            "the scan bailed on none of {cases} payloads"
         );
     }
 }

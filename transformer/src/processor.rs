@@ -80,8 +80,9 @@ pub enum Output {
         /// Record key.
         key: String,
     },
-    /// An app usage record for the app usage topic.
-    AppUsage(Box<AppUsage>),
+    /// An app usage record for the app usage topic (shared with the processor's state, which
+    /// changes it again only after this output is dropped).
+    AppUsage(Arc<AppUsage>),
     /// PingOne's sign-on count of one application and period, for the app sign-ons topic.
     AppSignons(Box<AppSignons>),
     /// The raw event itself goes to the dead-letter topic with this reason, besides whatever
@@ -98,18 +99,35 @@ pub enum Output {
 impl Output {
     /// The record key: `<tenant>/<entity>` (app usage: `<tenant>/<application>/<user>`).
     pub fn key(&self) -> String {
+        let mut key = Vec::new();
+        self.write_key(&mut key);
+        String::from_utf8(key)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// Appends [`Output::key`] to `out` (nothing for a dead letter, which keeps the raw key).
+    pub fn write_key(&self, out: &mut Vec<u8>) {
+        let mut parts = |parts: &[&str]| {
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(part.as_bytes());
+            }
+        };
         match self {
-            Output::User(u) => entity_key(&u.tenant_id, &u.user_id),
-            Output::Application(a) => entity_key(&a.tenant_id, &a.application_id),
-            Output::AppUsage(u) => app_usage_key(&u.tenant_id, &u.application_id, &u.user_id),
-            Output::AppSignons(r) => format!(
-                "{}/{}/{}",
-                r.tenant_id,
-                r.application_id,
-                schemas::time::format_ms(r.period_start)
-            ),
-            Output::UserTombstone { key } | Output::ApplicationTombstone { key } => key.clone(),
-            Output::DeadLetter { .. } => String::new(),
+            Output::User(u) => parts(&[&u.tenant_id, &u.user_id]),
+            Output::Application(a) => parts(&[&a.tenant_id, &a.application_id]),
+            Output::AppUsage(u) => parts(&[&u.tenant_id, &u.application_id, &u.user_id]),
+            Output::AppSignons(r) => parts(&[
+                &r.tenant_id,
+                &r.application_id,
+                &schemas::time::format_ms(r.period_start),
+            ]),
+            Output::UserTombstone { key } | Output::ApplicationTombstone { key } => {
+                parts(&[key]);
+            }
+            Output::DeadLetter { .. } => {}
         }
     }
 }
@@ -117,11 +135,6 @@ impl Output {
 /// The key of a user or an application record (or its tombstone): `<tenant>/<id>`.
 fn entity_key(tenant: &str, id: &str) -> String {
     format!("{tenant}/{id}")
-}
-
-/// The key of an app usage record: `<tenant>/<application>/<user>`.
-fn app_usage_key(tenant: &str, app: &str, user: &str) -> String {
-    format!("{tenant}/{app}/{user}")
 }
 
 /// What happened to an event that produced no error (for logs and metrics; bounded set).
@@ -281,7 +294,7 @@ struct TenantState {
     users: LiveIds,
     apps: LiveIds,
     in_progress: Option<SyncInProgress>,
-    usage: HashMap<Box<str>, AppUsage>,
+    usage: HashMap<Box<str>, Arc<AppUsage>>,
     recent_activities: RecentIds,
     /// The syncs live entities were last seen by, by number.
     sync_ids: SyncIds,
@@ -294,7 +307,7 @@ pub const DEFAULT_MAX_DELETE_SHARE: f64 = 0.5;
 /// The transformer's state and rules; see the module documentation.
 #[derive(Debug)]
 pub struct Processor {
-    tenants: HashMap<String, TenantState>,
+    tenants: hashbrown::HashMap<String, TenantState, foldhash::fast::RandomState>,
     activity_dedup_capacity: usize,
     max_delete_share: f64,
     restore_plan: HashMap<String, InProgress>,
@@ -305,7 +318,7 @@ impl Processor {
     /// holding back deletions over [`DEFAULT_MAX_DELETE_SHARE`].
     pub fn new(activity_dedup_capacity: usize) -> Self {
         Self {
-            tenants: HashMap::default(),
+            tenants: hashbrown::HashMap::default(),
             activity_dedup_capacity,
             max_delete_share: DEFAULT_MAX_DELETE_SHARE,
             restore_plan: HashMap::default(),
@@ -322,8 +335,9 @@ impl Processor {
 
     fn tenant(&mut self, tenant_id: &str) -> &mut TenantState {
         let capacity = self.activity_dedup_capacity;
+        // Looked up by `&str`: the key is allocated only for a tenant seen the first time.
         self.tenants
-            .entry(tenant_id.to_owned())
+            .entry_ref(tenant_id)
             .or_insert_with(|| TenantState {
                 recent_activities: RecentIds {
                     capacity,
@@ -373,7 +387,7 @@ impl Processor {
         let t = self.tenant(tenant);
         match record {
             Some(r) => {
-                t.usage.insert(pair.into(), r);
+                t.usage.insert(pair.into(), Arc::new(r));
             }
             None => {
                 t.usage.remove(pair);
@@ -860,20 +874,19 @@ impl Processor {
         source: Source<'_>,
         out: &mut Vec<Output>,
     ) -> Result<Note, NormalizeError> {
-        let obj = normalize::parse_object(&event.payload)?;
-        let activity = normalize::activity(&obj, event.entity_id.as_deref())?;
-        let tenant_id = event.tenant_id.clone();
-        let t = self.tenant(&tenant_id);
+        let activity = normalize::activity_payload(&event.payload, event.entity_id.as_deref())?;
+        let tenant_id = event.tenant_id.as_str();
+        let t = self.tenant(tenant_id);
         let id = match &activity {
             Activity::Access { activity_id, .. }
             | Activity::UserDeleted { activity_id, .. }
             | Activity::ApplicationDeleted { activity_id, .. }
-            | Activity::Other { activity_id, .. } => activity_id.clone(),
+            | Activity::Other { activity_id, .. } => activity_id.as_str(),
         };
         if matches!(activity, Activity::Other { .. }) {
             return Ok(Note::IgnoredActivity);
         }
-        if !t.recent_activities.insert(&id) {
+        if !t.recent_activities.insert(id) {
             return Ok(Note::DuplicateActivity);
         }
         match activity {
@@ -884,15 +897,20 @@ impl Processor {
                 user_id,
                 at_ms,
             } => {
-                let pair = format!("{application_id}/{user_id}");
-                let record = t.usage.entry(pair.into()).or_insert_with(|| AppUsage {
-                    tenant_id: tenant_id.clone(),
-                    environment_id: event.environment_id.clone(),
-                    application_id,
-                    user_id,
-                    last_access_at: i64::MIN,
-                    ..AppUsage::default()
+                let pair = [application_id.as_str(), "/", user_id.as_str()].concat();
+                let shared = t.usage.entry(pair.into()).or_insert_with(|| {
+                    Arc::new(AppUsage {
+                        tenant_id: tenant_id.to_owned(),
+                        environment_id: event.environment_id.clone(),
+                        application_id,
+                        user_id,
+                        last_access_at: i64::MIN,
+                        ..AppUsage::default()
+                    })
                 });
+                // The previous output of this pair has been encoded and dropped by now, so
+                // the record is not copied here.
+                let record = Arc::make_mut(shared);
                 count_access(record, at_ms);
                 if at_ms >= record.last_access_at || record.last_activity_id.is_empty() {
                     record.last_access_at = at_ms;
@@ -900,13 +918,13 @@ impl Processor {
                     if application_name.is_some() {
                         record.application_name = application_name;
                     }
-                    record.source_topic = source.topic.to_owned();
+                    source.topic.clone_into(&mut record.source_topic);
                     record.source_partition = source.partition;
                     record.source_offset = source.offset;
                     record.observed_at = event.observed_at_ms;
                 }
                 recompute_windows(record);
-                out.push(Output::AppUsage(Box::new(record.clone())));
+                out.push(Output::AppUsage(Arc::clone(shared)));
             }
             Activity::UserDeleted { user_id, .. } => {
                 t.users.remove(user_id.as_str());
@@ -914,7 +932,7 @@ impl Processor {
                     s.member_of.remove(&user_id);
                 }
                 out.push(Output::UserTombstone {
-                    key: entity_key(&tenant_id, &user_id),
+                    key: entity_key(tenant_id, &user_id),
                 });
             }
             Activity::ApplicationDeleted { application_id, .. } => {
@@ -923,7 +941,7 @@ impl Processor {
                     s.apps.remove(&application_id);
                 }
                 out.push(Output::ApplicationTombstone {
-                    key: entity_key(&tenant_id, &application_id),
+                    key: entity_key(tenant_id, &application_id),
                 });
             }
             Activity::Other { .. } => return Ok(Note::IgnoredActivity),

@@ -4,16 +4,18 @@
 //! dead-letter topic; and [`stage_results`], which stages what one raw record produced for its
 //! batch's transaction ([`Staged`]).
 
+use std::ops::Range;
+
 use pipeline_io::kafka::{KafkaCallError, TxnSession};
 use pipeline_io::registry::{Registry, RegistryError};
 use rdkafka::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use schemas::raw::{RawEvent, sha256_hex};
 use schemas::topics::{MAX_RECORD_BYTES, OutputTopics};
-use schemas::wire;
+use schemas::{SchemaError, wire};
 
 use super::PipelineError;
-use super::outputs::{SchemaIds, encode};
+use super::outputs::{SchemaIds, kind_of, write_value};
 use crate::processor::Output;
 
 /// Decodes a raw record into `ev` (reusing its allocations: decoding one record after another
@@ -164,6 +166,9 @@ pub struct Staged {
     /// The topics named by the records (a handful).
     topics: Vec<String>,
     records: Vec<StagedRecord>,
+    /// The records' keys and values, one after another: one buffer for the batch instead of
+    /// two allocations per record.
+    buf: Vec<u8>,
     /// Key and value bytes of `records`.
     bytes: usize,
 }
@@ -173,17 +178,23 @@ struct StagedRecord {
     /// Index into [`Staged::topics`].
     topic: usize,
     partition: i32,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
+    /// The key's bytes in [`Staged::buf`].
+    key: Range<usize>,
+    /// The value's bytes in [`Staged::buf`]; `None` for a tombstone.
+    value: Option<Range<usize>>,
     headers: Option<OwnedHeaders>,
 }
 
 impl StagedRecord {
     /// Key and value bytes (what [`Staged::bytes`] counts).
     fn bytes(&self) -> usize {
-        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
+        self.key.len() + self.value.as_ref().map_or(0, Range::len)
     }
 }
+
+/// Capacity of [`Staged::buf`] kept between batches; a batch of larger records gives its buffer
+/// back when sent, so that memory at rest stays low.
+const STAGED_BUF_KEEP: usize = 4 << 20;
 
 impl Staged {
     /// Stages a record for `partition` of `topic`.
@@ -191,8 +202,57 @@ impl Staged {
         &mut self,
         topic: &str,
         partition: i32,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(key);
+        let key = start..self.buf.len();
+        let value = value.map(|v| {
+            let start = self.buf.len();
+            self.buf.extend_from_slice(v);
+            start..self.buf.len()
+        });
+        self.add(topic, partition, key, value, headers);
+    }
+
+    /// Stages `o` for `partition` of its topic, its key and value written straight into the
+    /// batch's buffer. Returns the topic; `None` for [`Output::DeadLetter`] (nothing staged).
+    ///
+    /// # Errors
+    /// Encoding errors (a bug).
+    pub fn push_output<'t>(
+        &mut self,
+        o: &Output,
+        (topics, ids): (&'t OutputTopics, SchemaIds),
+        partition: i32,
+    ) -> Result<Option<&'t str>, SchemaError> {
+        let Some(kind) = kind_of(o) else {
+            return Ok(None);
+        };
+        let start = self.buf.len();
+        o.write_key(&mut self.buf);
+        let key = start..self.buf.len();
+        let value = match write_value(o, ids, &mut self.buf) {
+            Ok(true) => Some(key.end..self.buf.len()),
+            Ok(false) => None,
+            Err(e) => {
+                self.buf.truncate(start);
+                return Err(e);
+            }
+        };
+        let topic = kind.topic(topics);
+        self.add(topic, partition, key, value, None);
+        Ok(Some(topic))
+    }
+
+    fn add(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: Range<usize>,
+        value: Option<Range<usize>>,
         headers: Option<OwnedHeaders>,
     ) {
         let topic = match self.topics.iter().position(|t| t == topic) {
@@ -229,7 +289,8 @@ impl Staged {
     }
 
     /// Drops the records bound for the partitions `drop` says (a revoked raw partition's
-    /// outputs, which its new owner produces again).
+    /// outputs, which its new owner produces again). Their bytes stay in the buffer until the
+    /// batch is sent.
     pub fn drop_partitions(&mut self, drop: impl Fn(i32) -> bool) {
         let bytes = &mut self.bytes;
         self.records.retain(|r| {
@@ -249,21 +310,32 @@ impl Staged {
         let Self {
             topics,
             records,
+            buf,
             bytes,
         } = self;
         *bytes = 0;
-        for r in records.drain(..) {
-            session
-                .send_to(
-                    &topics[r.topic],
-                    Some(r.partition),
-                    &r.key,
-                    r.value.as_deref(),
-                    r.headers,
-                )
-                .await?;
+        let sent = async {
+            for r in records.drain(..) {
+                session
+                    .send_to(
+                        &topics[r.topic],
+                        Some(r.partition),
+                        &buf[r.key],
+                        r.value.map(|v| &buf[v]),
+                        r.headers,
+                    )
+                    .await?;
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        records.clear();
+        if buf.capacity() > STAGED_BUF_KEEP {
+            *buf = Vec::new();
+        } else {
+            buf.clear();
+        }
+        sent
     }
 }
 
@@ -295,8 +367,8 @@ pub fn stage_dead_letter(
     staged.push(
         dead_letter_topic,
         m.partition(),
-        letter.key.to_vec(),
-        letter.value.map(<[u8]>::to_vec),
+        letter.key,
+        letter.value,
         Some(headers),
     );
     truncated
@@ -348,11 +420,9 @@ pub fn stage_results(
             sent(Sent::DeadLetter { kind, truncated });
             continue;
         }
-        let Some(e) = encode(&o, topics, ids)? else {
-            continue;
-        };
-        staged.push(e.topic, m.partition(), e.key.into_bytes(), e.value, None);
-        sent(Sent::Output(e.topic));
+        if let Some(topic) = staged.push_output(&o, (topics, ids), m.partition())? {
+            sent(Sent::Output(topic));
+        }
     }
     Ok(())
 }
@@ -368,9 +438,9 @@ mod tests {
     #[test]
     fn staged_bytes_follow_the_records_kept() {
         let mut staged = Staged::default();
-        staged.push("users", 0, b"k1".to_vec(), Some(vec![0; 100]), None);
-        staged.push("users", 1, b"k22".to_vec(), None, None);
-        staged.push("state", 0, b"k333".to_vec(), Some(vec![0; 10]), None);
+        staged.push("users", 0, b"k1", Some(&[0; 100]), None);
+        staged.push("users", 1, b"k22", None, None);
+        staged.push("state", 0, b"k333", Some(&[0; 10]), None);
         assert_eq!((staged.len(), staged.bytes()), (3, 2 + 100 + 3 + 4 + 10));
         // A revoked partition's outputs no longer count.
         staged.drop_partitions(|p| p == 0);

@@ -769,8 +769,8 @@ impl Batcher<'_> {
             batch.staged.push(
                 &self.config.kafka.topics.state,
                 p,
-                key.into_bytes(),
-                Some(value),
+                key.as_bytes(),
+                Some(&value),
                 None,
             );
         }

@@ -265,33 +265,59 @@ pub fn encode<'a>(
     topics: &'a OutputTopics,
     ids: SchemaIds,
 ) -> Result<Option<Encoded<'a>>, SchemaError> {
-    let key = o.key();
-    let (kind, value) = match o {
-        Output::User(u) => (
-            OutputKind::Users,
-            Some(wire::encode(ids.users, &u.to_avro_datum()?)),
-        ),
-        Output::UserTombstone { .. } => (OutputKind::Users, None),
-        Output::Application(a) => (
-            OutputKind::Applications,
-            Some(wire::encode(ids.applications, &a.to_avro_datum()?)),
-        ),
-        Output::ApplicationTombstone { .. } => (OutputKind::Applications, None),
-        Output::AppUsage(u) => (
-            OutputKind::AppUsage,
-            Some(wire::encode(ids.app_usage, &u.to_avro_datum()?)),
-        ),
-        Output::AppSignons(r) => (
-            OutputKind::AppSignons,
-            Some(wire::encode(ids.app_signons, &r.to_avro_datum()?)),
-        ),
-        Output::DeadLetter { .. } => return Ok(None),
+    let Some(kind) = kind_of(o) else {
+        return Ok(None);
     };
+    let mut value = Vec::new();
+    let value = write_value(o, ids, &mut value)?.then_some(value);
     Ok(Some(Encoded {
         topic: kind.topic(topics),
-        key,
+        key: o.key(),
         value,
     }))
+}
+
+/// The topic an [`Output`] goes to; `None` for [`Output::DeadLetter`].
+pub fn kind_of(o: &Output) -> Option<OutputKind> {
+    match o {
+        Output::User(_) | Output::UserTombstone { .. } => Some(OutputKind::Users),
+        Output::Application(_) | Output::ApplicationTombstone { .. } => {
+            Some(OutputKind::Applications)
+        }
+        Output::AppUsage(_) => Some(OutputKind::AppUsage),
+        Output::AppSignons(_) => Some(OutputKind::AppSignons),
+        Output::DeadLetter { .. } => None,
+    }
+}
+
+/// Appends the Confluent-framed value of `o` to `out`; `false` (nothing written) for a
+/// tombstone or a dead letter.
+///
+/// # Errors
+/// [`SchemaError`] if the record does not match its schema (a bug).
+pub fn write_value(o: &Output, ids: SchemaIds, out: &mut Vec<u8>) -> Result<bool, SchemaError> {
+    match o {
+        Output::User(u) => {
+            wire::write_header(ids.users, out);
+            u.write_avro_datum(out)?;
+        }
+        Output::Application(a) => {
+            wire::write_header(ids.applications, out);
+            a.write_avro_datum(out)?;
+        }
+        Output::AppUsage(u) => {
+            wire::write_header(ids.app_usage, out);
+            u.write_avro_datum(out)?;
+        }
+        Output::AppSignons(r) => {
+            wire::write_header(ids.app_signons, out);
+            r.write_avro_datum(out)?;
+        }
+        Output::UserTombstone { .. }
+        | Output::ApplicationTombstone { .. }
+        | Output::DeadLetter { .. } => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Reads the output topic of `kind` to its end (`read_committed`) and calls `each` with every
