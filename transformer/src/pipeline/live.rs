@@ -293,6 +293,9 @@ pub async fn run_once(
     // Owned partitions whose end was reached (only tracked with `stop_at_end`).
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut batch = Batch::default();
+    // The staging buffers of the batch committed last, emptied, for the next batch to fill
+    // (a batch would otherwise grow its buffer from nothing, copying it at every doubling).
+    let mut spare = Staged::default();
     let mut txn = Txn::Idle(session);
     loop {
         let collected = batcher
@@ -305,6 +308,7 @@ pub async fn run_once(
             Ok(done) => {
                 if let Some(done) = done {
                     batcher.committed(&done);
+                    spare = done.staged;
                 }
             }
             // The group moved on while the transaction was open: the consumer is still a
@@ -342,7 +346,13 @@ pub async fn run_once(
         let group = consumer.group_metadata().ok_or_else(|| {
             ctx("consumer group metadata")(rdkafka::error::KafkaError::NoMessageReceived)
         })?;
-        let ready = std::mem::take(&mut batch);
+        let ready = std::mem::replace(
+            &mut batch,
+            Batch {
+                staged: std::mem::take(&mut spare),
+                ..Batch::default()
+            },
+        );
         let raw_topic = raw_topic.to_owned();
         let mut session = session;
         txn = Txn::Committing(tokio::spawn(async move {
