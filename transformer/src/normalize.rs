@@ -359,58 +359,128 @@ impl<'de> Deserialize<'de> for UserFields<'de> {
 /// Invalid JSON, JSON that is not an object, a missing or empty `id`, or an `entity_id` that
 /// names another user.
 pub fn user(payload: &str, entity_id: Option<&str>) -> Result<UserUsage, NormalizeError> {
+    let mut user = UserUsage::default();
+    user_into(payload, entity_id, &mut user)?;
+    Ok(user)
+}
+
+/// As [`user`], written over `out` (every field: the envelope's are reset to their defaults),
+/// reusing its strings' allocations: the processor normalizes user after user into one record.
+/// On an error `out` holds no particular value.
+///
+/// # Errors
+/// As [`user`].
+pub fn user_into(
+    payload: &str,
+    entity_id: Option<&str>,
+    out: &mut UserUsage,
+) -> Result<(), NormalizeError> {
     let u = match UserFields::scan(payload) {
         Ok(u) => u,
         Err(Bail) => {
             serde_json::from_str(payload).map_err(|e| NormalizeError::InvalidJson(e.to_string()))?
         }
     };
-    user_from_fields(&u, entity_id)
+    user_from_fields(&u, entity_id, out)
 }
 
-/// [`user`] from the fields read.
+/// `text` into `slot`, reusing the string already there.
+fn put(slot: &mut Option<String>, text: Option<&str>) {
+    match (slot.as_mut(), text) {
+        (Some(s), Some(t)) => t.clone_into(s),
+        (None, Some(t)) => *slot = Some(t.to_owned()),
+        (_, None) => *slot = None,
+    }
+}
+
+/// [`user_into`] from the fields read.
 fn user_from_fields(
     u: &UserFields<'_>,
     entity_id: Option<&str>,
-) -> Result<UserUsage, NormalizeError> {
+    out: &mut UserUsage,
+) -> Result<(), NormalizeError> {
     if u.not_object {
         return Err(NormalizeError::NotAnObject);
     }
-    let user_id = match u.id.as_str() {
-        Some(s) if !s.trim().is_empty() => s.to_owned(),
+    let id = match u.id.as_str() {
+        Some(s) if !s.trim().is_empty() => s,
         _ => return Err(NormalizeError::MissingField("id")),
     };
-    check_entity(entity_id, &user_id)?;
+    check_entity(entity_id, id)?;
     let time = |l: &Leaf<'_>| l.as_str().and_then(parse_time_ms);
     let name = |key| u.name.get(key).text().filter(|s| !s.trim().is_empty());
-    let display_name = match (name("formatted"), name("given"), name("family")) {
-        (Some(formatted), _, _) => Some(formatted.to_owned()),
-        (None, Some(given), Some(family)) => Some([given, family].join(" ")),
-        (None, Some(one), None) | (None, None, Some(one)) => Some(one.to_owned()),
-        (None, None, None) => None,
-    };
-    Ok(UserUsage {
+    // Every field, named: a field added to the schema fails to compile here until it is set.
+    let UserUsage {
+        tenant_id,
+        environment_id,
         user_id,
-        username: u.username.string(),
-        email: u.email.string(),
+        username,
+        email,
         display_name,
-        can_authenticate: u.account.get("canAuthenticate").flag(),
-        locality: u.address.get("locality").string(),
-        mfa_enabled: u.mfa_enabled.flag(),
-        region: u.address.get("region").string(),
-        status: u.account.get("status").string(),
-        enabled: u.enabled.flag(),
-        lifecycle_status: u.lifecycle.get("status").string(),
-        user_type: u.user_type.string(),
-        verify_status: u.verify_status.string(),
-        population_id: u.population.get("id").string(),
-        identity_provider_type: u.identity_provider.get("type").string(),
-        identity_provider_id: u.identity_provider.get("id").string(),
-        last_sign_on_at: time(u.last_sign_on.get("at")),
-        created_at: time(&u.created_at),
-        updated_at: time(&u.updated_at),
-        ..UserUsage::default()
-    })
+        can_authenticate,
+        locality,
+        mfa_enabled,
+        region,
+        status,
+        enabled,
+        lifecycle_status,
+        user_type,
+        verify_status,
+        population_id,
+        identity_provider_type,
+        identity_provider_id,
+        last_sign_on_at,
+        created_at,
+        updated_at,
+        access_group_ids,
+        sync_id,
+        source_topic,
+        source_partition,
+        source_offset,
+        observed_at,
+    } = out;
+    tenant_id.clear();
+    environment_id.clear();
+    id.clone_into(user_id);
+    put(username, u.username.text());
+    put(email, u.email.text());
+    match (name("formatted"), name("given"), name("family")) {
+        (Some(formatted), _, _) => put(display_name, Some(formatted)),
+        (None, Some(given), Some(family)) => {
+            let s = display_name.get_or_insert_with(String::new);
+            s.clear();
+            s.push_str(given);
+            s.push(' ');
+            s.push_str(family);
+        }
+        (None, Some(one), None) | (None, None, Some(one)) => put(display_name, Some(one)),
+        (None, None, None) => *display_name = None,
+    }
+    *can_authenticate = u.account.get("canAuthenticate").flag();
+    put(locality, u.address.get("locality").text());
+    *mfa_enabled = u.mfa_enabled.flag();
+    put(region, u.address.get("region").text());
+    put(status, u.account.get("status").text());
+    *enabled = u.enabled.flag();
+    put(lifecycle_status, u.lifecycle.get("status").text());
+    put(user_type, u.user_type.text());
+    put(verify_status, u.verify_status.text());
+    put(population_id, u.population.get("id").text());
+    put(
+        identity_provider_type,
+        u.identity_provider.get("type").text(),
+    );
+    put(identity_provider_id, u.identity_provider.get("id").text());
+    *last_sign_on_at = time(u.last_sign_on.get("at"));
+    *created_at = time(&u.created_at);
+    *updated_at = time(&u.updated_at);
+    access_group_ids.clear();
+    *sync_id = None;
+    source_topic.clear();
+    *source_partition = 0;
+    *source_offset = 0;
+    *observed_at = 0;
+    Ok(())
 }
 
 /// Normalizes one element of `_embedded.applications`: an [`Application`] with the fields taken
@@ -1364,7 +1434,9 @@ mod tests {
     fn user_by_serde(payload: &str, entity_id: Option<&str>) -> Result<UserUsage, NormalizeError> {
         let u: UserFields<'_> = serde_json::from_str(payload)
             .map_err(|e| NormalizeError::InvalidJson(e.to_string()))?;
-        user_from_fields(&u, entity_id)
+        let mut user = UserUsage::default();
+        user_from_fields(&u, entity_id, &mut user)?;
+        Ok(user)
     }
 
     /// A small deterministic generator (xorshift), so that a failure replays.
@@ -1546,6 +1618,13 @@ mod tests {
         ];
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
         let (mut scanned, mut cases) = (0, 0);
+        let mut recycled = UserUsage {
+            tenant_id: "left over".into(),
+            sync_id: Some("left over".into()),
+            access_group_ids: vec!["left over".into()],
+            source_offset: 7,
+            ..UserUsage::default()
+        };
         for _ in 0..20_000 {
             let payload = g.object(&keys, &typical);
             let entity = g.pick(&["u-1", "u-2"]);
@@ -1554,11 +1633,11 @@ mod tests {
             if UserFields::scan(&payload).is_ok() {
                 scanned += 1;
             }
-            assert_eq!(
-                user(&payload, entity),
-                user_by_serde(&payload, entity),
-                "payload: {payload}"
-            );
+            let expected = user_by_serde(&payload, entity);
+            assert_eq!(user(&payload, entity), expected, "payload: {payload}");
+            // Written over the record of earlier payloads, nothing of theirs is left.
+            let into = user_into(&payload, entity, &mut recycled).map(|()| recycled.clone());
+            assert_eq!(into, expected, "payload over earlier ones: {payload}");
         }
         // Nesting within serde_json's limit of 128, beyond it, and deep enough to overflow the
         // stack of a scan without a depth limit.

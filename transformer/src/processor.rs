@@ -311,6 +311,9 @@ pub struct Processor {
     activity_dedup_capacity: usize,
     max_delete_share: f64,
     restore_plan: HashMap<String, InProgress>,
+    /// A user record given back once staged ([`Processor::recycle`]): the next user is written
+    /// over it, reusing its strings instead of allocating a score of them.
+    spare_user: Option<Box<UserUsage>>,
 }
 
 impl Processor {
@@ -322,6 +325,7 @@ impl Processor {
             activity_dedup_capacity,
             max_delete_share: DEFAULT_MAX_DELETE_SHARE,
             restore_plan: HashMap::default(),
+            spare_user: None,
         }
     }
 
@@ -345,6 +349,14 @@ impl Processor {
                 },
                 ..TenantState::default()
             })
+    }
+
+    /// Takes back an output once it is staged (encoded): a user record's allocations are
+    /// kept for the next user, so that normalizing users allocates next to nothing once warm.
+    pub fn recycle(&mut self, output: Output) {
+        if let Output::User(user) = output {
+            self.spare_user.get_or_insert(user);
+        }
     }
 
     /// Rebuild: a user record (or, with `None`, a tombstone) read from the users topic.
@@ -650,27 +662,29 @@ impl Processor {
         out: &mut Vec<Output>,
     ) -> Result<Note, NormalizeError> {
         let sync_id = Self::sync_id(event)?;
-        let user = normalize::user(&event.payload, event.entity_id.as_deref())?;
+        let mut user = self.spare_user.take().unwrap_or_default();
+        if let Err(e) = normalize::user_into(&event.payload, event.entity_id.as_deref(), &mut user)
+        {
+            self.spare_user = Some(user);
+            return Err(e);
+        }
         self.ensure_sync(&event.tenant_id, sync_id, source);
         let t = self.tenant(&event.tenant_id);
         let sync = t.sync_ids.intern(sync_id);
         // Seen by this sync already: written already (the insert changed nothing).
-        if t.users.replace(&user.user_id, sync) == Some(sync) {
+        let duplicate = t.users.replace(&user.user_id, sync) == Some(sync);
+        if !duplicate {
+            let groups = t
+                .in_progress
+                .as_ref()
+                .and_then(|s| s.member_of.get(&user.user_id));
+            fill_user_envelope(&mut user, event, groups, sync_id, source);
+        }
+        if duplicate {
+            self.spare_user = Some(user);
             return Ok(Note::DuplicateUser);
         }
-        let access_group_ids = t
-            .in_progress
-            .as_ref()
-            .and_then(|s| s.member_of.get(&user.user_id))
-            .cloned()
-            .unwrap_or_default();
-        out.push(Output::User(Box::new(user_record(
-            event,
-            user,
-            access_group_ids,
-            sync_id,
-            source,
-        ))));
+        out.push(Output::User(user));
         Ok(Note::Processed)
     }
 
@@ -728,10 +742,9 @@ impl Processor {
         // A membership that arrives after its user was written in this sync: write the user
         // again (the payload is the same user JSON) so that its access groups are complete.
         if already_written && added {
-            let groups = groups.clone();
-            out.push(Output::User(Box::new(user_record(
-                event, member, groups, sync_id, source,
-            ))));
+            let mut member = Box::new(member);
+            fill_user_envelope(&mut member, event, Some(groups), sync_id, source);
+            out.push(Output::User(member));
             return Ok(Note::UserRewritten);
         }
         Ok(Note::Processed)
@@ -1020,24 +1033,27 @@ impl LiveMembers {
 
 /// A normalized user ([`normalize::user`]) completed with what only the processor knows: the
 /// envelope, the user's access groups in this sync, the sync id and the provenance.
-fn user_record(
+fn fill_user_envelope(
+    user: &mut UserUsage,
     event: &RawEvent,
-    user: UserUsage,
-    access_group_ids: Vec<String>,
+    access_group_ids: Option<&Vec<String>>,
     sync_id: &str,
     source: Source<'_>,
-) -> UserUsage {
-    UserUsage {
-        tenant_id: event.tenant_id.clone(),
-        environment_id: event.environment_id.clone(),
-        access_group_ids,
-        sync_id: Some(sync_id.to_owned()),
-        source_topic: source.topic.to_owned(),
-        source_partition: source.partition,
-        source_offset: source.offset,
-        observed_at: event.observed_at_ms,
-        ..user
+) {
+    event.tenant_id.clone_into(&mut user.tenant_id);
+    event.environment_id.clone_into(&mut user.environment_id);
+    match access_group_ids {
+        Some(groups) => user.access_group_ids.clone_from(groups),
+        None => user.access_group_ids.clear(),
     }
+    match &mut user.sync_id {
+        Some(s) => sync_id.clone_into(s),
+        None => user.sync_id = Some(sync_id.to_owned()),
+    }
+    source.topic.clone_into(&mut user.source_topic);
+    user.source_partition = source.partition;
+    user.source_offset = source.offset;
+    user.observed_at = event.observed_at_ms;
 }
 
 /// Whether deleting `gone` of `live` entities is more than `share` of them.

@@ -268,14 +268,14 @@ async fn replay_loop(
         stage_results(
             &mut staged,
             (topics, ids),
-            raw_topic,
-            &m,
+            (raw_topic, &m),
             failure,
             &mut outputs,
             |sent| match sent {
                 Sent::Output(_) => summary.produced += 1,
                 Sent::DeadLetter { .. } => summary.dead_lettered += 1,
             },
+            |o| processor.recycle(o),
         )?;
         staged.send(session).await?;
         if in_txn >= config.processing.batch_max_records || summary.sync_completed {

@@ -388,22 +388,24 @@ pub enum Sent<'a> {
     },
 }
 
-/// Stages what one raw record `m` produced: its dead letter if it failed (`failure`: error
-/// kind and message), else each of `outputs` (drained), where an [`Output::DeadLetter`] stages
-/// the raw record for the dead-letter topic. `sent` is told of every record staged. Every
-/// record goes to the partition `m` was read from: the output topics are co-partitioned with
-/// the raw topic (see `pipeline`'s module docs).
+/// Stages what the raw record `m` of `raw_topic` produced: its dead letter if it failed
+/// (`failure`: error kind and message), else each of `outputs` (drained), where an
+/// [`Output::DeadLetter`] stages the raw record for the dead-letter topic. `sent` is told of
+/// every record staged, and `recycle` is given each output once staged (see
+/// [`crate::processor::Processor::recycle`]). Every record goes to the partition `m` was read
+/// from: the output topics are co-partitioned with the raw topic (see `pipeline`'s module
+/// docs).
 ///
 /// # Errors
 /// Encoding errors (a bug).
-pub fn stage_results(
+pub fn stage_results<M: Message>(
     staged: &mut Staged,
     (topics, ids): (&OutputTopics, SchemaIds),
-    raw_topic: &str,
-    m: &impl Message,
+    (raw_topic, m): (&str, &M),
     failure: Option<(&str, &str)>,
     outputs: &mut Vec<Output>,
     mut sent: impl FnMut(Sent<'_>),
+    mut recycle: impl FnMut(Output),
 ) -> Result<(), PipelineError> {
     if let Some((kind, error)) = failure {
         outputs.clear();
@@ -423,6 +425,7 @@ pub fn stage_results(
         if let Some(topic) = staged.push_output(&o, (topics, ids), m.partition())? {
             sent(Sent::Output(topic));
         }
+        recycle(o);
     }
     Ok(())
 }

@@ -740,11 +740,11 @@ impl Batcher<'_> {
         let failure = failure.as_ref().map(|(k, e)| (*k, e.as_str()));
         let dead_letter_topic = topics.dead_letter.as_str();
         let counts = &mut batch.counts;
+        let mut processor = self.processors.get_mut(&p);
         stage_results(
             &mut batch.staged,
             (topics, self.ids),
-            raw_topic,
-            m,
+            (raw_topic, m),
             failure,
             &mut self.outputs,
             |sent| match sent {
@@ -755,6 +755,11 @@ impl Batcher<'_> {
                     if truncated {
                         Batch::count(counts, p, Family::Truncated, kind);
                     }
+                }
+            },
+            |o| {
+                if let Some(processor) = processor.as_deref_mut() {
+                    processor.recycle(o);
                 }
             },
         )?;

@@ -341,32 +341,8 @@ pub async fn read_output(
     read_records(reader, registry, kind, |_, key, record| each(key, record)).await
 }
 
-/// As [`read_output`], for the given partitions of the topic only; `each` is also told the
-/// partition of every record. How a transformer instance restores the partitions it is
-/// assigned.
-///
-/// # Errors
-/// As [`read_output`].
-pub async fn read_output_partitions(
-    config: &Config,
-    registry: &Registry,
-    group_id: &str,
-    topics: &OutputTopics,
-    kind: OutputKind,
-    partitions: &[i32],
-    each: impl FnMut(i32, &str, Option<OutputRecord>),
-) -> Result<u64, OutputError> {
-    let ranges = partitions
-        .iter()
-        .map(|&p| (p, (rdkafka::Offset::Beginning, None)))
-        .collect();
-    let reader =
-        RangeReader::open(&config.kafka.client, group_id, kind.topic(topics), &ranges).await?;
-    read_records(reader, registry, kind, each).await
-}
-
-/// The loop of [`read_output`] and [`read_output_partitions`].
-async fn read_records(
+/// The loop of [`read_output`], and of the restore's reads of its assigned partitions.
+pub(crate) async fn read_records(
     mut reader: RangeReader,
     registry: &Registry,
     kind: OutputKind,

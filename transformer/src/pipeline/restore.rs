@@ -9,7 +9,7 @@
 //! 1. The committed offsets of the assigned partitions (a `read_committed` fetch waits for a
 //!    transaction that holds offsets of them to end, such as the last one of the previous owner).
 //! 2. Partitions `p` of the users, applications and app usage topics, read to their end
-//!    ([`read_output_partitions`]): what is live, and each (application, user) usage.
+//!    ([`read_records`]): what is live, and each (application, user) usage.
 //! 3. Partition `p` of the state topic holds the [`Checkpoint`] of raw partition `p`, written
 //!    in the same transaction as the consumed offsets: which syncs were in progress at the
 //!    committed offset. Their raw events, from the sync's start offset to the committed offset,
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::PipelineError;
 use super::codec::decode_raw;
-use super::outputs::{OutputError, OutputKind, OutputRecord, read_output_partitions};
+use super::outputs::{OutputError, OutputKind, OutputRecord, read_records};
 use crate::config::Config;
 use crate::processor::{InProgress, Mode, Processor, Source};
 
@@ -102,8 +102,29 @@ pub async fn restore_partitions(
             (p, processor)
         })
         .collect();
-    let records = restore_outputs(config, registry, partitions, &mut processors).await?;
-    let syncs = restore_in_progress(config, registry, &mut processors, committed_at).await?;
+    // Opening a reader (a client of its own, the partitions' watermarks) takes tens of
+    // milliseconds even for empty partitions, and longer right after the topics were created:
+    // the four readers of steps 2 and 3 are opened at once, then read one after the other.
+    let group = restore_group(config);
+    let ranges: HashMap<i32, (Offset, Option<i64>)> = partitions
+        .iter()
+        .map(|&p| (p, (Offset::Beginning, None)))
+        .collect();
+    let open = |topic| RangeReader::open(&config.kafka.client, &group, topic, &ranges);
+    let topics = &config.kafka.topics;
+    let (users, applications, app_usage, state) = tokio::try_join!(
+        open(&topics.users),
+        open(&topics.applications),
+        open(&topics.app_usage),
+        open(&topics.state),
+    )?;
+    let outputs = [
+        (OutputKind::Users, users),
+        (OutputKind::Applications, applications),
+        (OutputKind::AppUsage, app_usage),
+    ];
+    let records = restore_outputs(registry, outputs, &mut processors).await?;
+    let syncs = restore_in_progress(config, registry, &mut processors, committed_at, state).await?;
     tracing::info!(
         ?partitions,
         records,
@@ -117,23 +138,22 @@ pub async fn restore_partitions(
     Ok(processors)
 }
 
-/// Step 2: reads `partitions` of every state-bearing output topic into `processors`.
+/// Step 2: reads the assigned partitions of every state-bearing output topic (`readers`, one
+/// per [`OutputKind::STATE`]) into `processors`.
 async fn restore_outputs(
-    config: &Config,
     registry: &Registry,
-    partitions: &[i32],
+    readers: [(OutputKind, RangeReader); 3],
     processors: &mut HashMap<i32, Processor>,
 ) -> Result<u64, PipelineError> {
-    let group = restore_group(config);
-    let topics = &config.kafka.topics;
     let mut restored = 0_u64;
-    for kind in OutputKind::STATE {
+    for (kind, reader) in readers {
+        let topic = reader.topic().to_owned();
         let apply = |partition: i32, key: &str, record: Option<OutputRecord>| {
             let Some(processor) = processors.get_mut(&partition) else {
                 return;
             };
             if !key.contains('/') {
-                tracing::warn!(topic = %kind.topic(topics), key, "output record without a tenant/id key passed over on restore");
+                tracing::warn!(%topic, key, "output record without a tenant/id key passed over on restore");
                 return;
             }
             match (kind, record) {
@@ -149,51 +169,41 @@ async fn restore_outputs(
                 (OutputKind::AppSignons, None) | (_, Some(OutputRecord::AppSignons(_))) => {}
             }
         };
-        restored +=
-            read_output_partitions(config, registry, &group, topics, kind, partitions, apply)
-                .await
-                .map_err(|e| match e {
-                    OutputError::SchemaLost {
-                        topic,
-                        partition,
-                        offset,
-                        source,
-                    } => PipelineError::OutputSchemaLost {
-                        topic,
-                        partition,
-                        offset,
-                        source,
-                    },
-                    other => other.into(),
-                })?;
+        restored += read_records(reader, registry, kind, apply)
+            .await
+            .map_err(|e| match e {
+                OutputError::SchemaLost {
+                    topic,
+                    partition,
+                    offset,
+                    source,
+                } => PipelineError::OutputSchemaLost {
+                    topic,
+                    partition,
+                    offset,
+                    source,
+                },
+                other => other.into(),
+            })?;
     }
     Ok(restored)
 }
 
-/// Step 3: re-applies the raw events of the syncs in progress at `committed_at` in each of
-/// `processors`' partitions. Returns how many syncs were re-read.
+/// Step 3: reads the checkpoints of `processors`' partitions (`state`, a reader of the state
+/// topic) and re-applies the raw events of the syncs in progress at `committed_at`. Returns how
+/// many syncs were re-read.
 async fn restore_in_progress(
     config: &Config,
     registry: &Registry,
     processors: &mut HashMap<i32, Processor>,
     committed_at: &HashMap<i32, i64>,
+    mut state: RangeReader,
 ) -> Result<usize, PipelineError> {
     let group = restore_group(config);
     let raw_topic = &config.kafka.raw_topic;
     let prefix = format!("{raw_topic}/");
     let mut checkpoints: HashMap<i32, Checkpoint> = HashMap::new();
-    let state_ranges = processors
-        .keys()
-        .map(|&p| (p, (Offset::Beginning, None)))
-        .collect();
-    let mut reader = RangeReader::open(
-        &config.kafka.client,
-        &group,
-        &config.kafka.topics.state,
-        &state_ranges,
-    )
-    .await?;
-    while let Some(m) = reader.next().await? {
+    while let Some(m) = state.next().await? {
         let Some(partition) = m
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
