@@ -237,6 +237,37 @@ struct UserFields<'a> {
     last_sign_on: Obj<'a>,
 }
 
+/// Where a user's field goes in [`UserFields`]: a value, or the fields a [`Pick`] reads of a
+/// nested object.
+enum Slot<'a> {
+    Leaf(for<'u> fn(&'u mut UserFields<'a>) -> &'u mut Leaf<'a>),
+    Obj(Pick, for<'u> fn(&'u mut UserFields<'a>) -> &'u mut Obj<'a>),
+}
+
+/// The slot of a user's top-level `key`; `None` for the fields normalization does not read.
+/// Both readers of a user (the scan and the `serde_json` path) go through this one table.
+fn user_slot<'a>(key: &str) -> Option<Slot<'a>> {
+    Some(match key {
+        "id" => Slot::Leaf(|u| &mut u.id),
+        "username" => Slot::Leaf(|u| &mut u.username),
+        "email" => Slot::Leaf(|u| &mut u.email),
+        "enabled" => Slot::Leaf(|u| &mut u.enabled),
+        "mfaEnabled" => Slot::Leaf(|u| &mut u.mfa_enabled),
+        "type" => Slot::Leaf(|u| &mut u.user_type),
+        "verifyStatus" => Slot::Leaf(|u| &mut u.verify_status),
+        "createdAt" => Slot::Leaf(|u| &mut u.created_at),
+        "updatedAt" => Slot::Leaf(|u| &mut u.updated_at),
+        "name" => Slot::Obj(NAME, |u| &mut u.name),
+        "address" => Slot::Obj(ADDRESS, |u| &mut u.address),
+        "account" => Slot::Obj(ACCOUNT, |u| &mut u.account),
+        "lifecycle" => Slot::Obj(STATUS, |u| &mut u.lifecycle),
+        "population" => Slot::Obj(ID, |u| &mut u.population),
+        "identityProvider" => Slot::Obj(IDENTITY_PROVIDER, |u| &mut u.identity_provider),
+        "lastSignOn" => Slot::Obj(AT, |u| &mut u.last_sign_on),
+        _ => return None,
+    })
+}
+
 // The fields read from each nested object of a user (`UserFields`).
 const NAME: Pick = Pick::new(&["formatted", "given", "family"]);
 const ADDRESS: Pick = Pick::new(&["locality", "region"]);
@@ -253,24 +284,10 @@ impl<'a> UserFields<'a> {
         let mut u = UserFields::default();
         let mut s = Scan::new(payload);
         s.object(|key, s| {
-            match key {
-                "id" => u.id = s.leaf()?,
-                "username" => u.username = s.leaf()?,
-                "email" => u.email = s.leaf()?,
-                "enabled" => u.enabled = s.leaf()?,
-                "mfaEnabled" => u.mfa_enabled = s.leaf()?,
-                "type" => u.user_type = s.leaf()?,
-                "verifyStatus" => u.verify_status = s.leaf()?,
-                "createdAt" => u.created_at = s.leaf()?,
-                "updatedAt" => u.updated_at = s.leaf()?,
-                "name" => u.name = s.pick(NAME)?,
-                "address" => u.address = s.pick(ADDRESS)?,
-                "account" => u.account = s.pick(ACCOUNT)?,
-                "lifecycle" => u.lifecycle = s.pick(STATUS)?,
-                "population" => u.population = s.pick(ID)?,
-                "identityProvider" => u.identity_provider = s.pick(IDENTITY_PROVIDER)?,
-                "lastSignOn" => u.last_sign_on = s.pick(AT)?,
-                _ => s.skip()?,
+            match user_slot(key) {
+                Some(Slot::Leaf(field)) => *field(&mut u) = s.leaf()?,
+                Some(Slot::Obj(pick, field)) => *field(&mut u) = s.pick(pick)?,
+                None => s.skip()?,
             }
             Ok(())
         })?;
@@ -290,26 +307,12 @@ impl<'de> Deserialize<'de> for UserFields<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut u = UserFields::default();
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    match key.as_ref() {
-                        "id" => u.id = map.next_value()?,
-                        "username" => u.username = map.next_value()?,
-                        "email" => u.email = map.next_value()?,
-                        "enabled" => u.enabled = map.next_value()?,
-                        "mfaEnabled" => u.mfa_enabled = map.next_value()?,
-                        "type" => u.user_type = map.next_value()?,
-                        "verifyStatus" => u.verify_status = map.next_value()?,
-                        "createdAt" => u.created_at = map.next_value()?,
-                        "updatedAt" => u.updated_at = map.next_value()?,
-                        "name" => u.name = map.next_value_seed(NAME)?,
-                        "address" => u.address = map.next_value_seed(ADDRESS)?,
-                        "account" => u.account = map.next_value_seed(ACCOUNT)?,
-                        "lifecycle" => u.lifecycle = map.next_value_seed(STATUS)?,
-                        "population" => u.population = map.next_value_seed(ID)?,
-                        "identityProvider" => {
-                            u.identity_provider = map.next_value_seed(IDENTITY_PROVIDER)?
+                    match user_slot(&key) {
+                        Some(Slot::Leaf(field)) => *field(&mut u) = map.next_value()?,
+                        Some(Slot::Obj(pick, field)) => {
+                            *field(&mut u) = map.next_value_seed(pick)?
                         }
-                        "lastSignOn" => u.last_sign_on = map.next_value_seed(AT)?,
-                        _ => {
+                        None => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
