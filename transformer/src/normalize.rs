@@ -600,6 +600,34 @@ pub enum Activity {
     },
 }
 
+/// A `USER.ACCESS_ALLOWED` activity from what was read of it: the client's and the user's ids
+/// (strings), `recordedAt` and the client's name.
+fn access(
+    activity_id: String,
+    [client_id, user_id]: [Option<&str>; 2],
+    recorded: Option<String>,
+    application_name: Option<String>,
+) -> Result<Activity, NormalizeError> {
+    let required = |id: Option<&str>, field| match id {
+        Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
+        _ => Err(NormalizeError::MissingField(field)),
+    };
+    let application_id = required(client_id, "actors.client.id")?;
+    let user_id = required(user_id, "actors.user.id")?;
+    let recorded = recorded.ok_or(NormalizeError::MissingField("recordedAt"))?;
+    let at_ms = parse_time_ms(&recorded).ok_or(NormalizeError::BadTime {
+        field: "recordedAt",
+        value: recorded,
+    })?;
+    Ok(Activity::Access {
+        activity_id,
+        application_id,
+        application_name,
+        user_id,
+        at_ms,
+    })
+}
+
 /// The id of the first `resources[]` element whose `type` is `resource_type` (any case).
 fn resource_id(obj: &Map<String, Value>, resource_type: &str) -> Option<String> {
     obj.get("resources")?
@@ -697,23 +725,15 @@ pub fn activity(
     check_entity(entity_id, &activity_id)?;
     let action_type = string_at(obj, "action.type");
     match action_type.as_deref() {
-        Some("USER.ACCESS_ALLOWED") => {
-            let application_id = required_id(obj, "actors.client.id")?;
-            let user_id = required_id(obj, "actors.user.id")?;
-            let recorded =
-                string_at(obj, "recordedAt").ok_or(NormalizeError::MissingField("recordedAt"))?;
-            let at_ms = parse_time_ms(&recorded).ok_or(NormalizeError::BadTime {
-                field: "recordedAt",
-                value: recorded,
-            })?;
-            Ok(Activity::Access {
-                activity_id,
-                application_id,
-                application_name: string_at(obj, "actors.client.name"),
-                user_id,
-                at_ms,
-            })
-        }
+        Some("USER.ACCESS_ALLOWED") => access(
+            activity_id,
+            [
+                at(obj, "actors.client.id").and_then(Value::as_str),
+                at(obj, "actors.user.id").and_then(Value::as_str),
+            ],
+            string_at(obj, "recordedAt"),
+            string_at(obj, "actors.client.name"),
+        ),
         Some("USER.DELETED") => {
             let user_id = resource_id(obj, "USER")
                 .or_else(|| string_at(obj, "actors.user.id"))
@@ -811,23 +831,12 @@ impl<'a> ActivityFields<'a> {
                     action_type,
                 });
             }
-            let application_id = required(self.client.get("id"), "actors.client.id")?;
-            let user_id = required(self.user.get("id"), "actors.user.id")?;
-            let recorded = self
-                .recorded_at
-                .string()
-                .ok_or(NormalizeError::MissingField("recordedAt"))?;
-            let at_ms = parse_time_ms(&recorded).ok_or(NormalizeError::BadTime {
-                field: "recordedAt",
-                value: recorded,
-            })?;
-            Ok(Activity::Access {
+            access(
                 activity_id,
-                application_id,
-                application_name: self.client.get("name").string(),
-                user_id,
-                at_ms,
-            })
+                [self.client.get("id").as_str(), self.user.get("id").as_str()],
+                self.recorded_at.string(),
+                self.client.get("name").string(),
+            )
         })())
     }
 }
