@@ -105,6 +105,9 @@ pub async fn restore_partitions(
     // Opening a reader (a client of its own, the partitions' watermarks) takes tens of
     // milliseconds even for empty partitions, and longer right after the topics were created:
     // the four readers of steps 2 and 3 are opened at once, then read one after the other.
+    // Their ends are fixed when they open, which is after step 1 waited for the previous
+    // owner's last transaction; a reader waiting its turn prefetches at most 4 MB
+    // (`ClientSettings::reader_config`).
     let group = restore_group(config);
     let ranges: HashMap<i32, (Offset, Option<i64>)> = partitions
         .iter()
