@@ -12,6 +12,7 @@ use schemas::raw::{RawEvent, kind, raw_event_schema};
 use schemas::topics::OutputTopics;
 use schemas::wire;
 use serde_json::json;
+use transformer::pipeline::codec::Staged;
 use transformer::processor::{Mode, Output, Processor, Source};
 
 fn user_payload(i: usize) -> String {
@@ -109,6 +110,16 @@ fn benches(c: &mut Criterion) {
         });
     });
 
+    // Outputs staged as the pipeline stages them (encoded into the batch's buffer, user records
+    // given back to the processor), the buffer emptied after each record.
+    let mut staged = Staged::default();
+    let stage = |staged: &mut Staged, processor: &mut Processor, out: &mut Vec<Output>| {
+        for o in out.drain(..) {
+            black_box(staged.push_output(&o, (&topics, ids), 0).ok());
+            processor.recycle(o);
+        }
+        staged.clear();
+    };
     let mut sample = Vec::new();
     let source = Source {
         topic: "raw",
@@ -119,8 +130,9 @@ fn benches(c: &mut Criterion) {
     g.bench_function("encode_user_wire_format", |b| {
         b.iter(|| {
             for o in &sample {
-                black_box(transformer::pipeline::outputs::encode(o, &topics, ids).ok());
+                black_box(staged.push_output(o, (&topics, ids), 0).ok());
             }
+            staged.clear();
         });
     });
 
@@ -137,9 +149,7 @@ fn benches(c: &mut Criterion) {
                 offset: n,
             };
             let _ = processor.process(&e, source, Mode::Live, &mut out);
-            for o in &out {
-                black_box(transformer::pipeline::outputs::encode(o, &topics, ids).ok());
-            }
+            stage(&mut staged, &mut processor, &mut out);
         });
     });
 
@@ -165,9 +175,7 @@ fn benches(c: &mut Criterion) {
                 offset: n,
             };
             let _ = usage.process(&accesses[idx], source, Mode::Live, &mut out);
-            for o in &out {
-                black_box(transformer::pipeline::outputs::encode(o, &topics, ids).ok());
-            }
+            stage(&mut staged, &mut usage, &mut out);
         });
     });
     g.finish();

@@ -413,50 +413,37 @@ impl<'a> Scan<'a> {
         &mut self,
         mut field: impl FnMut(&'a str, &mut Self) -> Result<(), Bail>,
     ) -> Result<(), Bail> {
-        self.expect(b'{')?;
-        self.depth += 1;
-        if self.depth > SCAN_DEPTH {
-            return Err(Bail);
-        }
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                if self.peek() != Some(b'"') {
-                    return Err(Bail);
-                }
-                let key = self.string()?;
-                self.expect(b':')?;
-                field(key, self)?;
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Bail),
-                }
+        self.container(b'{', b'}', |s| {
+            if s.peek() != Some(b'"') {
+                return Err(Bail);
             }
-        }
-        self.depth -= 1;
-        Ok(())
+            let key = s.string()?;
+            s.expect(b':')?;
+            field(key, s)
+        })
     }
 
-    /// Skips an array, validating its elements.
-    fn array(&mut self) -> Result<(), Bail> {
-        self.expect(b'[')?;
+    /// An object or an array: `open`, then `element` for each comma-separated element, then
+    /// `close`; nesting beyond [`SCAN_DEPTH`] bails.
+    fn container(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut element: impl FnMut(&mut Self) -> Result<(), Bail>,
+    ) -> Result<(), Bail> {
+        self.expect(open)?;
         self.depth += 1;
         if self.depth > SCAN_DEPTH {
             return Err(Bail);
         }
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
         } else {
             loop {
-                self.skip()?;
+                element(self)?;
                 match self.peek() {
                     Some(b',') => self.pos += 1,
-                    Some(b']') => {
+                    Some(c) if c == close => {
                         self.pos += 1;
                         break;
                     }
@@ -475,7 +462,7 @@ impl<'a> Scan<'a> {
     pub fn skip(&mut self) -> Result<(), Bail> {
         match self.peek() {
             Some(b'{') => self.object(|_, s| s.skip()),
-            Some(b'[') => self.array(),
+            Some(b'[') => self.container(b'[', b']', Self::skip),
             Some(b'"') => self.string().map(drop),
             Some(b't') => self.literal("true"),
             Some(b'f') => self.literal("false"),

@@ -198,10 +198,13 @@ pub fn time_at(obj: &Map<String, Value>, path: &str) -> Option<i64> {
 }
 
 fn required_id(obj: &Map<String, Value>, path: &'static str) -> Result<String, NormalizeError> {
-    match at(obj, path) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        _ => Err(NormalizeError::MissingField(path)),
-    }
+    required(at(obj, path).and_then(Value::as_str), path).map(str::to_owned)
+}
+
+/// A required id: a string that is not blank; else [`NormalizeError::MissingField`] `field`.
+fn required<'a>(id: Option<&'a str>, field: &'static str) -> Result<&'a str, NormalizeError> {
+    id.filter(|s| !s.trim().is_empty())
+        .ok_or(NormalizeError::MissingField(field))
 }
 
 fn check_entity(entity_id: Option<&str>, payload_id: &str) -> Result<(), NormalizeError> {
@@ -388,7 +391,7 @@ pub fn user_into(
 }
 
 /// `text` into `slot`, reusing the string already there.
-fn put(slot: &mut Option<String>, text: Option<&str>) {
+pub(crate) fn put(slot: &mut Option<String>, text: Option<&str>) {
     match (slot.as_mut(), text) {
         (Some(s), Some(t)) => t.clone_into(s),
         (None, Some(t)) => *slot = Some(t.to_owned()),
@@ -405,10 +408,7 @@ fn user_from_fields(
     if u.not_object {
         return Err(NormalizeError::NotAnObject);
     }
-    let id = match u.id.as_str() {
-        Some(s) if !s.trim().is_empty() => s,
-        _ => return Err(NormalizeError::MissingField("id")),
-    };
+    let id = required(u.id.as_str(), "id")?;
     check_entity(entity_id, id)?;
     let time = |l: &Leaf<'_>| l.as_str().and_then(parse_time_ms);
     let name = |key| u.name.get(key).text().filter(|s| !s.trim().is_empty());
@@ -608,12 +608,8 @@ fn access(
     recorded: Option<String>,
     application_name: Option<String>,
 ) -> Result<Activity, NormalizeError> {
-    let required = |id: Option<&str>, field| match id {
-        Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
-        _ => Err(NormalizeError::MissingField(field)),
-    };
-    let application_id = required(client_id, "actors.client.id")?;
-    let user_id = required(user_id, "actors.user.id")?;
+    let application_id = required(client_id, "actors.client.id")?.to_owned();
+    let user_id = required(user_id, "actors.user.id")?.to_owned();
     let recorded = recorded.ok_or(NormalizeError::MissingField("recordedAt"))?;
     let at_ms = parse_time_ms(&recorded).ok_or(NormalizeError::BadTime {
         field: "recordedAt",
@@ -809,35 +805,35 @@ impl<'a> ActivityFields<'a> {
         Ok(f)
     }
 
-    /// [`activity`] of these fields; [`Bail`] for deletes.
-    fn classify(&self, entity_id: Option<&str>) -> Result<Result<Activity, NormalizeError>, Bail> {
-        let required = |l: &Leaf<'_>, field: &'static str| match l.as_str() {
-            Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
-            _ => Err(NormalizeError::MissingField(field)),
-        };
+    /// [`activity`] of these fields; `None` for deletes, which look into `resources[]`.
+    fn classify(&self, entity_id: Option<&str>) -> Option<Result<Activity, NormalizeError>> {
         let action_type = self.action.get("type").string();
-        if matches!(
-            action_type.as_deref(),
-            Some("USER.DELETED" | "APPLICATION.DELETED")
-        ) {
-            return Err(Bail);
+        match action_type.as_deref() {
+            Some("USER.DELETED" | "APPLICATION.DELETED") => None,
+            _ => Some(self.read(entity_id, action_type)),
         }
-        Ok((|| {
-            let activity_id = required(&self.id, "id")?;
-            check_entity(entity_id, &activity_id)?;
-            if action_type.as_deref() != Some("USER.ACCESS_ALLOWED") {
-                return Ok(Activity::Other {
-                    activity_id,
-                    action_type,
-                });
-            }
-            access(
+    }
+
+    /// [`Self::classify`] of an access or another action.
+    fn read(
+        &self,
+        entity_id: Option<&str>,
+        action_type: Option<String>,
+    ) -> Result<Activity, NormalizeError> {
+        let activity_id = required(self.id.as_str(), "id")?.to_owned();
+        check_entity(entity_id, &activity_id)?;
+        if action_type.as_deref() != Some("USER.ACCESS_ALLOWED") {
+            return Ok(Activity::Other {
                 activity_id,
-                [self.client.get("id").as_str(), self.user.get("id").as_str()],
-                self.recorded_at.string(),
-                self.client.get("name").string(),
-            )
-        })())
+                action_type,
+            });
+        }
+        access(
+            activity_id,
+            [self.client.get("id").as_str(), self.user.get("id").as_str()],
+            self.recorded_at.string(),
+            self.client.get("name").string(),
+        )
     }
 }
 
@@ -850,9 +846,12 @@ pub fn activity_payload(
     payload: &str,
     entity_id: Option<&str>,
 ) -> Result<Activity, NormalizeError> {
-    match ActivityFields::scan(payload).and_then(|f| f.classify(entity_id)) {
-        Ok(classified) => classified,
-        Err(Bail) => activity(&parse_object(payload)?, entity_id),
+    match ActivityFields::scan(payload)
+        .ok()
+        .and_then(|f| f.classify(entity_id))
+    {
+        Some(classified) => classified,
+        None => activity(&parse_object(payload)?, entity_id),
     }
 }
 
@@ -1715,8 +1714,9 @@ mod tests {
             let entity = (g.below(2) == 0).then_some("act-1");
             cases += 1;
             if ActivityFields::scan(&payload)
+                .ok()
                 .and_then(|f| f.classify(entity))
-                .is_ok()
+                .is_some()
             {
                 scanned += 1;
             }

@@ -672,18 +672,15 @@ impl Processor {
         let t = self.tenant(&event.tenant_id);
         let sync = t.sync_ids.intern(sync_id);
         // Seen by this sync already: written already (the insert changed nothing).
-        let duplicate = t.users.replace(&user.user_id, sync) == Some(sync);
-        if !duplicate {
-            let groups = t
-                .in_progress
-                .as_ref()
-                .and_then(|s| s.member_of.get(&user.user_id));
-            fill_user_envelope(&mut user, event, groups, sync_id, source);
-        }
-        if duplicate {
+        if t.users.replace(&user.user_id, sync) == Some(sync) {
             self.spare_user = Some(user);
             return Ok(Note::DuplicateUser);
         }
+        let groups = t
+            .in_progress
+            .as_ref()
+            .and_then(|s| s.member_of.get(&user.user_id));
+        fill_user_envelope(&mut user, event, groups, sync_id, source);
         out.push(Output::User(user));
         Ok(Note::Processed)
     }
@@ -1046,10 +1043,7 @@ fn fill_user_envelope(
         Some(groups) => user.access_group_ids.clone_from(groups),
         None => user.access_group_ids.clear(),
     }
-    match &mut user.sync_id {
-        Some(s) => sync_id.clone_into(s),
-        None => user.sync_id = Some(sync_id.to_owned()),
-    }
+    normalize::put(&mut user.sync_id, Some(sync_id));
     source.topic.clone_into(&mut user.source_topic);
     user.source_partition = source.partition;
     user.source_offset = source.offset;

@@ -311,9 +311,8 @@ impl Staged {
             topics,
             records,
             buf,
-            bytes,
+            ..
         } = self;
-        *bytes = 0;
         let sent = async {
             for r in records.drain(..) {
                 session
@@ -329,13 +328,20 @@ impl Staged {
             Ok(())
         }
         .await;
-        records.clear();
-        if buf.capacity() > STAGED_BUF_KEEP {
-            *buf = Vec::new();
-        } else {
-            buf.clear();
-        }
+        self.clear();
         sent
+    }
+
+    /// Drops every staged record, keeping the buffer's capacity up to [`STAGED_BUF_KEEP`] for
+    /// the next batch.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+        if self.buf.capacity() > STAGED_BUF_KEEP {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
     }
 }
 

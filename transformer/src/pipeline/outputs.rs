@@ -244,39 +244,6 @@ pub async fn prepare(
     })
 }
 
-/// An output ready to produce.
-#[derive(Debug)]
-pub struct Encoded<'a> {
-    /// Destination topic.
-    pub topic: &'a str,
-    /// Record key.
-    pub key: String,
-    /// Confluent-framed value; `None` for a tombstone.
-    pub value: Option<Vec<u8>>,
-}
-
-/// Encodes an [`Output`] for `topics` with `ids`; `None` for [`Output::DeadLetter`], which is
-/// the raw record itself (see `codec::stage_results`).
-///
-/// # Errors
-/// [`SchemaError`] if the record does not match its schema (a bug).
-pub fn encode<'a>(
-    o: &Output,
-    topics: &'a OutputTopics,
-    ids: SchemaIds,
-) -> Result<Option<Encoded<'a>>, SchemaError> {
-    let Some(kind) = kind_of(o) else {
-        return Ok(None);
-    };
-    let mut value = Vec::new();
-    let value = write_value(o, ids, &mut value)?.then_some(value);
-    Ok(Some(Encoded {
-        topic: kind.topic(topics),
-        key: o.key(),
-        value,
-    }))
-}
-
 /// The topic an [`Output`] goes to; `None` for [`Output::DeadLetter`].
 pub fn kind_of(o: &Output) -> Option<OutputKind> {
     match o {
