@@ -6,22 +6,27 @@
 //! transaction: [`TxnSession::begin`]; [`TxnSession::send`] for each record, waiting while
 //! librdkafka's local queue is full; optionally [`TxnSession::send_offsets`] (consumed offsets
 //! of a consume-transform-produce loop); [`TxnSession::commit`], which first waits for every
-//! delivery report, then commits. On any failure the transaction is aborted, so nothing of it
-//! becomes visible to `read_committed` readers.
+//! record to be acknowledged, then commits. On any failure the transaction is aborted, so nothing
+//! of it becomes visible to `read_committed` readers.
 //!
-//! Waiting for the delivery reports before `commit_transaction` matters for speed: rdkafka's
-//! commit flushes, and its flush loop sleeps 100 ms whenever a report is still outstanding.
-//! Every blocking call runs off the async runtime ([`super::off_runtime`]).
+//! librdkafka reports only failed deliveries (`delivery.report.only.error`): the first failure
+//! of a transaction is kept, and a commit waits until nothing is in flight. A report per record,
+//! each completing a future that the commit then awaited, cost about a tenth of the
+//! transformer's CPU for nothing a commit needs: Kafka itself refuses to commit a transaction
+//! with a failed record.
+//!
+//! Waiting until every record is acknowledged before `commit_transaction` matters for speed:
+//! rdkafka's commit flushes, and its flush loop sleeps 100 ms whenever a record is still in
+//! flight. Every blocking call runs off the async runtime ([`super::off_runtime`]).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use futures::future::join_all;
-use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::{ClientSettings, KafkaCallError, OffRuntimeDrop, ctx, off_runtime};
 
@@ -54,14 +59,57 @@ impl TxnSettings {
     }
 }
 
+/// The producer's context: keeps the first failed delivery of the newest transaction that had
+/// one (librdkafka reports only failures, on the producer's polling thread). Each record carries
+/// its transaction's number, so that a failure reported late (a record purged by an abort) is
+/// never taken for a later transaction's.
+#[derive(Default)]
+struct Deliveries {
+    failed: Mutex<Option<(usize, KafkaError)>>,
+}
+
+impl Deliveries {
+    /// The first failure of transaction `number`, if it had one.
+    fn failure_of(&self, number: usize) -> Option<KafkaError> {
+        let failed = self.failed.lock().ok()?;
+        failed
+            .as_ref()
+            .filter(|(n, _)| *n == number)
+            .map(|(_, e)| e.clone())
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, number: usize) {
+        if let Err((e, _)) = result
+            && let Ok(mut failed) = self.failed.lock()
+            && failed.as_ref().is_none_or(|(n, _)| *n < number)
+        {
+            *failed = Some((number, e.clone()));
+        }
+    }
+}
+
+type TxnProducer = ThreadedProducer<Deliveries>;
+
 /// A transactional producer and the deliveries of its open transaction.
 pub struct TxnSession {
-    producer: OffRuntimeDrop<FutureProducer>,
+    producer: OffRuntimeDrop<Arc<TxnProducer>>,
     transactional_id: String,
-    pending: Vec<DeliveryFuture>,
+    /// Records sent in the open transaction.
+    sent: usize,
+    /// The open (or last) transaction's number, carried by each of its records.
+    number: usize,
     open: bool,
     /// Bound on init, commit, abort and offset sending (the client timeout).
     timeout: Duration,
+    /// How long a commit waits for its records to be acknowledged: `message.timeout.ms`, after
+    /// which librdkafka fails a record anyway, and a little more.
+    delivery_timeout: Duration,
 }
 
 impl std::fmt::Debug for TxnSession {
@@ -69,7 +117,7 @@ impl std::fmt::Debug for TxnSession {
         f.debug_struct("TxnSession")
             .field("transactional_id", &self.transactional_id)
             .field("open", &self.open)
-            .field("pending", &self.pending.len())
+            .field("sent", &self.sent)
             .finish_non_exhaustive()
     }
 }
@@ -88,9 +136,11 @@ impl TxnSession {
         // default is 1 GB), and a fuller queue makes `send` wait, never fail. An operator's
         // value wins.
         client.set_unless_given(&mut config, "queue.buffering.max.kbytes", "32768");
-        let producer: FutureProducer = config
+        let message_timeout = txn.message_timeout.min(txn.transaction_timeout);
+        let producer: TxnProducer = config
             .set("transactional.id", id)
             .set("enable.idempotence", "true")
+            .set("delivery.report.only.error", "true")
             .set("compression.type", &txn.compression_type)
             .set(
                 "transaction.timeout.ms",
@@ -98,10 +148,7 @@ impl TxnSession {
             )
             .set(
                 "message.timeout.ms",
-                txn.message_timeout
-                    .min(txn.transaction_timeout)
-                    .as_millis()
-                    .to_string(),
+                message_timeout.as_millis().to_string(),
             )
             .set("linger.ms", txn.linger.as_millis().to_string())
             // A transaction's first AddPartitionsToTxn meets CONCURRENT_TRANSACTIONS while the
@@ -109,10 +156,11 @@ impl TxnSession {
             // that much to every transaction.
             .set("retry.backoff.ms", "10")
             .set("retry.backoff.max.ms", "200")
-            .create()
+            .create_with_context(Deliveries::default())
             .map_err(ctx(format!("creating transactional producer {id}")))?;
+        let producer = Arc::new(producer);
         let timeout = client.timeout;
-        let p = producer.clone();
+        let p = Arc::clone(&producer);
         off_runtime(format!("init_transactions for {id}"), move || {
             p.init_transactions(timeout)
         })
@@ -120,9 +168,11 @@ impl TxnSession {
         Ok(Self {
             producer: OffRuntimeDrop::new(producer),
             transactional_id: id.clone(),
-            pending: Vec::new(),
+            sent: 0,
+            number: 0,
             open: false,
             timeout,
+            delivery_timeout: message_timeout + Duration::from_secs(5),
         })
     }
 
@@ -145,6 +195,8 @@ impl TxnSession {
             "begin_transaction for {}",
             self.transactional_id
         )))?;
+        self.number += 1;
+        self.sent = 0;
         self.open = true;
         Ok(())
     }
@@ -178,7 +230,8 @@ impl TxnSession {
         value: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), KafkaCallError> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, self.number).key(key);
         if let Some(p) = partition {
             record = record.partition(p);
         }
@@ -189,9 +242,9 @@ impl TxnSession {
             record = record.headers(h);
         }
         loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    self.pending.push(delivery);
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.sent += 1;
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -213,7 +266,7 @@ impl TxnSession {
         offsets: TopicPartitionList,
         group: Arc<ConsumerGroupMetadata>,
     ) -> Result<(), KafkaCallError> {
-        let p = self.producer.clone();
+        let p = Arc::clone(&self.producer);
         let timeout = self.timeout;
         off_runtime("send_offsets_to_transaction", move || {
             p.send_offsets_to_transaction(&offsets, &group, timeout)
@@ -221,31 +274,44 @@ impl TxnSession {
         .await
     }
 
-    /// Waits for every record sent so far to be delivered, then commits. On failure the
+    /// Waits until every record sent so far is acknowledged, then commits. On failure the
     /// transaction is aborted (when the client still can) and the error returned.
     ///
     /// # Errors
-    /// The first failed delivery, or the commit's error.
+    /// The first failed delivery, records still unacknowledged after `message.timeout.ms`,
+    /// or the commit's error.
     pub async fn commit(&mut self) -> Result<(), KafkaCallError> {
-        let pending = std::mem::take(&mut self.pending);
-        let records = pending.len();
-        let started = std::time::Instant::now();
-        for delivery in join_all(pending).await {
-            let failed = match delivery {
-                Ok(Ok(_)) => None,
-                Ok(Err((e, _))) => Some(e),
-                Err(_) => Some(KafkaError::Canceled),
-            };
-            if let Some(e) = failed {
-                self.abort().await;
-                return Err(ctx(format!(
-                    "delivering a record of {}",
-                    self.transactional_id
-                ))(e));
+        let records = std::mem::take(&mut self.sent);
+        let started = Instant::now();
+        // librdkafka counts a record until it is acknowledged, or until its failure is taken
+        // for reporting (the polling thread serves reports at once): then nothing is in flight.
+        // A millisecond's sleep between looks costs nothing next to a commit's round trips.
+        let deliveries = self.producer.context();
+        let failed = loop {
+            if let Some(e) = deliveries.failure_of(self.number) {
+                break Some(e);
             }
+            if self.producer.in_flight_count() == 0 {
+                // A failure taken from the queue but not yet recorded at the first look: the
+                // commit refuses it anyway, with a vaguer error.
+                break deliveries.failure_of(self.number);
+            }
+            if started.elapsed() > self.delivery_timeout {
+                break Some(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageTimedOut,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if let Some(e) = failed {
+            self.abort().await;
+            return Err(ctx(format!(
+                "delivering a record of {}",
+                self.transactional_id
+            ))(e));
         }
         let delivered_ms = started.elapsed().as_millis() as u64;
-        let p = self.producer.clone();
+        let p = Arc::clone(&self.producer);
         let timeout = self.timeout;
         let result = off_runtime(
             format!("commit_transaction for {}", self.transactional_id),
@@ -271,12 +337,12 @@ impl TxnSession {
     /// Aborts the open transaction, if any. Best effort: a fenced or failed producer leaves it
     /// to the broker's transaction timeout or to the next `init_transactions`.
     pub async fn abort(&mut self) {
-        self.pending.clear();
+        self.sent = 0;
         if !self.open {
             return;
         }
         self.open = false;
-        let p = self.producer.clone();
+        let p = Arc::clone(&self.producer);
         let timeout = self.timeout;
         match off_runtime("abort_transaction", move || p.abort_transaction(timeout)).await {
             Ok(()) => {
