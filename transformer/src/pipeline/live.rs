@@ -85,6 +85,8 @@ pub struct RawContext {
     changes: Mutex<Vec<Change>>,
     /// Whether `changes` has any: the loop looks after every record, without taking the lock.
     pending: AtomicBool,
+    /// Wakes a loop waiting for its first record when a change comes ([`RawContext::changed`]).
+    changed: tokio::sync::Notify,
 }
 
 impl RawContext {
@@ -95,7 +97,14 @@ impl RawContext {
             topic: topic.into(),
             changes: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Completes when a change was pushed since the last time it completed (at once if one
+    /// was pushed while nothing waited).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// The changes since the last call, oldest first.
@@ -115,6 +124,7 @@ impl RawContext {
             Err(poisoned) => poisoned.into_inner().push(change),
         }
         self.pending.store(true, Ordering::Release);
+        self.changed.notify_one();
     }
 
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -518,7 +528,8 @@ impl Batcher<'_> {
             && self.processors.keys().all(|p| at_end.contains(p))
     }
 
-    /// Fills `batch`: waits up to 500 ms for a first record (or the shutdown), then takes
+    /// Fills `batch`: waits up to 500 ms for a first record (or the shutdown, or a rebalance,
+    /// which it acts on before it returns), then takes
     /// records for at most `batch_max_wait` until [`batch_full`]. Each record is decoded,
     /// processed and its outputs staged as it arrives, so this overlaps the previous batch's
     /// commit. Returns at once when [`Batcher::at_end`].
@@ -538,6 +549,13 @@ impl Batcher<'_> {
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(()),
+            // A rebalance (it happens inside `recv`) is acted on at once: a new partition is
+            // restored while librdkafka fetches its first records, instead of after they came
+            // (about 0.1 s at every start, measured from the logs).
+            () = consumer.context().changed() => {
+                self.apply(consumer, batch, at_end).await?;
+                return Ok(());
+            }
             m = tokio::time::timeout(idle, consumer.recv()) => m,
         };
         match first {
