@@ -1,6 +1,6 @@
-//! `TxnSession` against the local broker: a commit succeeds only when every record of its
-//! transaction was acknowledged, a record the broker refuses fails the commit and leaves nothing
-//! visible, and the session goes on with the next transaction.
+//! `TxnSession` against the local broker: the records of committed transactions are visible
+//! once each; a record the broker refuses fails its commit with the delivery's error and leaves
+//! nothing of its transaction visible, and the session goes on with the next transaction.
 
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ fn incompressible(n: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_commit_comes_after_every_record_and_they_are_all_visible() {
+async fn committed_transactions_are_each_visible_once() {
     let topic = unique_name("txn-all");
     create_topic(&topic, &TopicOptions::new(3)).await.unwrap();
     let mut s = session().await;

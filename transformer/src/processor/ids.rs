@@ -28,6 +28,9 @@ pub fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
     (bad & 0xf0 == 0).then_some(out)
 }
 
+/// The lowercase hex digits, by value.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Where each byte's two hex digits start in a UUID's text.
 const HEX_AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
 
@@ -36,7 +39,7 @@ const HEX_VALUE: [u8; 256] = {
     let mut table = [0xff_u8; 256];
     let mut i = 0;
     while i < 16 {
-        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        table[HEX_DIGITS[i] as usize] = i as u8;
         i += 1;
     }
     table
@@ -44,14 +47,13 @@ const HEX_VALUE: [u8; 256] = {
 
 /// The canonical text of a UUID: lowercase hex with dashes.
 pub fn uuid_text(bytes: &[u8; 16]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(36);
     for (i, b) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
             s.push('-');
         }
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
+        s.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
     }
     s
 }
