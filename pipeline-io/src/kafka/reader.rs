@@ -21,7 +21,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{
     ClientSettings, KafkaCallError, OffRuntimeDrop, ctx, fetch_watermarks, is_partition_eof,
-    off_runtime, partitions,
+    learn_leaders, off_runtime, partitions,
 };
 
 /// Client context of the readers: end-of-partition is how they stop, not an error to log.
@@ -85,6 +85,7 @@ impl RangeReader {
         let (assignment, end) = off_runtime(format!("watermarks of {topic}"), move || {
             let mut tpl = TopicPartitionList::new();
             let mut end = HashMap::new();
+            learn_leaders(&*c, &name, timeout)?;
             for (p, start, stop) in wanted {
                 let (low, high) = fetch_watermarks(&*c, &name, p, timeout)?;
                 let stop = stop.unwrap_or(high).min(high);
@@ -236,6 +237,8 @@ pub async fn wait_settled(
     let held: Vec<i32> = off_runtime(format!("watermarks of {topic}"), move || {
         let committed: BaseConsumer = committed.create()?;
         let uncommitted: BaseConsumer = uncommitted.create()?;
+        learn_leaders(&committed, &name, timeout)?;
+        learn_leaders(&uncommitted, &name, timeout)?;
         let mut targets = HashMap::new();
         for p in parts {
             targets.insert(p, fetch_watermarks(&uncommitted, &name, p, timeout)?.1);

@@ -249,6 +249,7 @@ pub async fn watermarks(
     let name = topic.to_owned();
     off_runtime(format!("watermarks of {topic}/{partition}"), move || {
         let consumer: BaseConsumer = config.create()?;
+        super::learn_leaders(&consumer, &name, timeout)?;
         super::fetch_watermarks(&consumer, &name, partition, timeout)
     })
     .await

@@ -162,6 +162,17 @@ impl TxnSession {
         let timeout = client.timeout;
         let p = Arc::clone(&producer);
         off_runtime(format!("init_transactions for {id}"), move || {
+            // librdkafka drops its bootstrap connection as soon as the first metadata names the
+            // brokers. If `init_transactions` asks for a producer id before a named broker is
+            // connected, it waits for its coordinator timer: 500 ms in a quarter to all of the
+            // starts measured here. A second metadata request needs a named broker, so once it
+            // returns one is up, and the producer id comes at once (about 20 ms in all). The
+            // topic asked for is the transaction log's, which every cluster running transactions
+            // has: a small answer, and nothing auto-created that would not be anyway.
+            for _ in 0..2 {
+                p.client()
+                    .fetch_metadata(Some("__transaction_state"), timeout)?;
+            }
             p.init_transactions(timeout)
         })
         .await?;
