@@ -1,5 +1,6 @@
-//! Throughput benchmark: the transformer against a pass-through consume→produce loop with the
-//! same client settings and the same transaction batching, on the same broker, in the same run.
+//! Throughput benchmark: the transformer against a pass-through consume→produce loop that joins
+//! its own consumer group as the transformer does, with the same client settings and the same
+//! transaction batching, on the same broker, in the same run.
 //!
 //! Usage (see `transformer/scripts/throughput.sh`, which builds in release mode first):
 //! `throughput <transformer binary> <syncs> [<syncs> ...]`, with `KAFKA_BOOTSTRAP_SERVERS` and
@@ -315,11 +316,11 @@ async fn passthrough(config: Config) -> Res<()> {
         &pipeline::live::txn_settings(&config, &config.kafka.transactional_id),
     )
     .await?;
+    // Subscribed, as the transformer is: the same group join and the same offset reset. (An
+    // `assign` at once, before the consumer knows the partition's leader, waited 500 ms for
+    // librdkafka's offset query timer at every start.)
     let consumer: StreamConsumer = pipeline::live::raw_consumer_config(&config).create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(raw_topic, 0, Offset::Beginning)?;
-    consumer.assign(&tpl)?;
-    let group = std::sync::Arc::new(consumer.group_metadata().ok_or("no group metadata")?);
+    consumer.subscribe(&[raw_topic])?;
     let p = &config.processing;
     loop {
         let mut batch = vec![consumer.recv().await?.detach()];
@@ -332,17 +333,20 @@ async fn passthrough(config: Config) -> Res<()> {
         }
         // The transformer's own transaction plumbing, so that both commit the same way.
         session.begin()?;
-        let mut next = 0;
+        let mut next = HashMap::new();
         for m in &batch {
             session
                 .send(&out, m.key().unwrap_or_default(), m.payload(), None)
                 .await?;
-            next = m.offset() + 1;
+            next.insert(m.partition(), m.offset() + 1);
         }
         let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(raw_topic, 0, Offset::Offset(next))?;
+        for (partition, offset) in next {
+            offsets.add_partition_offset(raw_topic, partition, Offset::Offset(offset))?;
+        }
+        let group = consumer.group_metadata().ok_or("no group metadata")?;
         session
-            .send_offsets(offsets, std::sync::Arc::clone(&group))
+            .send_offsets(offsets, std::sync::Arc::new(group))
             .await?;
         session.commit().await?;
     }

@@ -162,7 +162,7 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> Result<ReplaySummary,
     let Prepared {
         raw_partitions,
         ids,
-    } = outputs::prepare(config, &registry, &topics, false, None)
+    } = outputs::prepare(config, &registry, &topics)
         .await
         .map_err(PipelineError::from)?;
     let raw_topic = &config.kafka.raw_topic;

@@ -721,13 +721,7 @@ async fn a_restart_needs_no_registry_once_schemas_are_known() {
         Arc::clone(&asked_after_cut),
     ));
 
-    let metrics = Arc::new(Metrics::new());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(transformer::pipeline::run(
-        s.config.clone(),
-        shutdown.clone(),
-        Arc::clone(&metrics),
-    ));
+    let live = Live::start(&s.config);
     let users = s.config.kafka.topics.users.clone();
     produce_events(&s, &sync_events("acme", "s1", &[0, 1, 2], &[], &[])).await;
     wait_for(&users, WAIT, |r| r.len() >= 3).await;
@@ -745,7 +739,7 @@ async fn a_restart_needs_no_registry_once_schemas_are_known() {
     let has = |records: &[ConsumedRecord], id: &str| records.iter().any(|r| key(r).ends_with(id));
     wait_for(&users, WAIT, |r| has(r, "/u-3") && has(r, "/u-4")).await;
     assert!(
-        metrics.restarts.get() >= 1,
+        live.metrics.restarts.get() >= 1,
         "the fenced transformer never restarted"
     );
     assert_eq!(
@@ -753,9 +747,69 @@ async fn a_restart_needs_no_registry_once_schemas_are_known() {
         0,
         "the restart asked the registry"
     );
-    shutdown.cancel();
-    let ended = tokio::time::timeout(WAIT, task).await;
-    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    live.stop().await;
+}
+
+/// The live loop registers its output schemas while it joins its group, and waits for them only
+/// to stage its first record. A registration that fails must still end the attempt at once,
+/// with no record to stage: here the registry's address refuses every connection and the raw
+/// topic stays empty. The loop restarts, and `/readyz` does not say ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_registration_ends_the_attempt_with_no_record_read() {
+    use pipeline_io::ops::Observable;
+
+    let mut s = setup("registry-refused", 1).await;
+    // A port nothing listens on (bound, then released).
+    let url = &mut s.config.registry.url;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(test_harness::ops::free_port())).unwrap();
+    let live = Live::start(&s.config);
+    let metrics = &live.metrics;
+    let deadline = std::time::Instant::now() + WAIT;
+    while metrics.restarts.get() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.restarts.get() >= 1,
+        "the attempt went on without its output schemas"
+    );
+    assert!(
+        metrics.readiness().is_err(),
+        "ready without output schemas: {:?}",
+        metrics.readiness()
+    );
+    live.stop().await;
+}
+
+/// The live loop on a task of its own.
+struct Live {
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), transformer::pipeline::PipelineError>>,
+}
+
+impl Live {
+    fn start(config: &transformer::config::Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(transformer::pipeline::run(
+            config.clone(),
+            shutdown.clone(),
+            Arc::clone(&metrics),
+        ));
+        Self {
+            metrics,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Asks the loop to stop; it must end cleanly within [`WAIT`].
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let ended = tokio::time::timeout(WAIT, self.task).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    }
 }
 
 /// Relays connections to `upstream` until `cut`; then closes the open ones, and accepts and

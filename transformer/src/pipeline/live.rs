@@ -19,10 +19,11 @@
 //! partitions are restored ([`restore_partitions`]) before any of their records is processed.
 //!
 //! # One attempt ([`run_once`])
-//! 1. Output topics created and schemas registered ([`prepare`]; the first attempt of a process
-//!    registers, later ones reuse the ids, see [`Schemas`]), and meanwhile the transactional
-//!    session opened, which fences an older instance with the same transactional id and
-//!    aborts its open transaction.
+//! 1. Output topics created ([`prepare_topics`]), and meanwhile the transactional session
+//!    opened, which fences an older instance with the same transactional id and aborts its open
+//!    transaction. The output schemas are registered on a task of their own, waited for only by
+//!    the first record staged ([`Ids`]; the first attempt of a process registers, later ones
+//!    reuse the ids, see [`Schemas`]).
 //! 2. The raw topic subscribed; partitions restored as they are assigned.
 //! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`, or
 //!    [`BATCH_MAX_BYTES`] of outputs). Each
@@ -40,7 +41,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -60,12 +61,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
 use super::codec::{Sent, Staged, decode_raw, stage_results};
-use super::outputs::{Prepared, SchemaIds, prepare};
+use super::outputs::{OutputError, SchemaIds, prepare_topics, register_outputs};
 use super::restore::{Checkpoint, committed_offsets, restore_partitions};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::processor::{Mode, Output, Processor, Source};
 use schemas::raw::RawEvent;
+use schemas::topics::OutputTopics;
 
 /// A change of the partitions this instance owns, as the loop acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,8 +226,60 @@ pub fn txn_settings(config: &Config, transactional_id: &str) -> TxnSettings {
 pub struct Schemas {
     /// The registry client.
     pub registry: Registry,
-    /// Schema ids of the output subjects, once registered.
-    pub ids: Option<SchemaIds>,
+    /// Schema ids of the output subjects, set once an attempt registered them.
+    pub ids: Arc<OnceLock<SchemaIds>>,
+}
+
+/// The output schema ids of one attempt: known, or being registered on a task of their own.
+///
+/// The first attempt of a process registers the output schemas while it creates the topics,
+/// opens the transactional session and joins the group, and waits for the ids only to stage its
+/// first record: registering took about 60 ms longer than the topics at every start measured
+/// here (transformer/README.md, "Benchmarks"). A failed registration ends the attempt as soon as
+/// it fails, with or without records ([`Batcher::collect`]).
+#[derive(Debug)]
+enum Ids {
+    Known(SchemaIds),
+    Registering(JoinHandle<Result<SchemaIds, OutputError>>),
+}
+
+impl Ids {
+    /// The ids `schemas` keeps, or their registration started.
+    fn start(schemas: &Schemas, topics: &OutputTopics) -> Self {
+        if let Some(ids) = schemas.ids.get() {
+            return Self::Known(*ids);
+        }
+        let (registry, topics, keep) = (
+            schemas.registry.clone(),
+            topics.clone(),
+            Arc::clone(&schemas.ids),
+        );
+        Self::Registering(tokio::spawn(async move {
+            let ids = register_outputs(&registry, &topics).await?;
+            // Kept for the later attempts, even if this one has ended meanwhile.
+            let _ = keep.set(ids);
+            Ok(ids)
+        }))
+    }
+
+    /// Whether the registration is still in flight.
+    fn pending(&self) -> bool {
+        matches!(self, Self::Registering(_))
+    }
+
+    /// The ids, once registered.
+    async fn get(&mut self) -> Result<SchemaIds, PipelineError> {
+        match self {
+            Self::Known(ids) => Ok(*ids),
+            Self::Registering(task) => {
+                let ids = task
+                    .await
+                    .map_err(|e| PipelineError::Registration(e.to_string()))??;
+                *self = Self::Known(ids);
+                Ok(ids)
+            }
+        }
+    }
 }
 
 /// One attempt: set up, join the group, then the loop until shutdown, the end of the raw
@@ -241,24 +295,13 @@ pub async fn run_once(
 ) -> Result<(), PipelineError> {
     let started = std::time::Instant::now();
     let raw_topic = config.kafka.raw_topic.as_str();
+    let ids = Ids::start(schemas, &config.kafka.topics);
     // The outputs and the transactional session are independent: both at once.
-    let (
-        Prepared {
-            raw_partitions,
-            ids,
-        },
-        session,
-    ) = tokio::try_join!(
+    let (raw_partitions, session) = tokio::try_join!(
         async {
-            prepare(
-                config,
-                &schemas.registry,
-                &config.kafka.topics,
-                true,
-                schemas.ids,
-            )
-            .await
-            .map_err(PipelineError::from)
+            prepare_topics(config, &config.kafka.topics, true)
+                .await
+                .map_err(PipelineError::from)
         },
         async {
             TxnSession::open(
@@ -269,7 +312,6 @@ pub async fn run_once(
             .map_err(PipelineError::from)
         },
     )?;
-    schemas.ids = Some(ids);
     let registry = schemas.registry.clone();
 
     let consumer: OffRuntimeDrop<Arc<StreamConsumer<RawContext>>> = OffRuntimeDrop::new(Arc::new(
@@ -508,7 +550,7 @@ async fn transaction(
 struct Batcher<'a> {
     config: &'a Config,
     registry: Registry,
-    ids: SchemaIds,
+    ids: Ids,
     metrics: &'a Metrics,
     /// One processor per owned raw partition.
     processors: HashMap<i32, Processor>,
@@ -549,6 +591,11 @@ impl Batcher<'_> {
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(()),
+            // The output schemas' registration ended (its failure ends the attempt).
+            ids = self.ids.get(), if self.ids.pending() => {
+                ids?;
+                return Ok(());
+            }
             // A rebalance (it happens inside `recv`) is acted on at once: a new partition is
             // restored while librdkafka fetches its first records, instead of after they came
             // (about 0.1 s at every start, measured from the logs).
@@ -727,6 +774,7 @@ impl Batcher<'_> {
         m: &BorrowedMessage<'_>,
         batch: &mut Batch,
     ) -> Result<(), PipelineError> {
+        let ids = self.ids.get().await?;
         let raw_topic = self.config.kafka.raw_topic.as_str();
         let topics = &self.config.kafka.topics;
         let (p, o) = (m.partition(), m.offset());
@@ -761,7 +809,7 @@ impl Batcher<'_> {
         let mut processor = self.processors.get_mut(&p);
         stage_results(
             &mut batch.staged,
-            (topics, self.ids),
+            (topics, ids),
             (raw_topic, m),
             failure,
             &mut self.outputs,

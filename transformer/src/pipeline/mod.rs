@@ -72,6 +72,9 @@ pub enum PipelineError {
     /// The task committing a batch's transaction failed (a bug: it panicked).
     #[error("transaction task: {0}")]
     Transaction(String),
+    /// The task registering the output schemas failed (a bug: it panicked).
+    #[error("schema registration task: {0}")]
+    Registration(String),
     /// A raw record of a partition this instance does not own reached processing (a bug;
     /// the attempt restarts and the partition's new owner reads it).
     #[error(
@@ -111,7 +114,7 @@ impl PipelineError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Encode(_) | Self::OutputSchemaLost { .. } | Self::Layout(_) => false,
-            Self::NotOwned { .. } | Self::Transaction(_) => true,
+            Self::NotOwned { .. } | Self::Transaction(_) | Self::Registration(_) => true,
             Self::Registry(e) => !matches!(e, RegistryError::Refused { .. }),
             Self::Kafka(_) => true,
         }
@@ -182,7 +185,7 @@ async fn attempts(
     let max = config.processing.restart_backoff_max;
     let mut schemas = live::Schemas {
         registry: config.registry.client()?,
-        ids: None,
+        ids: Arc::default(),
     };
     loop {
         let result = live::run_once(config, shutdown, metrics, &mut schemas).await;

@@ -185,12 +185,48 @@ pub struct Prepared {
 }
 
 /// Creates the output topics `topics` if missing (compacted, as many partitions as the raw
-/// topic; the state topic only when `with_state`), checks that each has as many partitions as
-/// the raw topic ([`OutputError::Partitions`]), and registers the output
-/// schemas with `registry`, unless `registered` already holds their ids: the live loop keeps
-/// them across its attempts, so that recovering from a broker outage does not also wait for the
-/// registry (which keeps its schemas in Kafka and recovers after it). The live loop and a replay
-/// both start here.
+/// topic; the state topic only when `with_state`) and checks that each has as many partitions as
+/// the raw topic ([`OutputError::Partitions`]). Returns the raw topic's partitions.
+///
+/// # Errors
+/// Kafka failures, or a topic partitioned unlike the raw topic.
+pub async fn prepare_topics(
+    config: &Config,
+    topics: &OutputTopics,
+    with_state: bool,
+) -> Result<Vec<i32>, OutputError> {
+    let k = &config.kafka;
+    let raw_partitions = partitions(&k.client, &k.raw_topic).await?;
+    let n = i32::try_from(raw_partitions.len()).unwrap_or(1);
+    let spec = |name: &str| TopicSpec::new(name, n, k.output_replication_factor);
+    let mut wanted = vec![
+        spec(&topics.users).compacted(),
+        spec(&topics.applications).compacted(),
+        spec(&topics.app_usage).compacted(),
+        spec(&topics.app_signons).compacted(),
+        spec(&topics.dead_letter),
+    ];
+    if with_state {
+        wanted.push(spec(&topics.state).compacted());
+    }
+    ensure_topics(&k.client, &wanted).await?;
+    let names: Vec<&str> = wanted.iter().map(|t| t.name.as_str()).collect();
+    let raw = raw_partitions.len();
+    for (topic, has) in names.iter().zip(partitions_of(&k.client, &names).await?) {
+        if has.len() != raw {
+            return Err(OutputError::Partitions {
+                topic: (*topic).to_owned(),
+                has: has.len(),
+                raw,
+            });
+        }
+    }
+    Ok(raw_partitions)
+}
+
+/// [`prepare_topics`] (without the state topic) and the output schemas registered with
+/// `registry`, both at once: where a replay starts. (The live loop registers while it joins its
+/// group, see `live::Ids`.)
 ///
 /// # Errors
 /// Kafka or registry failures.
@@ -198,46 +234,10 @@ pub async fn prepare(
     config: &Config,
     registry: &Registry,
     topics: &OutputTopics,
-    with_state: bool,
-    registered: Option<SchemaIds>,
 ) -> Result<Prepared, OutputError> {
-    let k = &config.kafka;
-    // The topics and the schemas are independent: both at once.
-    let outputs = async {
-        let raw_partitions = partitions(&k.client, &k.raw_topic).await?;
-        let n = i32::try_from(raw_partitions.len()).unwrap_or(1);
-        let spec = |name: &str| TopicSpec::new(name, n, k.output_replication_factor);
-        let mut wanted = vec![
-            spec(&topics.users).compacted(),
-            spec(&topics.applications).compacted(),
-            spec(&topics.app_usage).compacted(),
-            spec(&topics.app_signons).compacted(),
-            spec(&topics.dead_letter),
-        ];
-        if with_state {
-            wanted.push(spec(&topics.state).compacted());
-        }
-        ensure_topics(&k.client, &wanted).await?;
-        let names: Vec<&str> = wanted.iter().map(|t| t.name.as_str()).collect();
-        let raw = raw_partitions.len();
-        for (topic, has) in names.iter().zip(partitions_of(&k.client, &names).await?) {
-            if has.len() != raw {
-                return Err(OutputError::Partitions {
-                    topic: (*topic).to_owned(),
-                    has: has.len(),
-                    raw,
-                });
-            }
-        }
-        Ok(raw_partitions)
-    };
-    let schemas = async {
-        Ok::<_, OutputError>(match registered {
-            Some(ids) => ids,
-            None => register_outputs(registry, topics).await?,
-        })
-    };
-    let (raw_partitions, ids) = tokio::try_join!(outputs, schemas)?;
+    let (raw_partitions, ids) = tokio::try_join!(prepare_topics(config, topics, false), async {
+        Ok(register_outputs(registry, topics).await?)
+    })?;
     Ok(Prepared {
         raw_partitions,
         ids,
