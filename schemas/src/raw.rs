@@ -306,7 +306,9 @@ impl Reader<'_> {
         }
         let (bytes, rest) = self.0.split_at(len);
         self.0 = rest;
-        std::str::from_utf8(bytes).map_err(|_| SchemaError::Field {
+        // SIMD validation: the payload (a whole PingOne object as JSON) is most of each event,
+        // and `std::str::from_utf8` was 2.9 % of the transformer's samples.
+        simdutf8::basic::from_utf8(bytes).map_err(|_| SchemaError::Field {
             field,
             reason: "string is not UTF-8",
         })
@@ -411,6 +413,32 @@ mod tests {
         let bytes = event.to_avro_datum().unwrap();
         let back = RawEvent::from_avro_datum(raw_event_schema(), &bytes).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn strings_are_checked_for_utf8_wherever_the_bad_byte_is() {
+        // Multi-byte characters and a payload longer than one SIMD block pass unchanged.
+        let mut event = sample();
+        event.payload = format!(r#"{{"id":"u-1","name":"Zoë 日本 {}"}}"#, "x".repeat(200));
+        let bytes = event.to_avro_datum().unwrap();
+        assert_eq!(
+            RawEvent::from_avro_datum(raw_event_schema(), &bytes).unwrap(),
+            event
+        );
+        // One invalid byte at the start, in the middle or at the end of the payload, or in
+        // the tenant id, is refused as a string that is not UTF-8.
+        let payload_at = bytes
+            .windows(event.payload.len())
+            .position(|w| w == event.payload.as_bytes())
+            .unwrap();
+        let tenant_at = bytes.windows(4).position(|w| w == b"acme").unwrap();
+        let end = payload_at + event.payload.len() - 1;
+        for at in [payload_at, payload_at + 100, end, tenant_at] {
+            let mut bad = bytes.clone();
+            bad[at] = 0xff;
+            let err = RawEvent::from_avro_datum(raw_event_schema(), &bad).unwrap_err();
+            assert!(err.to_string().contains("not UTF-8"), "byte {at}: {err}");
+        }
     }
 
     #[test]
