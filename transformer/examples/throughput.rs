@@ -217,7 +217,15 @@ struct Progress {
     max_stall_s: f64,
 }
 
-/// Polls the group's committed offsets every 50 ms until they reach `end`.
+/// Polls the group's committed offsets every 20 ms until they reach `end`.
+///
+/// The observer reads them `read_uncommitted`, so that librdkafka asks without
+/// `RequireStable`: the broker then answers at once with the offsets of committed transactions
+/// only. With librdkafka's default (`read_committed`) a fetch that meets a transaction still
+/// holding offsets is answered `UNSTABLE_OFFSET_COMMIT` and retried, and took 0.1–0.8 s. The
+/// transformer, which overlaps each commit with the next batch, nearly always has one open, so
+/// the observer saw its end up to 0.8 s late; the pass-through, idle between its
+/// transactions, far less (README, "Benchmarks", session 20).
 fn wait_committed(
     bootstrap: &str,
     group: &str,
@@ -230,6 +238,7 @@ fn wait_committed(
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
+        .set("isolation.level", "read_uncommitted")
         .create()?;
     let mut first: Option<(f64, i64)> = None;
     let (mut last_sum, mut last_move, mut max_stall) = (0_i64, 0.0_f64, 0.0_f64);
@@ -276,7 +285,7 @@ fn wait_committed(
         if started.elapsed() > limit {
             return Err(format!("group {group} did not finish within {limit:?}").into());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
