@@ -750,6 +750,63 @@ async fn a_restart_needs_no_registry_once_schemas_are_known() {
     live.stop().await;
 }
 
+/// A new group reads the raw topic from where it begins now. Here the first sync's records were
+/// deleted (a history cut by retention) before the transformer's first start: exactly the
+/// second sync's users come out. The loop seeks a partition without a committed offset to its
+/// beginning itself (`Batcher::start_fresh`, instead of waiting for librdkafka's reset), and
+/// must land on that beginning, neither before it nor after the records already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_starts_where_retention_left_the_raw_topic() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let mut s = setup("retention-cut", 1).await;
+    let cut = sync_events("acme", "s1", &[1, 2, 3], &[], &[]);
+    produce_events(&s, &cut).await;
+    produce_events(
+        &s,
+        &sync_events("globex", "g-s1", &[10, 11, 12, 13], &[], &[]),
+    )
+    .await;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", test_harness::kafka_bootstrap())
+        .create()
+        .unwrap();
+    let mut below = TopicPartitionList::new();
+    below
+        .add_partition_offset(&s.raw_topic, 0, Offset::Offset(cut.len() as i64))
+        .unwrap();
+    let deleted = admin
+        .delete_records(&below, &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        deleted.elements().iter().all(|e| e.error().is_ok()),
+        "records not deleted: {deleted:?}"
+    );
+
+    s.config.processing.stop_at_end = true;
+    tokio::time::timeout(
+        WAIT,
+        transformer::pipeline::run(
+            s.config.clone(),
+            CancellationToken::new(),
+            Arc::new(Metrics::new()),
+        ),
+    )
+    .await
+    .expect("the transformer did not reach the end of the raw topic")
+    .unwrap();
+    let users = consume_all(&s.config.kafka.topics.users).await.unwrap();
+    let keys: Vec<String> = users.iter().map(key).collect();
+    let expected: Vec<String> = (10..=13).map(|i| format!("globex/u-{i}")).collect();
+    assert_eq!(
+        keys, expected,
+        "users written from the raw topic left by retention"
+    );
+}
+
 /// The live loop registers its output schemas while it joins its group, and waits for them only
 /// to stage its first record. A registration that fails must still end the attempt at once,
 /// with no record to stage: here the registry's address refuses every connection and the raw

@@ -54,7 +54,8 @@ impl TopicSpec {
 
 /// Creates the topics of `specs` that do not exist yet, and waits until every partition of
 /// those it created has a leader (at most the client timeout): a read or write right after
-/// creation would otherwise meet `NotLeaderForPartition`.
+/// creation would otherwise meet `NotLeaderForPartition`. Returns the names of the topics it
+/// created, each with the partitions its spec asked for.
 ///
 /// A topic whose creation is refused for want of a Create ACL is accepted when it exists, so
 /// binaries run on secured clusters whose topics are made by an operator.
@@ -65,7 +66,7 @@ impl TopicSpec {
 pub async fn ensure_topics(
     settings: &ClientSettings,
     specs: &[TopicSpec],
-) -> Result<(), KafkaCallError> {
+) -> Result<Vec<String>, KafkaCallError> {
     let admin: OffRuntimeDrop<AdminClient<DefaultClientContext>> = OffRuntimeDrop::new(
         settings
             .client_config()
@@ -131,7 +132,8 @@ pub async fn ensure_topics(
             })?;
         tracing::debug!(topics = %names.join(", "), "topics exist; creating them was not authorized");
     }
-    wait_for_leaders(settings, &created, settings.timeout).await
+    wait_for_leaders(settings, &created, settings.timeout).await?;
+    Ok(created.into_iter().map(|(topic, _)| topic).collect())
 }
 
 /// Waits until each of `topics` (name, partition count) has all its partitions, each with a

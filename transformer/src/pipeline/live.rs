@@ -24,7 +24,10 @@
 //!    transaction. The output schemas are registered on a task of their own, waited for only by
 //!    the first record staged ([`Ids`]; the first attempt of a process registers, later ones
 //!    reuse the ids, see [`Schemas`]).
-//! 2. The raw topic subscribed; partitions restored as they are assigned.
+//! 2. The raw topic subscribed, before step 1, so that librdkafka joins the group meanwhile;
+//!    partitions restored as they are assigned (at the first poll, after step 1). A newly
+//!    assigned partition without a committed offset is sought to its beginning at once
+//!    ([`Batcher::start_fresh`]).
 //! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`, or
 //!    [`BATCH_MAX_BYTES`] of outputs). Each
 //!    record is decoded and processed as it is received, and what it produced is staged
@@ -296,6 +299,17 @@ pub async fn run_once(
     let started = std::time::Instant::now();
     let raw_topic = config.kafka.raw_topic.as_str();
     let ids = Ids::start(schemas, &config.kafka.topics);
+    let consumer: OffRuntimeDrop<Arc<StreamConsumer<RawContext>>> = OffRuntimeDrop::new(Arc::new(
+        raw_consumer_config(config)
+            .create_with_context(RawContext::new(Arc::clone(metrics), raw_topic))
+            .map_err(ctx("creating the raw consumer"))?,
+    ));
+    // Subscribed first: librdkafka joins the group in its own threads while the outputs and
+    // the session are prepared (about 20 ms of each start); the assignment comes with the
+    // first poll, after them.
+    consumer
+        .subscribe(&[raw_topic])
+        .map_err(ctx(format!("subscribing to {raw_topic}")))?;
     // The outputs and the transactional session are independent: both at once.
     let (raw_partitions, session) = tokio::try_join!(
         async {
@@ -314,14 +328,6 @@ pub async fn run_once(
     )?;
     let registry = schemas.registry.clone();
 
-    let consumer: OffRuntimeDrop<Arc<StreamConsumer<RawContext>>> = OffRuntimeDrop::new(Arc::new(
-        raw_consumer_config(config)
-            .create_with_context(RawContext::new(Arc::clone(metrics), raw_topic))
-            .map_err(ctx("creating the raw consumer"))?,
-    ));
-    consumer
-        .subscribe(&[raw_topic])
-        .map_err(ctx(format!("subscribing to {raw_topic}")))?;
     metrics.assigned_partitions.set(0);
     tracing::info!(
         raw_topic,
@@ -329,7 +335,7 @@ pub async fn run_once(
         transactional_id = %config.kafka.transactional_id,
         group_id = %config.kafka.group_id,
         prepared_ms = started.elapsed().as_millis() as u64,
-        "transformer joining the group"
+        "transformer prepared: outputs, session, group join under way"
     );
 
     let mut batcher = Batcher {
@@ -704,7 +710,8 @@ impl Batcher<'_> {
                 }
                 Change::Assigned(ps) => {
                     self.assigned_once = true;
-                    self.restore(consumer, &ps).await?;
+                    let committed = self.restore(consumer, &ps).await?;
+                    self.start_fresh(consumer, &ps, &committed).await;
                     self.metrics.set_ready(true);
                 }
             }
@@ -729,6 +736,48 @@ impl Batcher<'_> {
             restore_partitions(self.config, &self.registry, partitions, &committed).await?;
         self.processors.extend(restored);
         Ok(committed)
+    }
+
+    /// Starts the newly assigned `partitions` the group has no offset for at their beginning
+    /// now. librdkafka starts them there too (`auto.offset.reset` is always `earliest`), but
+    /// only after a fixed 100 ms: it delays the offset query of a partition without a committed
+    /// offset (`rd_kafka_offset_reset`), which every fresh group paid before its first record.
+    /// A seek that fails only leaves that to happen.
+    async fn start_fresh(
+        &self,
+        consumer: &Arc<StreamConsumer<RawContext>>,
+        partitions: &[i32],
+        committed: &HashMap<i32, i64>,
+    ) {
+        let mut positions = TopicPartitionList::new();
+        for &p in partitions.iter().filter(|p| !committed.contains_key(p)) {
+            if let Err(e) =
+                positions.add_partition_offset(&self.config.kafka.raw_topic, p, Offset::Beginning)
+            {
+                tracing::debug!(error = %e, "fresh raw partitions left to librdkafka's reset");
+                return;
+            }
+        }
+        if positions.count() == 0 {
+            return;
+        }
+        let (c, timeout) = (Arc::clone(consumer), self.config.kafka.client.timeout);
+        match off_runtime("seeking fresh raw partitions", move || {
+            c.seek_partitions(positions, timeout)
+        })
+        .await
+        {
+            Ok(sought) => {
+                for e in sought.elements() {
+                    if let Err(error) = e.error() {
+                        tracing::debug!(partition = e.partition(), %error, "fresh raw partition left to librdkafka's reset");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "fresh raw partitions left to librdkafka's reset");
+            }
+        }
     }
 
     /// After an aborted transaction: every owned partition restored anew and read again from

@@ -209,8 +209,16 @@ pub async fn prepare_topics(
     if with_state {
         wanted.push(spec(&topics.state).compacted());
     }
-    ensure_topics(&k.client, &wanted).await?;
-    let names: Vec<&str> = wanted.iter().map(|t| t.name.as_str()).collect();
+    let created = ensure_topics(&k.client, &wanted).await?;
+    // Those just created have the raw topic's partitions: the others are checked.
+    let names: Vec<&str> = wanted
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|name| !created.iter().any(|c| c == name))
+        .collect();
+    if names.is_empty() {
+        return Ok(raw_partitions);
+    }
     let raw = raw_partitions.len();
     for (topic, has) in names.iter().zip(partitions_of(&k.client, &names).await?) {
         if has.len() != raw {
