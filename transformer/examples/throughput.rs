@@ -56,6 +56,34 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{nanos}")
 }
 
+/// Deletes what one measurement wrote: `raw_topic` and every topic under one of `prefixes`.
+/// A 128-sync run leaves over a gigabyte in the broker otherwise, and repeated runs fill its
+/// disk. A failure is reported and left: the numbers are printed already.
+async fn drop_topics(bootstrap: &str, raw_topic: &str, prefixes: &[String]) {
+    let dropped = async {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()?;
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))?;
+        let names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|n| n == raw_topic || prefixes.iter().any(|p| n.starts_with(p.as_str())))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        admin.delete_topics(&names, &AdminOptions::new()).await?;
+        Res::Ok(())
+    };
+    if let Err(e) = dropped.await {
+        eprintln!(
+            "the benchmark's topics were not deleted ({e}): delete {raw_topic} and {prefixes:?}* by hand"
+        );
+    }
+}
+
 fn ev(kind: &str, entity: Option<String>, sync: Option<&str>, payload: String) -> RawEvent {
     RawEvent {
         tenant_id: "bench".into(),
@@ -440,9 +468,11 @@ async fn scale(binary: &str, bootstrap: &str, registry: &Registry, syncs: usize)
     let events = write_input(bootstrap, &raw_topic, schema_id, syncs, 2).await?;
     let end = end_offsets(bootstrap, &raw_topic, 2)?;
     println!("instances,events,seconds,ev_per_s,cpu_us_per_ev,peak_rss_kib_sum,max_stall_s");
+    let mut prefixes = Vec::new();
     for instances in [1, 2] {
         let mut config = Config::for_addresses(bootstrap.to_owned(), registry_url.clone())?
             .with_output_prefix(&format!("{}.", unique("bench-scale")));
+        prefixes.push(config.kafka.output_prefix.clone());
         config.kafka.raw_topic.clone_from(&raw_topic);
         config.kafka.group_id = unique("bench-scale");
         config.kafka.transactional_id = unique("bench-scale");
@@ -469,6 +499,7 @@ async fn scale(binary: &str, bootstrap: &str, registry: &Registry, syncs: usize)
             p.max_stall_s
         );
     }
+    drop_topics(bootstrap, &raw_topic, &prefixes).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -534,6 +565,12 @@ async fn main() -> Res<()> {
         std::fs::write(&path, config_toml(&config))?;
         println!("idle_rss_kib");
         println!("{}", idle_rss(&binary, &path, Duration::from_secs(15))?);
+        drop_topics(
+            &bootstrap,
+            &config.kafka.raw_topic,
+            &[config.kafka.output_prefix],
+        )
+        .await;
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
@@ -549,9 +586,11 @@ async fn main() -> Res<()> {
         let events = write_input(&bootstrap, &raw_topic, schema_id, syncs, 1).await?;
         let end = end_offsets(&bootstrap, &raw_topic, 1)?;
         let mut runs = Vec::new();
+        let mut prefixes = Vec::new();
         for which in ["passthrough", "transformer"] {
             let mut config = Config::for_addresses(bootstrap.clone(), registry_url.clone())?
                 .with_output_prefix(&format!("{}.", unique(&format!("bench-{which}"))));
+            prefixes.push(config.kafka.output_prefix.clone());
             config.kafka.raw_topic = raw_topic.clone();
             config.kafka.group_id = unique(&format!("bench-{which}"));
             config.kafka.transactional_id = unique(&format!("bench-{which}"));
@@ -607,6 +646,7 @@ async fn main() -> Res<()> {
             steady(t),
             steady(t) / steady(p)
         );
+        drop_topics(&bootstrap, &raw_topic, &prefixes).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
