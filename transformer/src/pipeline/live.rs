@@ -552,6 +552,16 @@ async fn transaction(
     Ok(batch)
 }
 
+/// What [`Batcher::apply`] did to the partitions: records of these received before it are
+/// dropped ([`Batcher::take`]).
+#[derive(Debug, Default)]
+struct Applied {
+    /// Revoked: their new owner reads them again.
+    revoked: Vec<i32>,
+    /// Sought to their beginning: they come again.
+    sought: Vec<i32>,
+}
+
 /// What the loop needs to process batches, and the state of the owned partitions.
 struct Batcher<'a> {
     config: &'a Config,
@@ -659,12 +669,17 @@ impl Batcher<'_> {
         batch: &mut Batch,
         at_end: &mut HashSet<i32>,
     ) -> Result<(), PipelineError> {
-        let revoked = self.apply(consumer, batch, at_end).await?;
+        let applied = self.apply(consumer, batch, at_end).await?;
         match m {
             Ok(m) => {
                 let p = m.partition();
-                if revoked.contains(&p) && !self.processors.contains_key(&p) {
+                if applied.revoked.contains(&p) && !self.processors.contains_key(&p) {
                     // Received before the revocation: its new owner reads it again.
+                    return Ok(());
+                }
+                if applied.sought.contains(&p) {
+                    // Fetched by librdkafka's own reset before the seek to the beginning: it
+                    // comes again from there.
                     return Ok(());
                 }
                 at_end.remove(&p);
@@ -679,15 +694,16 @@ impl Batcher<'_> {
     }
 
     /// Acts on the rebalances of the last `recv`: a revoked partition's processor is dropped,
-    /// with what its records added to `batch`; newly assigned partitions are restored. Returns
-    /// the partitions revoked.
+    /// with what its records added to `batch`; newly assigned partitions are restored, and
+    /// those without a committed offset sought to their beginning ([`Batcher::start_fresh`]).
     async fn apply(
         &mut self,
         consumer: &Arc<StreamConsumer<RawContext>>,
         batch: &mut Batch,
         at_end: &mut HashSet<i32>,
-    ) -> Result<Vec<i32>, PipelineError> {
+    ) -> Result<Applied, PipelineError> {
         let mut revoked = Vec::new();
+        let mut sought = Vec::new();
         for change in consumer.context().take_changes() {
             match change {
                 Change::Revoked(ps) => {
@@ -711,7 +727,7 @@ impl Batcher<'_> {
                 Change::Assigned(ps) => {
                     self.assigned_once = true;
                     let committed = self.restore(consumer, &ps).await?;
-                    self.start_fresh(consumer, &ps, &committed).await;
+                    sought.extend(self.start_fresh(consumer, &ps, &committed).await);
                     self.metrics.set_ready(true);
                 }
             }
@@ -719,7 +735,7 @@ impl Batcher<'_> {
                 .assigned_partitions
                 .set(i64::try_from(self.processors.len()).unwrap_or(i64::MAX));
         }
-        Ok(revoked)
+        Ok(Applied { revoked, sought })
     }
 
     /// Restores the processors of `partitions` as of their committed offsets, which it returns.
@@ -739,27 +755,29 @@ impl Batcher<'_> {
     }
 
     /// Starts the newly assigned `partitions` the group has no offset for at their beginning
-    /// now. librdkafka starts them there too (`auto.offset.reset` is always `earliest`), but
-    /// only after a fixed 100 ms: it delays the offset query of a partition without a committed
-    /// offset (`rd_kafka_offset_reset`), which every fresh group paid before its first record.
-    /// A seek that fails only leaves that to happen.
+    /// now, and returns those sought. librdkafka starts them there too (`auto.offset.reset` is
+    /// always `earliest`), but only after a fixed 100 ms: it delays the offset query of a
+    /// partition without a committed offset (`rd_kafka_offset_reset`), which every fresh group
+    /// paid before its first record. A seek that fails only leaves that to happen. A record of
+    /// a sought partition received before the seek is delivered again after it, so the caller
+    /// drops it.
     async fn start_fresh(
         &self,
         consumer: &Arc<StreamConsumer<RawContext>>,
         partitions: &[i32],
         committed: &HashMap<i32, i64>,
-    ) {
+    ) -> Vec<i32> {
         let mut positions = TopicPartitionList::new();
         for &p in partitions.iter().filter(|p| !committed.contains_key(p)) {
             if let Err(e) =
                 positions.add_partition_offset(&self.config.kafka.raw_topic, p, Offset::Beginning)
             {
                 tracing::debug!(error = %e, "fresh raw partitions left to librdkafka's reset");
-                return;
+                return Vec::new();
             }
         }
         if positions.count() == 0 {
-            return;
+            return Vec::new();
         }
         let (c, timeout) = (Arc::clone(consumer), self.config.kafka.client.timeout);
         match off_runtime("seeking fresh raw partitions", move || {
@@ -767,15 +785,20 @@ impl Batcher<'_> {
         })
         .await
         {
-            Ok(sought) => {
-                for e in sought.elements() {
-                    if let Err(error) = e.error() {
+            Ok(sought) => sought
+                .elements()
+                .iter()
+                .filter_map(|e| match e.error() {
+                    Ok(()) => Some(e.partition()),
+                    Err(error) => {
                         tracing::debug!(partition = e.partition(), %error, "fresh raw partition left to librdkafka's reset");
+                        None
                     }
-                }
-            }
+                })
+                .collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "fresh raw partitions left to librdkafka's reset");
+                Vec::new()
             }
         }
     }
