@@ -55,7 +55,7 @@ use pipeline_io::registry::Registry;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -767,31 +767,24 @@ impl Batcher<'_> {
         partitions: &[i32],
         committed: &HashMap<i32, i64>,
     ) -> Vec<i32> {
-        let mut positions = TopicPartitionList::new();
-        for &p in partitions.iter().filter(|p| !committed.contains_key(p)) {
-            if let Err(e) =
-                positions.add_partition_offset(&self.config.kafka.raw_topic, p, Offset::Beginning)
-            {
-                tracing::debug!(error = %e, "fresh raw partitions left to librdkafka's reset");
-                return Vec::new();
-            }
-        }
-        if positions.count() == 0 {
+        let positions: Vec<(i32, Offset)> = partitions
+            .iter()
+            .filter(|p| !committed.contains_key(p))
+            .map(|&p| (p, Offset::Beginning))
+            .collect();
+        if positions.is_empty() {
             return Vec::new();
         }
-        let (c, timeout) = (Arc::clone(consumer), self.config.kafka.client.timeout);
-        match off_runtime("seeking fresh raw partitions", move || {
-            c.seek_partitions(positions, timeout)
-        })
-        .await
+        match self
+            .seek(consumer, positions, "seeking fresh raw partitions")
+            .await
         {
-            Ok(sought) => sought
-                .elements()
-                .iter()
-                .filter_map(|e| match e.error() {
-                    Ok(()) => Some(e.partition()),
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .filter_map(|(p, outcome)| match outcome {
+                    Ok(()) => Some(p),
                     Err(error) => {
-                        tracing::debug!(partition = e.partition(), %error, "fresh raw partition left to librdkafka's reset");
+                        tracing::debug!(partition = p, %error, "fresh raw partition left to librdkafka's reset");
                         None
                     }
                 })
@@ -801,6 +794,28 @@ impl Batcher<'_> {
                 Vec::new()
             }
         }
+    }
+
+    /// Seeks raw partitions to `positions`, waiting until librdkafka performed each seek (so no
+    /// record from before it is delivered after it); each partition's outcome.
+    async fn seek(
+        &self,
+        consumer: &Arc<StreamConsumer<RawContext>>,
+        positions: Vec<(i32, Offset)>,
+        what: &'static str,
+    ) -> Result<Vec<(i32, KafkaResult<()>)>, PipelineError> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, offset) in positions {
+            tpl.add_partition_offset(&self.config.kafka.raw_topic, p, offset)
+                .map_err(ctx("building positions"))?;
+        }
+        let (c, timeout) = (Arc::clone(consumer), self.config.kafka.client.timeout);
+        let sought = off_runtime(what, move || c.seek_partitions(tpl, timeout)).await?;
+        Ok(sought
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.error()))
+            .collect())
     }
 
     /// After an aborted transaction: every owned partition restored anew and read again from
@@ -817,23 +832,21 @@ impl Batcher<'_> {
             return Ok(());
         }
         let committed = self.restore(consumer, &ps).await?;
-        let mut positions = TopicPartitionList::new();
-        for &p in &ps {
-            let offset = committed
-                .get(&p)
-                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
-            positions
-                .add_partition_offset(&self.config.kafka.raw_topic, p, offset)
-                .map_err(ctx("building positions"))?;
-        }
-        let (c, timeout) = (Arc::clone(consumer), self.config.kafka.client.timeout);
-        let sought = off_runtime("seeking the raw partitions back", move || {
-            c.seek_partitions(positions, timeout)
-        })
-        .await?;
-        for e in sought.elements() {
-            if let Err(error) = e.error() {
-                return Err(ctx(format!("seeking raw partition {}", e.partition()))(error).into());
+        let positions = ps
+            .iter()
+            .map(|&p| {
+                let offset = committed
+                    .get(&p)
+                    .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                (p, offset)
+            })
+            .collect();
+        for (p, outcome) in self
+            .seek(consumer, positions, "seeking the raw partitions back")
+            .await?
+        {
+            if let Err(error) = outcome {
+                return Err(ctx(format!("seeking raw partition {p}"))(error).into());
             }
         }
         Ok(())
