@@ -26,8 +26,8 @@
 //!    reuse the ids, see [`Schemas`]).
 //! 2. The raw topic subscribed, before step 1, so that librdkafka joins the group meanwhile;
 //!    partitions restored as they are assigned (at the first poll, after step 1). A newly
-//!    assigned partition without a committed offset is sought to its beginning at once
-//!    ([`Batcher::start_fresh`]).
+//!    assigned partition without a committed offset is sought to its beginning at once, while
+//!    the restore reads ([`Batcher::assign`]).
 //! 3. Batches of up to `batch_max_records` (or what arrived within `batch_max_wait_ms`, or
 //!    [`BATCH_MAX_BYTES`] of outputs). Each
 //!    record is decoded and processed as it is received, and what it produced is staged
@@ -694,8 +694,8 @@ impl Batcher<'_> {
     }
 
     /// Acts on the rebalances of the last `recv`: a revoked partition's processor is dropped,
-    /// with what its records added to `batch`; newly assigned partitions are restored, and
-    /// those without a committed offset sought to their beginning ([`Batcher::start_fresh`]).
+    /// with what its records added to `batch`; newly assigned partitions are taken on
+    /// ([`Batcher::assign`]).
     async fn apply(
         &mut self,
         consumer: &Arc<StreamConsumer<RawContext>>,
@@ -726,8 +726,7 @@ impl Batcher<'_> {
                 }
                 Change::Assigned(ps) => {
                     self.assigned_once = true;
-                    let committed = self.restore(consumer, &ps).await?;
-                    sought.extend(self.start_fresh(consumer, &ps, &committed).await);
+                    sought.extend(self.assign(consumer, &ps).await?);
                     self.metrics.set_ready(true);
                 }
             }
@@ -752,6 +751,28 @@ impl Batcher<'_> {
             restore_partitions(self.config, &self.registry, partitions, &committed).await?;
         self.processors.extend(restored);
         Ok(committed)
+    }
+
+    /// Takes on newly assigned `partitions`: their processors restored as of the group's
+    /// committed offsets while those without one are sought to their beginning
+    /// ([`Batcher::start_fresh`]), so that librdkafka fetches their first records during the
+    /// restore (which opens four readers: 20–80 ms at a fresh start) instead of after it.
+    /// Returns the partitions sought.
+    async fn assign(
+        &mut self,
+        consumer: &Arc<StreamConsumer<RawContext>>,
+        partitions: &[i32],
+    ) -> Result<Vec<i32>, PipelineError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let committed = committed_offsets(self.config, consumer, partitions).await?;
+        let (restored, sought) = tokio::join!(
+            restore_partitions(self.config, &self.registry, partitions, &committed),
+            self.start_fresh(consumer, partitions, &committed),
+        );
+        self.processors.extend(restored?);
+        Ok(sought)
     }
 
     /// Starts the newly assigned `partitions` the group has no offset for at their beginning
