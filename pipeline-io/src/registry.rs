@@ -1,9 +1,9 @@
 //! A small client of the Confluent-compatible schema registry API (Apicurio's `/apis/ccompat/v7`):
 //! writer schemas by id (cached for the process, as are the schemas it registered) and
 //! registration of a topic's value subject with `BACKWARD_TRANSITIVE` compatibility (a subject
-//! that holds the schema already is only looked up: its level was set when it was registered). The producer
-//! registers the raw schema with it; the transformer registers its outputs and resolves the
-//! writer schemas of what it reads.
+//! that holds the schema already is only looked up: its level was set when it was registered).
+//! The producer registers the raw schema with it; the transformer registers its outputs and
+//! resolves the writer schemas of what it reads.
 //!
 //! Errors separate "this id does not exist" (the message is poison: dead letter) from "the
 //! registry cannot be asked right now" (transient: the caller retries). Unknown ids are
@@ -356,7 +356,9 @@ impl Registry {
         Ok(id)
     }
 
-    /// Whether `subject` holds `schema` already (`POST /subjects/{subject}`).
+    /// Whether `subject` holds `schema` already (`POST /subjects/{subject}`). An answer other
+    /// than the schema or a 404 counts as "not under the subject", so that the registration,
+    /// which follows, decides between refused and unavailable.
     async fn lookup(&self, subject: &str, schema: &str) -> Result<Lookup, RegistryError> {
         let url = format!("{}/subjects/{subject}", self.base);
         let (status, body) = self.post_schema(&url, schema).await?;
@@ -374,10 +376,9 @@ impl Registry {
                 Lookup::NotUnderSubject
             });
         }
-        Err(RegistryError::Unavailable {
-            url,
-            reason: format!("status {status}: {body}"),
-        })
+        // A registry that answers lookups otherwise: the registration decides.
+        tracing::debug!(%url, %status, "schema lookup not answered; registering");
+        Ok(Lookup::NotUnderSubject)
     }
 
     /// Registers `schema` as a version of `subject`; the schema id.
