@@ -82,7 +82,10 @@ async fn syncs_deletes_poison_replay_and_report() {
         .await
         .unwrap();
     let health = ops.addr;
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let get = |path: &str| {
         let http = http.clone();
         let url = format!("http://{health}{path}");
@@ -466,9 +469,14 @@ async fn syncs_deletes_poison_replay_and_report() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Graceful stop.
+    // Graceful stop, within a deadline: a stop that hangs fails here instead of holding the
+    // test run.
     shutdown.cancel();
-    task.await.unwrap().unwrap();
+    let stopped = tokio::time::timeout(WAIT, task).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(())))),
+        "the loop did not stop cleanly within {WAIT:?}: {stopped:?}"
+    );
 
     // Replay of s1 into another prefix reproduces its users and applications.
     let prefix = format!("{}.", test_harness::unique_name("replay"));
