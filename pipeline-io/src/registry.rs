@@ -327,21 +327,18 @@ impl Registry {
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
         let id = match self.lookup(subject, schema).await? {
             Lookup::Registered(id) => id,
-            Lookup::NoSubject => {
-                let (config_status, id) = tokio::try_join!(
-                    self.set_compatibility(subject),
-                    self.register_version(subject, schema)
-                )?;
+            found => {
+                let (config_status, id) = if matches!(found, Lookup::NoSubject) {
+                    tokio::try_join!(
+                        self.set_compatibility(subject),
+                        self.register_version(subject, schema)
+                    )?
+                } else {
+                    let config_status = self.set_compatibility(subject).await?;
+                    (config_status, self.register_version(subject, schema).await?)
+                };
                 // A registry that keeps no level for a subject without versions (404) is
                 // asked again now that the subject exists.
-                if config_status == reqwest::StatusCode::NOT_FOUND {
-                    self.require_compatibility(subject).await?;
-                }
-                id
-            }
-            Lookup::NotUnderSubject => {
-                let config_status = self.set_compatibility(subject).await?;
-                let id = self.register_version(subject, schema).await?;
                 if config_status == reqwest::StatusCode::NOT_FOUND {
                     self.require_compatibility(subject).await?;
                 }
