@@ -92,12 +92,32 @@ pub struct Registry {
 
 /// The HTTP client, built on a thread of its own while the process starts.
 ///
-/// Building a `reqwest` client sets up its TLS connector, and OpenSSL 3 then parses the system's
-/// CA bundle: about 40 ms of CPU here, even for an `http://` registry, which a binary paid at
-/// start-up on its main thread (5 % of the lake sink benchmark's samples). Started in
-/// [`Registry::new`], it overlaps with the Kafka clients' start; the first request waits for it,
-/// and every later one gets the same client (or the same reason it could not be built).
+/// Building a `reqwest` client on native-tls sets up its TLS connector, and OpenSSL 3 then
+/// parses the system's CA bundle, twice (OpenSSL's default paths, then `openssl-probe`'s file):
+/// 40 to 110 ms of CPU on the machines measured here. An `https://` registry pays it on this
+/// thread, overlapped with the Kafka clients' start; an `http://` one skips it ([`plain_http`]).
+/// The first request waits for the client, and every later one gets the same client (or the
+/// same reason it could not be built).
 type Http = Shared<BoxFuture<'static, Result<reqwest::Client, String>>>;
+
+/// Whether a registry at `base_url`, trusting `roots` besides the system's CAs, is reached
+/// without TLS: an `http://` URL and no roots of its own (roots say TLS is meant somewhere).
+fn is_plain_http(base_url: &str, roots: &[reqwest::Certificate]) -> bool {
+    roots.is_empty() && url::Url::parse(base_url).is_ok_and(|u| u.scheme() == "http")
+}
+
+/// The TLS set-up of a client for an `http://` registry with no roots of its own: rustls with
+/// no trusted roots at all, which costs nothing to build. Its requests never use TLS; a
+/// redirect to `https://` would fail on the unknown issuer (configure the `https://` URL).
+fn plain_http() -> Result<rustls::ClientConfig, String> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .map_err(|e| format!("setting up the HTTP client: {e}"))
+}
 
 /// Starts building a client of `base_url` whose requests and connections time out after
 /// `timeout`, trusting `roots` besides the system's CA certificates.
@@ -107,18 +127,24 @@ fn build_http(
     roots: Vec<reqwest::Certificate>,
 ) -> Result<Http, RegistryError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let plain = is_plain_http(base_url, &roots);
     std::thread::Builder::new()
         .name("registry-http".into())
         .spawn(move || {
-            let built = roots
-                .into_iter()
-                .fold(reqwest::Client::builder(), |b, root| {
-                    b.add_root_certificate(root)
-                })
+            let builder = reqwest::Client::builder()
                 .timeout(timeout)
-                .connect_timeout(timeout)
-                .build()
-                .map_err(|e| format!("building the HTTP client: {}", crate::error_text(&e)));
+                .connect_timeout(timeout);
+            let built = if plain {
+                plain_http().map(|tls| builder.tls_backend_preconfigured(tls))
+            } else {
+                Ok(roots
+                    .into_iter()
+                    .fold(builder, |b, root| b.add_root_certificate(root)))
+            }
+            .and_then(|b| {
+                b.build()
+                    .map_err(|e| format!("building the HTTP client: {}", crate::error_text(&e)))
+            });
             // The registry may be dropped before the client is built: nothing waits then.
             let _ = tx.send(built);
         })
@@ -452,5 +478,31 @@ impl Registry {
                 reason: crate::error_text(&e),
             })?;
         Ok(resp.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_http_url_without_roots_of_its_own_skips_tls() {
+        assert!(is_plain_http("http://127.0.0.1:8081/apis/ccompat/v7", &[]));
+        assert!(is_plain_http("HTTP://registry:8081", &[]));
+        assert!(!is_plain_http("https://registry:8081", &[]));
+        assert!(!is_plain_http("not a url", &[]));
+        let ca = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/registry-ca.pem"
+        ))
+        .unwrap();
+        let roots = vec![reqwest::Certificate::from_pem(&ca).unwrap()];
+        assert!(!is_plain_http("http://registry:8081", &roots));
+    }
+
+    #[tokio::test]
+    async fn a_client_for_an_http_registry_is_built_without_the_system_roots() {
+        let registry = Registry::new("http://127.0.0.1:1", None, Duration::from_secs(1)).unwrap();
+        assert!(registry.http.clone().await.is_ok());
     }
 }
