@@ -108,7 +108,8 @@ fn is_plain_http(base_url: &str, roots: &[reqwest::Certificate]) -> bool {
 
 /// The TLS set-up of a client for an `http://` registry with no roots of its own: rustls with
 /// no trusted roots at all, which costs nothing to build. Its requests never use TLS; a
-/// redirect to `https://` would fail on the unknown issuer (configure the `https://` URL).
+/// redirect to `https://`, or an `https://` proxy, would fail on the unknown issuer (configure
+/// the registry's `https://` URL, or its CA, instead).
 fn plain_http() -> Result<rustls::ClientConfig, String> {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -501,7 +502,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_for_an_http_registry_is_built_without_the_system_roots() {
+    async fn the_client_of_an_http_registry_builds() {
         let registry = Registry::new("http://127.0.0.1:1", None, Duration::from_secs(1)).unwrap();
         assert!(registry.http.clone().await.is_ok());
     }
