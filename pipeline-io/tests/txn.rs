@@ -35,7 +35,7 @@ async fn committed_transactions_are_each_visible_once() {
     create_topic(&topic, &TopicOptions::new(3)).await.unwrap();
     let mut s = session().await;
     for t in 0..2 {
-        s.begin().unwrap();
+        s.begin().await.unwrap();
         for i in 0..5_000 {
             let key = format!("k{t}-{i}");
             s.send(&topic, key.as_bytes(), Some(b"v"), None)
@@ -63,7 +63,7 @@ async fn a_record_the_broker_refuses_fails_its_commit_and_the_next_transaction_c
     .await
     .unwrap();
     let mut s = session().await;
-    s.begin().unwrap();
+    s.begin().await.unwrap();
     s.send(&topic, b"small-1", Some(b"v"), None).await.unwrap();
     s.send(&topic, b"large", Some(&incompressible(20_000)), None)
         .await
@@ -84,7 +84,7 @@ async fn a_record_the_broker_refuses_fails_its_commit_and_the_next_transaction_c
     let mut attempts = 0;
     loop {
         attempts += 1;
-        s.begin().unwrap();
+        s.begin().await.unwrap();
         for key in [&b"after-1"[..], b"after-2"] {
             s.send(&topic, key, Some(b"v"), None).await.unwrap();
         }

@@ -251,12 +251,12 @@ impl TxnWriter {
         self.session.transactional_id()
     }
 
-    /// Begins a transaction.
+    /// Begins a transaction, first finishing an abort that had timed out.
     ///
     /// # Errors
     /// [`SinkError::Kafka`].
-    pub fn begin(&mut self) -> Result<(), SinkError> {
-        Ok(self.session.begin()?)
+    pub async fn begin(&mut self) -> Result<(), SinkError> {
+        Ok(self.session.begin().await?)
     }
 
     /// Adds an encoded raw event ([`encode_event`]) to the open transaction (key = tenant id,

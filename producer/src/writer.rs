@@ -217,8 +217,9 @@ impl SlotWriter {
     }
 
     async fn write(&mut self, batch: &[Queued]) -> Result<(), SinkError> {
-        // A producer that cannot begin is in an error state: ending the writer reopens it.
-        self.writer.begin()?;
+        // A producer that cannot begin is fenced or failed (`fatal`: the writer ends and is
+        // reopened), or an earlier abort still cannot finish (the batch fails; its tenants retry).
+        self.writer.begin().await?;
         if let Err(e) = self.send(batch).await {
             self.writer.abort().await;
             return Err(e);

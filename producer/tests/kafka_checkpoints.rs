@@ -36,13 +36,13 @@ async fn latest_committed_checkpoint_wins_and_aborted_ones_are_invisible() {
     ensure_topics(&kafka).await.unwrap();
     let mut w = TxnWriter::new(&kafka, common::unique("t")).await.unwrap();
     for i in 0..3 {
-        w.begin().unwrap();
+        w.begin().await.unwrap();
         w.send_checkpoint("a/snapshot", format!("{{\"n\":{i}}}").as_bytes())
             .await
             .unwrap();
         w.commit().await.unwrap();
     }
-    w.begin().unwrap();
+    w.begin().await.unwrap();
     w.send_checkpoint("a/snapshot", b"{\"n\":99}")
         .await
         .unwrap();
@@ -74,15 +74,15 @@ async fn another_streams_open_transaction_never_yields_an_older_checkpoint() {
     let mut mine = TxnWriter::new(&kafka, common::unique("mine"))
         .await
         .unwrap();
-    mine.begin().unwrap();
+    mine.begin().await.unwrap();
     mine.send_checkpoint("a/snapshot", b"old").await.unwrap();
     mine.commit().await.unwrap();
     let mut other = TxnWriter::new(&kafka, common::unique("other"))
         .await
         .unwrap();
-    other.begin().unwrap();
+    other.begin().await.unwrap();
     other.send_checkpoint("b/activity", b"open").await.unwrap();
-    mine.begin().unwrap();
+    mine.begin().await.unwrap();
     mine.send_checkpoint("a/snapshot", b"new").await.unwrap();
     mine.commit().await.unwrap();
     let settle = tokio::spawn(async move {
@@ -106,7 +106,7 @@ async fn a_new_writer_fences_the_old_one_and_its_open_transaction_is_discarded()
     ensure_topics(&kafka).await.unwrap();
     let id = common::unique("t");
     let mut old = TxnWriter::new(&kafka, id.clone()).await.unwrap();
-    old.begin().unwrap();
+    old.begin().await.unwrap();
     old.send_checkpoint("a/activity", b"old-open")
         .await
         .unwrap();
@@ -116,7 +116,7 @@ async fn a_new_writer_fences_the_old_one_and_its_open_transaction_is_discarded()
         old.commit().await.is_err(),
         "a fenced writer must not commit"
     );
-    new.begin().unwrap();
+    new.begin().await.unwrap();
     new.send_checkpoint("a/activity", b"new").await.unwrap();
     new.commit().await.unwrap();
     assert_eq!(

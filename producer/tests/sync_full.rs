@@ -154,7 +154,7 @@ async fn a_rejected_stored_cursor_abandons_the_sync_and_starts_a_new_one() {
     let mut writer = producer::kafka::TxnWriter::new(&config.kafka, txn_id)
         .await
         .expect("writer");
-    writer.begin().expect("begin");
+    writer.begin().await.expect("begin");
     let marker = schemas::raw::RawEvent {
         tenant_id: "curs".into(),
         environment_id: t.environment_id.clone(),

@@ -369,7 +369,7 @@ async fn passthrough(config: Config) -> Res<()> {
             }
         }
         // The transformer's own transaction plumbing, so that both commit the same way.
-        session.begin()?;
+        session.begin().await?;
         let mut next = HashMap::new();
         for m in &batch {
             session

@@ -218,7 +218,7 @@ async fn replay_loop(
         let Some(m) = reader.next().await? else { break };
         summary.read += 1;
         if in_txn == 0 {
-            session.begin()?;
+            session.begin().await?;
         }
         in_txn += 1;
         let source = Source {

@@ -65,6 +65,12 @@ impl KafkaCallError {
         self.is_fenced() || matches!(&self.source, KafkaError::Transaction(e) if e.is_fatal())
     }
 
+    /// Whether librdkafka says the transactional call may succeed if made again (for example an
+    /// abort that timed out while the broker was unreachable).
+    pub fn is_retriable(&self) -> bool {
+        matches!(&self.source, KafkaError::Transaction(e) if e.is_retriable())
+    }
+
     /// Whether librdkafka says the open transaction failed but the producer can go on once it
     /// is aborted: for example offsets sent with the group metadata of a generation that a
     /// rebalance has just ended (`ILLEGAL_GENERATION`).

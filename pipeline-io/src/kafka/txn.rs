@@ -7,7 +7,9 @@
 //! librdkafka's local queue is full; optionally [`TxnSession::send_offsets`] (consumed offsets
 //! of a consume-transform-produce loop); [`TxnSession::commit`], which first waits for every
 //! record to be acknowledged, then commits. On any failure the transaction is aborted, so nothing
-//! of it becomes visible to `read_committed` readers.
+//! of it becomes visible to `read_committed` readers. An abort that times out (the broker out of
+//! reach) goes on in librdkafka's background, and librdkafka refuses every other transactional
+//! call until the abort is called again: the next `begin` finishes it first.
 //!
 //! librdkafka reports only failed deliveries (`delivery.report.only.error`): the first failure
 //! of a transaction is kept, and a commit waits until nothing is in flight. A report per record,
@@ -105,6 +107,9 @@ pub struct TxnSession {
     /// The open (or last) transaction's number, carried by each of its records.
     number: usize,
     open: bool,
+    /// An abort timed out and goes on in librdkafka's background: until `abort_transaction`
+    /// is called again and returns, every other transactional call is refused as conflicting.
+    abort_pending: bool,
     /// Bound on init, commit, abort and offset sending (the client timeout).
     timeout: Duration,
     /// How long a commit waits for its records to be acknowledged: `message.timeout.ms`, after
@@ -117,6 +122,7 @@ impl std::fmt::Debug for TxnSession {
         f.debug_struct("TxnSession")
             .field("transactional_id", &self.transactional_id)
             .field("open", &self.open)
+            .field("abort_pending", &self.abort_pending)
             .field("sent", &self.sent)
             .finish_non_exhaustive()
     }
@@ -182,6 +188,7 @@ impl TxnSession {
             sent: 0,
             number: 0,
             open: false,
+            abort_pending: false,
             timeout,
             delivery_timeout: message_timeout + Duration::from_secs(5),
         })
@@ -197,11 +204,18 @@ impl TxnSession {
         self.open
     }
 
-    /// Begins a transaction (a local call: it does not wait for the broker).
+    /// Begins a transaction. A local call, unless an earlier abort timed out (the broker was
+    /// unreachable): that abort is finished first, as librdkafka requires.
     ///
     /// # Errors
-    /// When the producer is in an error state (fenced, or a previous transaction failed).
-    pub fn begin(&mut self) -> Result<(), KafkaCallError> {
+    /// When the producer is in an error state (fenced, or a previous transaction failed), or
+    /// the earlier abort still cannot finish (it is tried again at the next call).
+    pub async fn begin(&mut self) -> Result<(), KafkaCallError> {
+        if self.abort_pending {
+            self.abort_call().await?;
+            tracing::info!(transactional_id = %self.transactional_id,
+                "the abort that had timed out is finished");
+        }
         self.producer.begin_transaction().map_err(ctx(format!(
             "begin_transaction for {}",
             self.transactional_id
@@ -346,22 +360,92 @@ impl TxnSession {
     }
 
     /// Aborts the open transaction, if any. Best effort: a fenced or failed producer leaves it
-    /// to the broker's transaction timeout or to the next `init_transactions`.
+    /// to the broker's transaction timeout or to the next `init_transactions`; an abort that
+    /// times out goes on in the background and the next [`TxnSession::begin`] finishes it.
     pub async fn abort(&mut self) {
         self.sent = 0;
-        if !self.open {
+        if !self.open && !self.abort_pending {
             return;
         }
         self.open = false;
-        let p = Arc::clone(&self.producer);
-        let timeout = self.timeout;
-        match off_runtime("abort_transaction", move || p.abort_transaction(timeout)).await {
+        match self.abort_call().await {
             Ok(()) => {
                 tracing::info!(transactional_id = %self.transactional_id, "transaction aborted")
+            }
+            Err(error) if self.abort_pending => {
+                tracing::warn!(transactional_id = %self.transactional_id, %error,
+                    "abort not finished yet; the next transaction finishes it first")
             }
             Err(error) => {
                 tracing::warn!(transactional_id = %self.transactional_id, %error, "abort failed")
             }
         }
+    }
+
+    /// One `abort_transaction` call. librdkafka goes on with an abort that timed out (a
+    /// retriable error) in the background and refuses every other transactional call until
+    /// `abort_transaction` is called again and returns: such an abort stays pending.
+    async fn abort_call(&mut self) -> Result<(), KafkaCallError> {
+        let p = Arc::clone(&self.producer);
+        let timeout = self.timeout;
+        let result = off_runtime(
+            format!("abort_transaction for {}", self.transactional_id),
+            move || p.abort_transaction(timeout),
+        )
+        .await;
+        self.abort_pending = matches!(&result, Err(e) if e.is_retriable());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_harness::kafka::{TopicOptions, consume_all, create_topic};
+    use test_harness::{kafka_bootstrap, unique_name};
+
+    /// A broker out of reach makes `abort_transaction` time out; given no time at all, it
+    /// times out against the local broker too. librdkafka then refuses to begin ("Conflicting
+    /// abort_transaction API call is already in progress") until the abort is called again:
+    /// a producer that only began again was stuck for good.
+    #[tokio::test]
+    async fn an_abort_that_times_out_is_finished_before_the_next_transaction() {
+        let topic = unique_name("txn-abort-timeout");
+        create_topic(&topic, &TopicOptions::new(1)).await.unwrap();
+        let mut client = ClientSettings::new(kafka_bootstrap(), "txn-test");
+        client.timeout = Duration::from_secs(30);
+        let id = unique_name("txn-abort-timeout");
+        let mut s = TxnSession::open(&client, &TxnSettings::new(id))
+            .await
+            .unwrap();
+        s.begin().await.unwrap();
+        s.send(&topic, b"aborted", Some(b"v"), None).await.unwrap();
+        while s.producer.in_flight_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        s.timeout = Duration::ZERO;
+        s.abort().await;
+        assert!(s.abort_pending, "an abort given no time times out");
+        let refused = s
+            .producer
+            .begin_transaction()
+            .expect_err("librdkafka refuses");
+        assert!(refused.to_string().contains("Conflicting"), "{refused}");
+
+        s.timeout = Duration::from_secs(30);
+        s.begin().await.expect("begin finishes the abort first");
+        assert!(!s.abort_pending);
+        s.send(&topic, b"committed", Some(b"v"), None)
+            .await
+            .unwrap();
+        s.commit().await.unwrap();
+        let keys: Vec<_> = consume_all(&topic)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.key)
+            .collect();
+        assert_eq!(keys, vec![b"committed".to_vec()]);
     }
 }

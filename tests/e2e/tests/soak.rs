@@ -188,10 +188,29 @@ impl Drop for Proc {
 }
 
 /// The local infrastructure's pid file of `service` (`kafka`, `registry`).
+fn local_cache() -> PathBuf {
+    std::env::var("LOCAL_CACHE_DIR").map_or_else(|_| repo_root().join(".cache"), PathBuf::from)
+}
+
 fn pid_file(service: &str) -> PathBuf {
-    let cache =
-        std::env::var("LOCAL_CACHE_DIR").map_or_else(|_| repo_root().join(".cache"), PathBuf::from);
-    cache.join("run").join(format!("{service}.pid"))
+    local_cache().join("run").join(format!("{service}.pid"))
+}
+
+/// The broker's side of the transactions of the producers whose transactional ids start with
+/// `producer_txn`, for a failure message: the last `lines` lines of the broker's logs (before and
+/// since its restart) that name one of those ids, or warn about transactions.
+fn coordinator_log(producer_txn: &str, lines: usize) -> String {
+    let mut picked = Vec::new();
+    for file in ["kafka.previous.log", "kafka.log"] {
+        let text =
+            std::fs::read_to_string(local_cache().join("logs").join(file)).unwrap_or_default();
+        picked.extend(text.lines().map(str::to_owned).filter(|l| {
+            l.contains(producer_txn)
+                || ((l.contains(" WARN ") || l.contains(" ERROR "))
+                    && (l.contains("ransaction") || l.contains("Txn") || l.contains("marker")))
+        }));
+    }
+    picked[picked.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Stops `service` (`kafka`, `registry`) started by `deploy/local/up`: SIGTERM, and SIGKILL for
@@ -821,9 +840,11 @@ async fn faults_together_lose_duplicate_and_wrongly_delete_nothing() {
         while !producer.run_to_end(&args) {
             assert!(
                 attempts < 3,
-                "final `producer sync --once` of {} failed {attempts} times; its log ends:\n{}",
+                "final `producer sync --once` of {} failed {attempts} times; its log ends:\n{}\n\
+                 the broker on the producer's transactions:\n{}",
                 t.id,
-                test_harness::log_tail(&producer.log, 20)
+                test_harness::log_tail(&producer.log, 20),
+                coordinator_log(&names.producer_txn, 40)
             );
             eprintln!(
                 "[soak] final sync of {} failed (attempt {attempts}); retrying in 10 s",

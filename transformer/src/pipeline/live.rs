@@ -531,7 +531,7 @@ async fn transaction(
     raw_topic: &str,
     group: Arc<ConsumerGroupMetadata>,
 ) -> Result<Batch, PipelineError> {
-    session.begin()?;
+    session.begin().await?;
     let sent = async {
         batch.staged.send(session).await?;
         let mut offsets = TopicPartitionList::new();
