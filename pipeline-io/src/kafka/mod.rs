@@ -59,10 +59,13 @@ impl KafkaCallError {
         )
     }
 
-    /// Whether this transactional producer can never be used again: fenced, or a fatal
-    /// transactional error. A new producer (a new `init_transactions`) is needed.
+    /// Whether this transactional producer can never be used again: fenced, a fatal
+    /// transactional error, or a commit whose outcome only a new producer can learn. A new
+    /// producer (a new `init_transactions`) is needed.
     pub fn is_fatal(&self) -> bool {
-        self.is_fenced() || matches!(&self.source, KafkaError::Transaction(e) if e.is_fatal())
+        self.is_fenced()
+            || matches!(&self.source, KafkaError::Transaction(e) if e.is_fatal())
+            || self.source.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)
     }
 
     /// Whether librdkafka says the transactional call may succeed if made again (for example an

@@ -112,6 +112,8 @@ pub struct TxnSession {
     abort_pending: bool,
     /// Bound on init, commit, abort and offset sending (the client timeout).
     timeout: Duration,
+    /// `transaction.timeout.ms`: how long a commit that keeps timing out is resumed.
+    transaction_timeout: Duration,
     /// How long a commit waits for its records to be acknowledged: `message.timeout.ms`, after
     /// which librdkafka fails a record anyway, and a little more.
     delivery_timeout: Duration,
@@ -190,6 +192,7 @@ impl TxnSession {
             open: false,
             abort_pending: false,
             timeout,
+            transaction_timeout: txn.transaction_timeout,
             delivery_timeout: message_timeout + Duration::from_secs(5),
         })
     }
@@ -299,12 +302,16 @@ impl TxnSession {
         .await
     }
 
-    /// Waits until every record sent so far is acknowledged, then commits. On failure the
-    /// transaction is aborted (when the client still can) and the error returned.
+    /// Waits until every record sent so far is acknowledged, then commits. A commit that times
+    /// out goes on in librdkafka's background and is resumed until it returns otherwise, for
+    /// at most the transaction timeout. On failure the transaction is aborted (when the client
+    /// still can) and the error returned.
     ///
     /// # Errors
     /// The first failed delivery, records still unacknowledged after `message.timeout.ms`,
-    /// or the commit's error.
+    /// or the commit's error. A commit still unfinished after the transaction timeout has an
+    /// unknown outcome: its error is fatal ([`KafkaCallError::is_fatal`]), and the caller
+    /// reopens the producer and reads its state back.
     pub async fn commit(&mut self) -> Result<(), KafkaCallError> {
         let records = std::mem::take(&mut self.sent);
         let started = Instant::now();
@@ -336,13 +343,7 @@ impl TxnSession {
             ))(e));
         }
         let delivered_ms = started.elapsed().as_millis() as u64;
-        let p = Arc::clone(&self.producer);
-        let timeout = self.timeout;
-        let result = off_runtime(
-            format!("commit_transaction for {}", self.transactional_id),
-            move || p.commit_transaction(timeout),
-        )
-        .await;
+        let result = self.commit_call().await;
         tracing::debug!(
             transactional_id = %self.transactional_id, records, delivered_ms,
             commit_ms = started.elapsed().as_millis() as u64, "transaction commit returned"
@@ -352,9 +353,46 @@ impl TxnSession {
                 self.open = false;
                 Ok(())
             }
+            // librdkafka refuses an abort while the commit is under way: only a new producer
+            // (`init_transactions`) learns how the broker ended the transaction.
+            Err(e) if e.is_retriable() => {
+                self.open = false;
+                Err(KafkaCallError {
+                    context: format!(
+                        "commit_transaction for {} still unfinished after the transaction \
+                         timeout ({e}): its outcome is unknown until the producer is reopened",
+                        self.transactional_id
+                    ),
+                    source: KafkaError::Global(RDKafkaErrorCode::Fatal),
+                })
+            }
             Err(e) => {
                 self.abort().await;
                 Err(e)
+            }
+        }
+    }
+
+    /// `commit_transaction`, called again while it times out (the broker out of reach): the
+    /// commit goes on in librdkafka's background, and only a call that returns otherwise tells
+    /// whether it committed. At most for the transaction timeout, after which the broker has
+    /// aborted a transaction it was not asked to commit.
+    async fn commit_call(&mut self) -> Result<(), KafkaCallError> {
+        let deadline = Instant::now() + self.transaction_timeout;
+        loop {
+            let p = Arc::clone(&self.producer);
+            let timeout = self.timeout;
+            let result = off_runtime(
+                format!("commit_transaction for {}", self.transactional_id),
+                move || p.commit_transaction(timeout),
+            )
+            .await;
+            match result {
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    tracing::warn!(transactional_id = %self.transactional_id, error = %e,
+                        "commit not finished yet; resuming it");
+                }
+                other => return other,
             }
         }
     }
@@ -447,5 +485,36 @@ mod tests {
             .filter_map(|r| r.key)
             .collect();
         assert_eq!(keys, vec![b"committed".to_vec()]);
+    }
+
+    /// A commit that times out goes on in librdkafka's background; an abort is then refused
+    /// as conflicting, and the outcome is known only once `commit_transaction` is called again.
+    #[tokio::test]
+    async fn a_commit_that_times_out_is_resumed_until_it_commits() {
+        let topic = unique_name("txn-commit-timeout");
+        create_topic(&topic, &TopicOptions::new(1)).await.unwrap();
+        let mut client = ClientSettings::new(kafka_bootstrap(), "txn-test");
+        client.timeout = Duration::from_secs(30);
+        let id = unique_name("txn-commit-timeout");
+        let mut s = TxnSession::open(&client, &TxnSettings::new(id))
+            .await
+            .unwrap();
+        s.begin().await.unwrap();
+        s.send(&topic, b"first", Some(b"v"), None).await.unwrap();
+        s.timeout = Duration::ZERO;
+        s.commit().await.expect("the resumed commit commits");
+        assert!(!s.is_open());
+
+        s.timeout = Duration::from_secs(30);
+        s.begin().await.expect("the next transaction begins");
+        s.send(&topic, b"second", Some(b"v"), None).await.unwrap();
+        s.commit().await.unwrap();
+        let keys: Vec<_> = consume_all(&topic)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.key)
+            .collect();
+        assert_eq!(keys, vec![b"first".to_vec(), b"second".to_vec()]);
     }
 }
