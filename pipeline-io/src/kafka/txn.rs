@@ -380,13 +380,9 @@ impl TxnSession {
     async fn commit_call(&mut self) -> Result<(), KafkaCallError> {
         let deadline = Instant::now() + self.transaction_timeout;
         loop {
-            let p = Arc::clone(&self.producer);
-            let timeout = self.timeout;
-            let result = off_runtime(
-                format!("commit_transaction for {}", self.transactional_id),
-                move || p.commit_transaction(timeout),
-            )
-            .await;
+            let result = self
+                .end_call("commit_transaction", |p, t| p.commit_transaction(t))
+                .await;
             match result {
                 Err(e) if e.is_retriable() && Instant::now() < deadline => {
                     tracing::warn!(transactional_id = %self.transactional_id, error = %e,
@@ -424,23 +420,44 @@ impl TxnSession {
     /// retriable error) in the background and refuses every other transactional call until
     /// `abort_transaction` is called again and returns: such an abort stays pending.
     async fn abort_call(&mut self) -> Result<(), KafkaCallError> {
-        let p = Arc::clone(&self.producer);
-        let timeout = self.timeout;
-        let result = off_runtime(
-            format!("abort_transaction for {}", self.transactional_id),
-            move || p.abort_transaction(timeout),
-        )
-        .await;
+        let result = self
+            .end_call("abort_transaction", |p, t| p.abort_transaction(t))
+            .await;
         self.abort_pending = matches!(&result, Err(e) if e.is_retriable());
         result
+    }
+
+    /// One blocking call that ends the transaction (`name`), off the runtime, bounded by the
+    /// client timeout.
+    async fn end_call(
+        &self,
+        name: &str,
+        call: fn(&TxnProducer, Duration) -> rdkafka::error::KafkaResult<()>,
+    ) -> Result<(), KafkaCallError> {
+        let p = Arc::clone(&self.producer);
+        let timeout = self.timeout;
+        let context = format!("{name} for {}", self.transactional_id);
+        off_runtime(context, move || call(&p, timeout)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use test_harness::kafka::{TopicOptions, consume_all, create_topic};
+    use test_harness::kafka::{TopicOptions, committed_keys, create_topic};
     use test_harness::{kafka_bootstrap, unique_name};
+
+    /// A new topic and a session on the local broker with a 30 s client timeout.
+    async fn topic_and_session(name: &str) -> (String, TxnSession) {
+        let topic = unique_name(name);
+        create_topic(&topic, &TopicOptions::new(1)).await.unwrap();
+        let mut client = ClientSettings::new(kafka_bootstrap(), "txn-test");
+        client.timeout = Duration::from_secs(30);
+        let session = TxnSession::open(&client, &TxnSettings::new(unique_name(name)))
+            .await
+            .unwrap();
+        (topic, session)
+    }
 
     /// A broker out of reach makes `abort_transaction` time out; given no time at all, it
     /// times out against the local broker too. librdkafka then refuses to begin ("Conflicting
@@ -448,14 +465,7 @@ mod tests {
     /// a producer that only began again was stuck for good.
     #[tokio::test]
     async fn an_abort_that_times_out_is_finished_before_the_next_transaction() {
-        let topic = unique_name("txn-abort-timeout");
-        create_topic(&topic, &TopicOptions::new(1)).await.unwrap();
-        let mut client = ClientSettings::new(kafka_bootstrap(), "txn-test");
-        client.timeout = Duration::from_secs(30);
-        let id = unique_name("txn-abort-timeout");
-        let mut s = TxnSession::open(&client, &TxnSettings::new(id))
-            .await
-            .unwrap();
+        let (topic, mut s) = topic_and_session("txn-abort-timeout").await;
         s.begin().await.unwrap();
         s.send(&topic, b"aborted", Some(b"v"), None).await.unwrap();
         while s.producer.in_flight_count() > 0 {
@@ -478,12 +488,7 @@ mod tests {
             .await
             .unwrap();
         s.commit().await.unwrap();
-        let keys: Vec<_> = consume_all(&topic)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|r| r.key)
-            .collect();
+        let keys = committed_keys(&topic).await.unwrap();
         assert_eq!(keys, vec![b"committed".to_vec()]);
     }
 
@@ -491,14 +496,7 @@ mod tests {
     /// as conflicting, and the outcome is known only once `commit_transaction` is called again.
     #[tokio::test]
     async fn a_commit_that_times_out_is_resumed_until_it_commits() {
-        let topic = unique_name("txn-commit-timeout");
-        create_topic(&topic, &TopicOptions::new(1)).await.unwrap();
-        let mut client = ClientSettings::new(kafka_bootstrap(), "txn-test");
-        client.timeout = Duration::from_secs(30);
-        let id = unique_name("txn-commit-timeout");
-        let mut s = TxnSession::open(&client, &TxnSettings::new(id))
-            .await
-            .unwrap();
+        let (topic, mut s) = topic_and_session("txn-commit-timeout").await;
         s.begin().await.unwrap();
         s.send(&topic, b"first", Some(b"v"), None).await.unwrap();
         s.timeout = Duration::ZERO;
@@ -509,12 +507,7 @@ mod tests {
         s.begin().await.expect("the next transaction begins");
         s.send(&topic, b"second", Some(b"v"), None).await.unwrap();
         s.commit().await.unwrap();
-        let keys: Vec<_> = consume_all(&topic)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|r| r.key)
-            .collect();
+        let keys = committed_keys(&topic).await.unwrap();
         assert_eq!(keys, vec![b"first".to_vec(), b"second".to_vec()]);
     }
 }

@@ -259,6 +259,18 @@ pub async fn consume_all(topic: &str) -> Result<Vec<ConsumedRecord>, HarnessErro
     consume_all_within(topic, CONSUME_ALL_TIMEOUT).await
 }
 
+/// The keys of [`consume_all`]'s records (records without a key are left out), in its order.
+///
+/// # Errors
+/// As [`consume_all`].
+pub async fn committed_keys(topic: &str) -> Result<Vec<Vec<u8>>, HarnessError> {
+    Ok(consume_all(topic)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect())
+}
+
 /// [`consume_all`] with its own overall time limit.
 ///
 /// # Errors
