@@ -187,11 +187,12 @@ impl Drop for Proc {
     }
 }
 
-/// The local infrastructure's pid file of `service` (`kafka`, `registry`).
+/// The cache folder of `deploy/local/up` (its pid files and logs).
 fn local_cache() -> PathBuf {
     std::env::var("LOCAL_CACHE_DIR").map_or_else(|_| repo_root().join(".cache"), PathBuf::from)
 }
 
+/// The local infrastructure's pid file of `service` (`kafka`, `registry`).
 fn pid_file(service: &str) -> PathBuf {
     local_cache().join("run").join(format!("{service}.pid"))
 }
