@@ -180,12 +180,20 @@ enum Lookup {
 fn id_in(url: &str, body: &str) -> Result<u32, RegistryError> {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
-        .and_then(|id| u32::try_from(id).ok())
+        .as_ref()
+        .and_then(id_of)
         .ok_or_else(|| RegistryError::Unavailable {
             url: url.to_owned(),
             reason: format!("no id in response: {body}"),
         })
+}
+
+/// The `id` field of a registry's JSON answer.
+fn id_of(answer: &serde_json::Value) -> Option<u32> {
+    answer
+        .get("id")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|id| u32::try_from(id).ok())
 }
 
 impl Registry {
@@ -298,30 +306,67 @@ impl Registry {
     /// One request for the schema `id` ([`Registry::schema_by_id`]), cached once parsed.
     async fn fetch_schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
         let url = format!("{}/schemas/ids/{id}", self.base);
-        let unavailable = |reason: String| RegistryError::Unavailable {
+        let Some(body) = self.get(&url).await? else {
+            if let Ok(mut unknown) = self.unknown.lock() {
+                unknown.insert(id, Instant::now());
+            }
+            return Err(RegistryError::UnknownId { id });
+        };
+        self.keep(id, &body)
+    }
+
+    /// Reads the latest version of `subject` into the cache (`GET
+    /// /subjects/{subject}/versions/latest`) and returns its id: records written with that
+    /// version then need no request of their own. A consumer asks while it joins its group, so
+    /// that its first records do not wait for the registry.
+    ///
+    /// # Errors
+    /// [`RegistryError::Unavailable`] when the registry does not answer or has no such subject;
+    /// [`RegistryError::BadSchema`] when the schema does not parse.
+    pub async fn prefetch_latest(&self, subject: &str) -> Result<u32, RegistryError> {
+        let url = format!("{}/subjects/{subject}/versions/latest", self.base);
+        let body = self
+            .get(&url)
+            .await?
+            .ok_or_else(|| RegistryError::Unavailable {
+                url: url.clone(),
+                reason: format!("no subject {subject}"),
+            })?;
+        let id = id_of(&body).ok_or_else(|| RegistryError::Unavailable {
             url: url.clone(),
+            reason: format!("no id in response: {body}"),
+        })?;
+        self.keep(id, &body)?;
+        Ok(id)
+    }
+
+    /// The JSON answer to `GET url`; `None` for a 404.
+    async fn get(&self, url: &str) -> Result<Option<serde_json::Value>, RegistryError> {
+        let unavailable = |reason: String| RegistryError::Unavailable {
+            url: url.to_owned(),
             reason,
         };
         let resp = self
-            .request(reqwest::Method::GET, &url)
+            .request(reqwest::Method::GET, url)
             .await?
             .send()
             .await
             .map_err(|e| unavailable(crate::error_text(&e)))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            if let Ok(mut unknown) = self.unknown.lock() {
-                unknown.insert(id, Instant::now());
-            }
-            return Err(RegistryError::UnknownId { id });
+            return Ok(None);
         }
         if !status.is_success() {
             return Err(unavailable(format!("status {status}")));
         }
-        let body: serde_json::Value = resp
-            .json()
+        resp.json()
             .await
-            .map_err(|e| unavailable(crate::error_text(&e)))?;
+            .map(Some)
+            .map_err(|e| unavailable(crate::error_text(&e)))
+    }
+
+    /// Parses the `schema` of a registry's answer as schema `id`, and caches it.
+    fn keep(&self, id: u32, body: &serde_json::Value) -> Result<Arc<Schema>, RegistryError> {
         let text = body.get("schema").and_then(|s| s.as_str()).ok_or_else(|| {
             RegistryError::BadSchema {
                 id,
@@ -499,6 +544,41 @@ mod tests {
         .unwrap();
         let roots = vec![reqwest::Certificate::from_pem(&ca).unwrap()];
         assert!(!is_plain_http("http://registry:8081", &roots));
+    }
+
+    /// The latest version of a subject is read into the cache: asking for its id afterwards
+    /// needs no registry (this one answers one request, then is gone).
+    #[tokio::test]
+    async fn a_prefetched_latest_version_is_answered_from_the_cache() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/apis/ccompat/v7", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = socket.read(&mut request).await.unwrap();
+            let body =
+                r#"{"subject":"t-value","version":2,"id":42,"schema":"{\"type\":\"string\"}"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        let registry = Registry::new(&base, None, Duration::from_secs(5)).unwrap();
+        assert_eq!(registry.prefetch_latest("t-value").await.unwrap(), 42);
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("GET /apis/ccompat/v7/subjects/t-value/versions/latest "),
+            "{request}"
+        );
+        let schema = registry.schema_by_id(42).await.unwrap();
+        assert_eq!(*schema, Schema::String);
+        assert!(matches!(
+            registry.schema_by_id(43).await,
+            Err(RegistryError::Unavailable { .. })
+        ));
     }
 
     #[tokio::test]
