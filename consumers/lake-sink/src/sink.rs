@@ -840,8 +840,9 @@ impl Sink {
     /// Commits every table's window, as [`Sink::flush`] does one: the tables finish their files
     /// side by side (each on its encoder thread), then commit one after another. After a stale
     /// commit the windows not committed yet are dropped with the others (and reread); after a
-    /// failure (the shutdown came) the other tables still commit theirs.
-    async fn flush_all(&mut self) -> Result<(), SinkError> {
+    /// failure (the shutdown came) the other tables still commit theirs. True when every
+    /// window is in its table; false when windows were dropped to be read again.
+    async fn flush_all(&mut self) -> Result<bool, SinkError> {
         let buffers: Vec<Buffer> = self.buffers.iter_mut().map(std::mem::take).collect();
         let finishing = self
             .tables
@@ -855,20 +856,20 @@ impl Sink {
                 }
             });
         let finished = futures::future::join_all(finishing).await;
-        let mut outcome = Ok(());
+        let mut outcome: Result<(), SinkError> = Ok(());
         for (i, (buffer, finished)) in buffers.into_iter().zip(finished).enumerate() {
             let adds = match finished {
                 None => continue,
                 Some(Ok(adds)) => adds,
-                Some(Err(e)) => return self.storage_failed(&e).await,
+                Some(Err(e)) => return self.storage_failed(&e).await.map(|()| false),
             };
             match self.commit_window(i, buffer, &adds).await {
                 Ok(true) => {}
-                Ok(false) => return Ok(()),
+                Ok(false) => return Ok(false),
                 Err(e) => outcome = outcome.and(Err(e)),
             }
         }
-        outcome
+        outcome.map(|()| true)
     }
 
     /// Commits the files `adds` of table `i`'s window `buffer`; false when the commit was stale
@@ -989,10 +990,9 @@ impl Sink {
                 return Ok(false);
             }
         }
-        self.flush_all().await?;
-        // A stale commit above repositions the partitions: then there is more to read.
-        Ok(self.buffers.iter().all(|b| b.count == 0)
-            && self.parts.values().all(|p| p.state != State::NeedsSeek))
+        // A stale commit or a failed write drops the windows and repositions the partitions:
+        // then there is more to read.
+        self.flush_all().await
     }
 
     /// Low and high watermarks of every assigned partition.
