@@ -5,7 +5,8 @@
 # Both are whole processes timed from start to exit (start-up included), release builds, and
 # both stop through the same end check (the sink's loop with `stop_at_end`: partition EOF events
 # and each partition's position against its last stable offset), right after their last record.
-# Reports per run: records, seconds, rows/s, the ratio, CPU µs per row and peak RSS of each.
+# Reports per run: records, seconds, rows/s, the ratio, CPU µs per row and peak RSS of each;
+# then the ratios' range and median, and how many runs reached the target.
 #
 # Target: the sink >= 0.5 x consume-only.
 #
@@ -100,6 +101,14 @@ for i, (b, s) in enumerate(zip(base, sink), 1):
         f"{s['cpu'] / max(s['rows'], 1) * 1e6:.1f} µs CPU each, peak RSS {s['rss_kb'] / 1024:.0f} MB | "
         f"ratio {ratio:.2f} (target >= 0.5)"
     )
+ratios = sorted(
+    (s["rows"] / s["wall"]) / (b["records"] / b["wall"]) for b, s in zip(base, sink)
+)
+median = (ratios[(n - 1) // 2] + ratios[n // 2]) / 2
+print(
+    f"ratios {ratios[0]:.2f}-{ratios[-1]:.2f}, median {median:.2f}; "
+    f"{sum(r >= 0.5 for r in ratios)} of {n} runs at or over 0.5"
+)
 print("PASS" if ok else "FAIL (a ratio under 0.5, or rows != records)")
 sys.exit(0 if ok else 1)
 PY
