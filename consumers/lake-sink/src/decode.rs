@@ -1418,7 +1418,7 @@ impl Filled {
 pub type Plans = HashMap<u32, Arc<Plan>>;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use apache_avro::types::Value;
     use deltalake::arrow::array::Array;
@@ -1758,7 +1758,8 @@ mod tests {
             .collect()
     }
 
-    fn encode(schema: &Schema, v: Value) -> Vec<u8> {
+    /// `v` as Avro of `schema` (also the table tests' records).
+    pub(crate) fn encode(schema: &Schema, v: Value) -> Vec<u8> {
         apache_avro::writer::datum::GenericDatumWriter::builder(schema)
             .build()
             .unwrap()

@@ -29,6 +29,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::assign::{Resumer, SinkContext, Source};
 use crate::config::Config;
@@ -231,7 +232,7 @@ async fn run_with(
                 .map_err(|e| SinkError::Thread(e.to_string()))?,
         )
     };
-    let _prefetch = (!consume_only).then(|| Prefetch::start(&registry, &topics));
+    let _prefetch = (!consume_only).then(|| prefetch(&registry, &topics));
     let context = SinkContext::new(resumer, metrics.clone(), shutdown.clone());
     let changed = context.changed.clone();
     let mut c = config
@@ -319,35 +320,23 @@ async fn run_with(
     Ok(sink)
 }
 
-/// The topics' latest value schemas (subjects `<topic>-value`, where the transformer registers
-/// them), read into the registry client's cache while the group is joined and the tables open:
-/// the first records then find their writer schema cached instead of holding the loop up for a
-/// request each (about 6 ms each against the local registry). A failure only means those
-/// records ask for themselves. The requests are dropped with the sink.
-struct Prefetch(tokio::task::JoinHandle<()>);
-
-impl Prefetch {
-    fn start(registry: &Registry, topics: &[String]) -> Self {
-        let registry = registry.clone();
-        let subjects: Vec<String> = topics.iter().map(|t| format!("{t}-value")).collect();
-        Self(tokio::spawn(async move {
-            let asked = subjects.iter().map(|s| registry.prefetch_latest(s));
-            for (subject, outcome) in subjects.iter().zip(futures::future::join_all(asked).await) {
-                match outcome {
-                    Ok(id) => tracing::debug!(%subject, id, "latest writer schema cached"),
-                    Err(e) => {
-                        tracing::debug!(%subject, error = %e, "latest writer schema not cached")
-                    }
-                }
+/// Reads the topics' latest value schemas (subjects `<topic>-value`, where the transformer
+/// registers them) into the registry client's cache while the group is joined and the tables
+/// open: the first records then find their writer schema cached instead of holding the loop up
+/// for a request each (about 6 ms each against the local registry). A failure only means those
+/// records ask for themselves. The requests are dropped with the handle.
+fn prefetch(registry: &Registry, topics: &[String]) -> AbortOnDropHandle<()> {
+    let registry = registry.clone();
+    let subjects: Vec<String> = topics.iter().map(|t| format!("{t}-value")).collect();
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let asked = subjects.iter().map(|s| registry.prefetch_latest(s));
+        for (subject, outcome) in subjects.iter().zip(futures::future::join_all(asked).await) {
+            match outcome {
+                Ok(id) => tracing::debug!(%subject, id, "latest writer schema cached"),
+                Err(e) => tracing::debug!(%subject, error = %e, "latest writer schema not cached"),
             }
-        }))
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+        }
+    }))
 }
 
 /// Opens a table, retrying while the storage fails; `None` after a shutdown.

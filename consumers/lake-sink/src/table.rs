@@ -899,8 +899,7 @@ mod tests {
         use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
 
-        let dir = std::env::temp_dir().join(format!("lake-delta-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = std::env::temp_dir().join(test_harness::unique_name("lake-delta"));
         let url = Url::from_directory_path(&dir).unwrap();
         let schema = Arc::new(
             Schema::parse_str(
@@ -934,12 +933,7 @@ mod tests {
                     apache_avro::types::Value::String(format!("v{i}")),
                 ),
             ]);
-            let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
-                .build()
-                .unwrap()
-                .write_value_to_vec(value)
-                .unwrap();
-            schemas::wire::encode(1, &bytes)
+            schemas::wire::encode(1, &crate::decode::tests::encode(&schema, value))
         };
         let plan = table
             .adopt(1, schema.clone(), &datum(0)[schemas::wire::HEADER_LEN..])

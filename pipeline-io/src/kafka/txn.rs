@@ -468,7 +468,12 @@ mod tests {
         let (topic, mut s) = topic_and_session("txn-abort-timeout").await;
         s.begin().await.unwrap();
         s.send(&topic, b"aborted", Some(b"v"), None).await.unwrap();
+        let acknowledged_by = Instant::now() + Duration::from_secs(30);
         while s.producer.in_flight_count() > 0 {
+            assert!(
+                Instant::now() < acknowledged_by,
+                "the record was never acknowledged"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
 
