@@ -1026,6 +1026,177 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A table of one string field at `dir`, opened as one sink instance (app id `test`).
+    async fn instance(url: &Url) -> LakeTable {
+        let schema = Schema::parse_str(
+            r#"{"type": "record", "name": "T", "fields": [{"name": "s", "type": "string"}]}"#,
+        )
+        .unwrap();
+        LakeTable::open(
+            "t",
+            url,
+            &BTreeMap::new(),
+            "topic",
+            "test",
+            &schema,
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Writes tombstones at `offsets` of `partition` into `table`'s window and finishes its
+    /// files (nothing committed).
+    async fn window(
+        table: &mut LakeTable,
+        partition: i32,
+        offsets: std::ops::Range<i64>,
+    ) -> Vec<Add> {
+        for offset in offsets {
+            table.push(Record {
+                message: OwnedMessage::new(
+                    None,
+                    Some(format!("tenant/{offset}").into_bytes()),
+                    "topic".into(),
+                    rdkafka::Timestamp::CreateTime(1_765_000_000_000),
+                    partition,
+                    offset,
+                    None,
+                ),
+                value: Prepared::Deleted,
+            });
+        }
+        table.finish().await.unwrap()
+    }
+
+    /// The paths and row counts of the files in the table's latest version.
+    async fn live_files(table: &mut LakeTable) -> Vec<(String, usize)> {
+        use futures::TryStreamExt;
+        table.refresh().await.unwrap();
+        let mut files: Vec<(String, usize)> = table
+            .table
+            .get_active_add_actions_by_partitions(&[])
+            .map_ok(|f| (f.path().into_owned(), f.num_records().unwrap_or(usize::MAX)))
+            .try_collect()
+            .await
+            .unwrap();
+        files.sort();
+        files
+    }
+
+    /// The exactly-once guard: an instance whose partition another instance wrote since it
+    /// read the partition's version (a zombie after a rebalance) has its commit refused, and
+    /// nothing of its window becomes visible; read again from the table's new version, it
+    /// commits the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_is_refused_when_another_instance_moved_the_partition() {
+        let dir = std::env::temp_dir().join(test_harness::unique_name("lake-stale"));
+        let url = Url::from_directory_path(&dir).unwrap();
+        let mut zombie = instance(&url).await;
+        let mut owner = instance(&url).await;
+        assert_eq!(zombie.resume_point(0).await.unwrap(), None);
+        assert_eq!(owner.resume_point(0).await.unwrap(), None);
+        let held = BTreeMap::from([(0, None)]);
+
+        // Both read partition 0 from its start; the owner commits offsets 0-49 first.
+        let zombie_adds = window(&mut zombie, 0, 0..100).await;
+        let owner_adds = window(&mut owner, 0, 0..50).await;
+        let written = owner
+            .commit(&owner_adds, &BTreeMap::from([(0, 49)]), &held)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                written,
+                Committed::Written {
+                    version: 1,
+                    files: 1,
+                    ..
+                }
+            ),
+            "{written:?}"
+        );
+        // The same commit again (the sink retries a commit whose outcome it did not learn, say
+        // a storage timeout after the log entry was written): refused, not written twice.
+        let again = owner
+            .commit(&owner_adds, &BTreeMap::from([(0, 49)]), &held)
+            .await
+            .unwrap();
+        assert_eq!(again, Committed::Stale(vec![0]));
+
+        // The zombie still holds "no version yet": refused, whatever its loaded version says.
+        let refused = zombie
+            .commit(&zombie_adds, &BTreeMap::from([(0, 99)]), &held)
+            .await
+            .unwrap();
+        assert_eq!(refused, Committed::Stale(vec![0]));
+        let files = live_files(&mut zombie).await;
+        assert_eq!(
+            files,
+            vec![(owner_adds[0].path.clone(), 50)],
+            "only the owner's window is in the table"
+        );
+        assert_eq!(zombie.latest_resume_point(0).await.unwrap(), Some(49));
+
+        // Read again from offset 50, as the sink does after a refusal: it commits the rest.
+        zombie.discard().await;
+        let rest = window(&mut zombie, 0, 50..100).await;
+        let written = zombie
+            .commit(
+                &rest,
+                &BTreeMap::from([(0, 99)]),
+                &BTreeMap::from([(0, Some(49))]),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(written, Committed::Written { version: 2, .. }),
+            "{written:?}"
+        );
+        let rows: usize = live_files(&mut owner).await.iter().map(|(_, n)| n).sum();
+        assert_eq!(rows, 100, "offsets 0-99 once each");
+        assert_eq!(owner.latest_resume_point(0).await.unwrap(), Some(99));
+        drop((zombie, owner));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two instances committing different partitions from the same loaded version: the one
+    /// that loses the race for the next log entry checks its partitions again and commits at
+    /// the version after; both windows are in the table.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_that_loses_the_race_for_a_version_commits_at_the_next() {
+        let dir = std::env::temp_dir().join(test_harness::unique_name("lake-race"));
+        let url = Url::from_directory_path(&dir).unwrap();
+        let mut first = instance(&url).await;
+        let mut second = instance(&url).await;
+        let a = window(&mut first, 0, 0..10).await;
+        let b = window(&mut second, 1, 0..20).await;
+        let written = first
+            .commit(&a, &BTreeMap::from([(0, 9)]), &BTreeMap::from([(0, None)]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(written, Committed::Written { version: 1, .. }),
+            "{written:?}"
+        );
+        // `second` still has version 0 loaded: its first attempt at version 1 is refused by
+        // the log store, and it commits at version 2.
+        let written = second
+            .commit(&b, &BTreeMap::from([(1, 19)]), &BTreeMap::from([(1, None)]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(written, Committed::Written { version: 2, .. }),
+            "{written:?}"
+        );
+        let files = live_files(&mut first).await;
+        assert_eq!(files.iter().map(|(_, n)| n).sum::<usize>(), 30);
+        assert_eq!(first.latest_resume_point(0).await.unwrap(), Some(9));
+        assert_eq!(first.latest_resume_point(1).await.unwrap(), Some(19));
+        drop((first, second));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A job that panics ends its thread; its answer never comes, and the next job runs on a
     /// new thread of the same name.
     #[test]
