@@ -73,6 +73,7 @@ M2_REPO="$LOCAL_CACHE_DIR/m2"
 
 KAFKA_PID_FILE="$RUN_DIR/kafka.pid"
 REGISTRY_PID_FILE="$RUN_DIR/registry.pid"
+S3_PID_FILE="$RUN_DIR/s3.pid"
 
 KAFKA_BOOTSTRAP="$LOCAL_HOST:$KAFKA_PORT"
 REGISTRY_BASE_URL="http://$LOCAL_HOST:$REGISTRY_PORT"
@@ -133,4 +134,44 @@ ensure_python_packages() {
             || die "pip could not install the Python packages: install python3-pip"
     fi
     export PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# The S3-compatible object store of the lake sink's s3:// test (consumers/lake-sink/tests/lake.rs):
+# moto's server, pip-installed into the ignored cache ($LOCAL_CACHE_DIR/python-moto, apart from
+# the other packages: it brings boto3 and Flask), on S3_PORT (default 9311), with the bucket
+# `lake-tests`. It answers put-if-absent (If-None-Match: *) as AWS S3 does, which Delta commits
+# rely on. Keeps objects in memory only; deploy/local/down stops it.
+S3_PORT="${S3_PORT:-9311}"
+S3_ENDPOINT="http://$LOCAL_HOST:$S3_PORT"
+S3_HOME="$LOCAL_CACHE_DIR/python-moto"
+s3_marker() { printf '%s' "$S3_HOME/bin/moto_server"; }
+
+# Starts the store (or finds it running) and exports LAKE_TEST_S3_ENDPOINT.
+start_s3() {
+    if [[ -z "$(live_pid "$S3_PID_FILE" "$(s3_marker)")" ]]; then
+        if [[ ! -f "$(s3_marker)" ]]; then
+            log "installing moto[server] (an S3-compatible store for the lake sink's s3:// test) into $S3_HOME (pip)"
+            PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+                --no-warn-conflicts --target "$S3_HOME" "moto[server]>=5.1,<6" \
+                || die "pip could not install moto[server]: install python3-pip"
+        fi
+        port_open "$LOCAL_HOST" "$S3_PORT" \
+            && die "port $S3_PORT is taken by another program: set S3_PORT to a free port"
+        mkdir -p "$RUN_DIR" "$LOG_DIR"
+        PYTHONPATH="$S3_HOME" nohup python3 "$(s3_marker)" -H "$LOCAL_HOST" -p "$S3_PORT" \
+            >"$LOG_DIR/s3.log" 2>&1 </dev/null &
+        echo $! >"$S3_PID_FILE"
+        local deadline=$((SECONDS + 60))
+        until port_open "$LOCAL_HOST" "$S3_PORT"; do
+            if ((SECONDS >= deadline)) || [[ -z "$(live_pid "$S3_PID_FILE" "$(s3_marker)")" ]]; then
+                show_tail "$LOG_DIR/s3.log"
+                die "the S3-compatible store did not start on port $S3_PORT"
+            fi
+            sleep 0.2
+        done
+        log "S3-compatible store (moto) ready on $S3_ENDPOINT (pid $(cat "$S3_PID_FILE"))"
+    fi
+    curl -fsS -o /dev/null -X PUT "$S3_ENDPOINT/lake-tests" \
+        || die "could not create the bucket lake-tests at $S3_ENDPOINT"
+    export LAKE_TEST_S3_ENDPOINT="$S3_ENDPOINT"
 }

@@ -605,6 +605,9 @@ pub struct Lake {
     pub topics: Topics,
     /// Consumer group of the runs that do not name their own.
     pub group: String,
+    /// Environment of every sink run and of the reader (an object store's address and
+    /// credentials).
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// A running `lake-sink` process: SIGKILLed and reaped when dropped.
@@ -721,7 +724,34 @@ impl Lake {
             location,
             topics,
             group: test_harness::unique_name("lake-sink-group"),
+            env: Vec::new(),
         }
+    }
+
+    /// A fresh location `s3://lake-tests/<unique>` on the S3-compatible store that
+    /// `deploy/local/test` starts (`LAKE_TEST_S3_ENDPOINT`), reached the way a user's sink
+    /// reaches S3: `AWS_*` variables read by object_store's `from_env`.
+    pub fn on_s3(name: &str, topics: Topics) -> Self {
+        let endpoint = std::env::var("LAKE_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+            panic!(
+                "LAKE_TEST_S3_ENDPOINT is not set: this test needs an S3-compatible store with \
+                 the bucket lake-tests. Run the tests through deploy/local/test, which starts one \
+                 (moto), or start it alone: source deploy/local/lib.sh && start_s3"
+            )
+        });
+        let mut lake = Self::new(name, topics);
+        lake.location = PathBuf::from(format!(
+            "s3://lake-tests/{}",
+            test_harness::unique_name(name)
+        ));
+        lake.env = vec![
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "lake-tests".into()),
+            ("AWS_SECRET_ACCESS_KEY", "lake-tests".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ];
+        lake
     }
 
     /// Starts `lake-sink <args>` with `settings` (`LAKE_SINK__…` variables, or others), in
@@ -746,7 +776,8 @@ impl Lake {
                 "RUST_LOG",
                 std::env::var("LAKE_SINK_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .env_remove("LAKE_SINK_CONFIG");
+            .env_remove("LAKE_SINK_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut ops = None;
         for (k, v) in settings {
             command.env(k, v);
@@ -796,7 +827,7 @@ impl Lake {
 
     /// The independent reader on this location (see [`read_lake`]).
     pub fn read(&self, args: &[&str]) -> Value {
-        read_lake(&self.location, args)
+        read_lake_with(&self.location, args, &self.env)
     }
 
     /// The reader with `--txn` for the sink's default app id.
@@ -853,11 +884,17 @@ pub const CURRENT_STATE_SQL: &str =
 /// Runs `tests/read_lake.py <location> <args>` (Python `deltalake`, found through the
 /// environment's `PYTHONPATH`, which `deploy/local/test` sets) and parses its JSON.
 pub fn read_lake(location: &Path, args: &[&str]) -> Value {
+    read_lake_with(location, args, &[])
+}
+
+/// [`read_lake`] with `env` (an object store's address and credentials).
+pub fn read_lake_with(location: &Path, args: &[&str], env: &[(&str, String)]) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_lake.py");
     let out = Command::new("python3")
         .arg(script)
         .arg(location)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .expect("python3 must be installed for the independent Delta reader");
