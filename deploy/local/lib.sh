@@ -74,6 +74,7 @@ M2_REPO="$LOCAL_CACHE_DIR/m2"
 KAFKA_PID_FILE="$RUN_DIR/kafka.pid"
 REGISTRY_PID_FILE="$RUN_DIR/registry.pid"
 S3_PID_FILE="$RUN_DIR/s3.pid"
+AZURE_PID_FILE="$RUN_DIR/azurite.pid"
 
 KAFKA_BOOTSTRAP="$LOCAL_HOST:$KAFKA_PORT"
 REGISTRY_BASE_URL="http://$LOCAL_HOST:$REGISTRY_PORT"
@@ -174,4 +175,45 @@ start_s3() {
     curl -fsS -o /dev/null -X PUT "$S3_ENDPOINT/lake-tests" \
         || die "could not create the bucket lake-tests at $S3_ENDPOINT"
     export LAKE_TEST_S3_ENDPOINT="$S3_ENDPOINT"
+}
+
+# The Azure Storage emulator of the lake sink's az:// test: Azurite's blob service, npm-installed
+# into the ignored cache ($LOCAL_CACHE_DIR/azurite), on AZURE_BLOB_PORT (default 10000), with the
+# container `lake-tests` of its development account. It answers put-if-absent (If-None-Match: *)
+# as Azure does. Keeps its blobs under $LOCAL_CACHE_DIR/data/azurite; deploy/local/down stops it.
+AZURE_BLOB_PORT="${AZURE_BLOB_PORT:-10000}"
+AZURE_ENDPOINT="http://$LOCAL_HOST:$AZURE_BLOB_PORT"
+AZURE_HOME="$LOCAL_CACHE_DIR/azurite"
+azure_marker() { printf '%s' "$AZURE_HOME/node_modules/azurite/dist/src/blob/main.js"; }
+
+# Starts the emulator (or finds it running) and exports LAKE_TEST_AZURE_ENDPOINT.
+start_azure() {
+    if [[ -z "$(live_pid "$AZURE_PID_FILE" "$(azure_marker)")" ]]; then
+        command -v node >/dev/null 2>&1 || die "node is not installed: the az:// test's emulator (Azurite) needs Node.js 18 or later"
+        if [[ ! -f "$(azure_marker)" ]]; then
+            log "installing azurite (the Azure Storage emulator of the lake sink's az:// test) into $AZURE_HOME (npm)"
+            mkdir -p "$AZURE_HOME"
+            npm install --silent --no-audit --no-fund --prefix "$AZURE_HOME" "azurite@3" >&2 \
+                || die "npm could not install azurite"
+        fi
+        port_open "$LOCAL_HOST" "$AZURE_BLOB_PORT" \
+            && die "port $AZURE_BLOB_PORT is taken by another program: set AZURE_BLOB_PORT to a free port"
+        mkdir -p "$RUN_DIR" "$LOG_DIR" "$LOCAL_CACHE_DIR/data/azurite"
+        nohup node "$(azure_marker)" --blobHost "$LOCAL_HOST" --blobPort "$AZURE_BLOB_PORT" \
+            --location "$LOCAL_CACHE_DIR/data/azurite" --skipApiVersionCheck --disableTelemetry \
+            --silent >"$LOG_DIR/azurite.log" 2>&1 </dev/null &
+        echo $! >"$AZURE_PID_FILE"
+        local deadline=$((SECONDS + 60))
+        until port_open "$LOCAL_HOST" "$AZURE_BLOB_PORT"; do
+            if ((SECONDS >= deadline)) || [[ -z "$(live_pid "$AZURE_PID_FILE" "$(azure_marker)")" ]]; then
+                show_tail "$LOG_DIR/azurite.log"
+                die "the Azure Storage emulator did not start on port $AZURE_BLOB_PORT"
+            fi
+            sleep 0.2
+        done
+        log "Azure Storage emulator (Azurite) ready on $AZURE_ENDPOINT (pid $(cat "$AZURE_PID_FILE"))"
+    fi
+    python3 "$LOCAL_ROOT/deploy/local/azure-container.py" "$AZURE_ENDPOINT" lake-tests \
+        || die "could not create the container lake-tests at $AZURE_ENDPOINT"
+    export LAKE_TEST_AZURE_ENDPOINT="$AZURE_ENDPOINT"
 }

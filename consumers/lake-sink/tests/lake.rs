@@ -13,9 +13,10 @@
 //! 4. a new writer schema with one more field: a new column, null in the old rows, and no data
 //!    file rewritten;
 //! 5. compaction while a sink writes, then vacuum: every record still exactly once, fewer files.
-//! 6. tables on S3 (`s3://`, an S3-compatible store that `deploy/local/test` starts): every
-//!    record exactly once with equal values, each partition's `txn` version its last offset,
-//!    and a second run resumes from those versions and adds nothing.
+//! 6. and 7. tables on S3 and on Azure Blob storage (`s3://`, `az://`: an S3-compatible store
+//!    and the Azure Storage emulator, which `deploy/local/test` starts): every record exactly
+//!    once with equal values, each partition's `txn` version its last offset, and a second run
+//!    resumes from those versions and adds nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -635,26 +636,51 @@ async fn compaction_beside_a_running_sink_then_vacuum_keep_every_record_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_on_s3_hold_every_record_once_and_a_second_run_resumes_from_them() {
     let topics = Topics::create("s3").await;
-    let mut w = Workload::new(&topics);
+    let records = small_workload(&topics);
+    let lake = Lake::on_s3("s3", topics);
+    once_then_resumed(&lake, records, "S3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_on_azure_hold_every_record_once_and_a_second_run_resumes_from_them() {
+    let topics = Topics::create("azure").await;
+    let records = small_workload(&topics);
+    let lake = Lake::on_azure("azure", topics);
+    once_then_resumed(&lake, records, "Azure Blob").await;
+}
+
+/// Three syncs of 600 users and 10 applications per tenant, written to `topics`.
+fn small_workload(topics: &Topics) -> usize {
+    let mut w = Workload::new(topics);
     w.syncs(0, 600, 10, 800);
     let records = w.finish();
     Writer::new().write_all(&records, 500, Duration::ZERO);
-    let lake = Lake::on_s3("s3", topics);
+    records.len()
+}
 
-    // Small flushes: several commits per table, each a put-if-absent of the next log entry.
+/// Tests 6 and 7 on `lake`'s object store: a run with small flushes (several commits per
+/// table, each a put-if-absent of the next log entry) puts every record of the topics in its
+/// table once with equal values and each partition's `txn` version at its last offset; a
+/// second run resumes from those versions and commits nothing.
+async fn once_then_resumed(lake: &Lake, written: usize, store: &str) {
     lake.catch_up(&small_flushes(400, 30_000), CATCH_UP);
     let mut args = vec!["--rows"];
     let txn = lake.txn_args();
     args.extend(txn.iter().map(String::as_str));
     let read = lake.read(&args);
     let topic_records = lake.topics.read_all().await;
+    assert_eq!(
+        topic_records.iter().map(Vec::len).sum::<usize>(),
+        written,
+        "records on the topics"
+    );
     for (i, table) in TABLES.iter().enumerate() {
         let records = &topic_records[i];
         let t = &read[*table];
         assert_eq!(t["exists"], true, "table {table} on {:?}", lake.location);
         let expected = expected_rows(lake.topics.topic(table), records, &lake.topics.schemas);
         let columns = table_columns(&field_names(contract_schema(table)));
-        assert_exactly_once(table, t, records, "first run on S3");
+        assert_exactly_once(table, t, records, &format!("first run on {store}"));
         assert_rows(table, t, &expected, &columns, true);
         for p in 0..PARTITIONS {
             let last = records
@@ -679,7 +705,8 @@ async fn tables_on_s3_hold_every_record_once_and_a_second_run_resumes_from_them(
     lake.catch_up(&[], CATCH_UP);
     let again = lake.read(&["--keys"]);
     for (i, table) in TABLES.iter().enumerate() {
-        assert_exactly_once(table, &again[*table], &topic_records[i], "second run on S3");
+        let what = format!("second run on {store}");
+        assert_exactly_once(table, &again[*table], &topic_records[i], &what);
         assert_eq!(
             again[*table]["version"], read[*table]["version"],
             "table {table}: a run with nothing to read committed something"

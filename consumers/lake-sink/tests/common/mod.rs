@@ -754,6 +754,30 @@ impl Lake {
         lake
     }
 
+    /// A fresh location `az://lake-tests/<unique>` on the Azure Storage emulator (Azurite) that
+    /// `deploy/local/test` starts (`LAKE_TEST_AZURE_ENDPOINT`), reached through object_store's
+    /// emulator settings (`AZURE_STORAGE_USE_EMULATOR`, `AZURITE_BLOB_STORAGE_URL`).
+    pub fn on_azure(name: &str, topics: Topics) -> Self {
+        let endpoint = std::env::var("LAKE_TEST_AZURE_ENDPOINT").unwrap_or_else(|_| {
+            panic!(
+                "LAKE_TEST_AZURE_ENDPOINT is not set: this test needs the Azure Storage emulator \
+                 with the container lake-tests. Run the tests through deploy/local/test, which \
+                 starts one (Azurite), or start it alone: source deploy/local/lib.sh && \
+                 start_azure"
+            )
+        });
+        let mut lake = Self::new(name, topics);
+        lake.location = PathBuf::from(format!(
+            "az://lake-tests/{}",
+            test_harness::unique_name(name)
+        ));
+        lake.env = vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+            ("AZURITE_BLOB_STORAGE_URL", endpoint),
+        ];
+        lake
+    }
+
     /// Starts `lake-sink <args>` with `settings` (`LAKE_SINK__…` variables, or others), in
     /// [`Lake::group`] unless `settings` name another group, without `/metrics` unless
     /// `settings` give `LAKE_SINK__OPERATIONS__LISTEN_ADDR`.
