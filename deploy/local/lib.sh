@@ -137,6 +137,28 @@ ensure_python_packages() {
     export PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}"
 }
 
+# Starts `command...` in the background as service `name` (its pid in pid_file, its output in
+# log_file) and waits up to 60 s for it to accept connections on port; dies with the log's tail
+# if it does not, or if it exits first. For the object stores of the lake sink's tests.
+start_background() {
+    local name="$1" pid_file="$2" marker="$3" port="$4" log_file="$5"
+    shift 5
+    port_open "$LOCAL_HOST" "$port" \
+        && die "port $port is taken by another program: $name cannot start there"
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    nohup "$@" >"$log_file" 2>&1 </dev/null &
+    echo $! >"$pid_file"
+    local deadline=$((SECONDS + 60))
+    until port_open "$LOCAL_HOST" "$port"; do
+        if ((SECONDS >= deadline)) || [[ -z "$(live_pid "$pid_file" "$marker")" ]]; then
+            show_tail "$log_file"
+            die "$name did not start on port $port"
+        fi
+        sleep 0.2
+    done
+    log "$name ready on $LOCAL_HOST:$port (pid $(cat "$pid_file"))"
+}
+
 # The S3-compatible object store of the lake sink's s3:// test (consumers/lake-sink/tests/lake.rs):
 # moto's server, pip-installed into the ignored cache ($LOCAL_CACHE_DIR/python-moto, apart from
 # the other packages: it brings boto3 and Flask), on S3_PORT (default 9311), with the bucket
@@ -156,21 +178,9 @@ start_s3() {
                 --no-warn-conflicts --target "$S3_HOME" "moto[server]>=5.1,<6" \
                 || die "pip could not install moto[server]: install python3-pip"
         fi
-        port_open "$LOCAL_HOST" "$S3_PORT" \
-            && die "port $S3_PORT is taken by another program: set S3_PORT to a free port"
-        mkdir -p "$RUN_DIR" "$LOG_DIR"
-        PYTHONPATH="$S3_HOME" nohup python3 "$(s3_marker)" -H "$LOCAL_HOST" -p "$S3_PORT" \
-            >"$LOG_DIR/s3.log" 2>&1 </dev/null &
-        echo $! >"$S3_PID_FILE"
-        local deadline=$((SECONDS + 60))
-        until port_open "$LOCAL_HOST" "$S3_PORT"; do
-            if ((SECONDS >= deadline)) || [[ -z "$(live_pid "$S3_PID_FILE" "$(s3_marker)")" ]]; then
-                show_tail "$LOG_DIR/s3.log"
-                die "the S3-compatible store did not start on port $S3_PORT"
-            fi
-            sleep 0.2
-        done
-        log "S3-compatible store (moto) ready on $S3_ENDPOINT (pid $(cat "$S3_PID_FILE"))"
+        PYTHONPATH="$S3_HOME" start_background "the S3-compatible store (moto; S3_PORT)" \
+            "$S3_PID_FILE" "$(s3_marker)" "$S3_PORT" "$LOG_DIR/s3.log" \
+            python3 "$(s3_marker)" -H "$LOCAL_HOST" -p "$S3_PORT"
     fi
     curl -fsS -o /dev/null -X PUT "$S3_ENDPOINT/lake-tests" \
         || die "could not create the bucket lake-tests at $S3_ENDPOINT"
@@ -196,22 +206,12 @@ start_azure() {
             npm install --silent --no-audit --no-fund --prefix "$AZURE_HOME" "azurite@3" >&2 \
                 || die "npm could not install azurite"
         fi
-        port_open "$LOCAL_HOST" "$AZURE_BLOB_PORT" \
-            && die "port $AZURE_BLOB_PORT is taken by another program: set AZURE_BLOB_PORT to a free port"
-        mkdir -p "$RUN_DIR" "$LOG_DIR" "$LOCAL_CACHE_DIR/data/azurite"
-        nohup node "$(azure_marker)" --blobHost "$LOCAL_HOST" --blobPort "$AZURE_BLOB_PORT" \
+        mkdir -p "$LOCAL_CACHE_DIR/data/azurite"
+        start_background "the Azure Storage emulator (Azurite; AZURE_BLOB_PORT)" \
+            "$AZURE_PID_FILE" "$(azure_marker)" "$AZURE_BLOB_PORT" "$LOG_DIR/azurite.log" \
+            node "$(azure_marker)" --blobHost "$LOCAL_HOST" --blobPort "$AZURE_BLOB_PORT" \
             --location "$LOCAL_CACHE_DIR/data/azurite" --skipApiVersionCheck --disableTelemetry \
-            --silent >"$LOG_DIR/azurite.log" 2>&1 </dev/null &
-        echo $! >"$AZURE_PID_FILE"
-        local deadline=$((SECONDS + 60))
-        until port_open "$LOCAL_HOST" "$AZURE_BLOB_PORT"; do
-            if ((SECONDS >= deadline)) || [[ -z "$(live_pid "$AZURE_PID_FILE" "$(azure_marker)")" ]]; then
-                show_tail "$LOG_DIR/azurite.log"
-                die "the Azure Storage emulator did not start on port $AZURE_BLOB_PORT"
-            fi
-            sleep 0.2
-        done
-        log "Azure Storage emulator (Azurite) ready on $AZURE_ENDPOINT (pid $(cat "$AZURE_PID_FILE"))"
+            --silent
     fi
     python3 "$LOCAL_ROOT/deploy/local/azure-container.py" "$AZURE_ENDPOINT" lake-tests \
         || die "could not create the container lake-tests at $AZURE_ENDPOINT"

@@ -910,17 +910,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let mut table = LakeTable::open(
-            "t",
-            &url,
-            &BTreeMap::new(),
-            "topic",
-            "test",
-            &schema,
-            Arc::new(|_| {}),
-        )
-        .await
-        .unwrap();
+        let mut table = open_table(&url, &schema).await;
         let datum = |i: i64| {
             let value = apache_avro::types::Value::Record(vec![
                 (
@@ -1032,13 +1022,18 @@ mod tests {
             r#"{"type": "record", "name": "T", "fields": [{"name": "s", "type": "string"}]}"#,
         )
         .unwrap();
+        open_table(url, &schema).await
+    }
+
+    /// Table `t` of topic `topic` at `url` for `schema`, as sink `test` opens it.
+    async fn open_table(url: &Url, schema: &Schema) -> LakeTable {
         LakeTable::open(
             "t",
             url,
             &BTreeMap::new(),
             "topic",
             "test",
-            &schema,
+            schema,
             Arc::new(|_| {}),
         )
         .await

@@ -72,19 +72,7 @@ async fn every_record_once_with_equal_values_and_nothing_added_on_restart() {
         assert_exactly_once(table, t, records, "first run");
         assert_rows(table, t, &expected, &columns, true);
         assert_current(table, t, &expected, &columns);
-        // The table's txn version of each partition is the partition's last record.
-        for p in 0..PARTITIONS {
-            let last = records
-                .iter()
-                .filter(|r| r.partition == p)
-                .map(|r| r.offset)
-                .max();
-            assert_eq!(
-                t["txn"][p.to_string()].as_i64(),
-                last,
-                "table {table}: txn version of partition {p}"
-            );
-        }
+        assert_txn_at_last_offsets(table, t, records);
     }
     // The workload has what the checks above are about.
     let users = read["users"]["rows"].as_array().unwrap();
@@ -108,15 +96,7 @@ async fn every_record_once_with_equal_values_and_nothing_added_on_restart() {
     );
 
     // Again: nothing new, so nothing is written.
-    lake.catch_up(&[], CATCH_UP);
-    let again = lake.read(&["--keys"]);
-    for (i, table) in TABLES.iter().enumerate() {
-        assert_exactly_once(table, &again[*table], &topic_records[i], "second run");
-        assert_eq!(
-            again[*table]["version"], read[*table]["version"],
-            "table {table}: a run with nothing to read committed something"
-        );
-    }
+    run_again_commits_nothing(&lake, &read, &topic_records, "second run");
     let _ = std::fs::remove_dir_all(&lake.base);
 }
 
@@ -682,18 +662,7 @@ async fn once_then_resumed(lake: &Lake, written: usize, store: &str) {
         let columns = table_columns(&field_names(contract_schema(table)));
         assert_exactly_once(table, t, records, &format!("first run on {store}"));
         assert_rows(table, t, &expected, &columns, true);
-        for p in 0..PARTITIONS {
-            let last = records
-                .iter()
-                .filter(|r| r.partition == p)
-                .map(|r| r.offset)
-                .max();
-            assert_eq!(
-                t["txn"][p.to_string()].as_i64(),
-                last,
-                "table {table}: txn version of partition {p}"
-            );
-        }
+        assert_txn_at_last_offsets(table, t, records);
     }
     assert!(
         read["users"]["version"].as_i64().unwrap() >= 2,
@@ -702,15 +671,26 @@ async fn once_then_resumed(lake: &Lake, written: usize, store: &str) {
     );
 
     // Again: each partition resumes after its txn version, so nothing is written.
+    let what = format!("second run on {store}");
+    run_again_commits_nothing(lake, &read, &topic_records, &what);
+    let _ = std::fs::remove_dir_all(&lake.base);
+}
+
+/// Runs the sink on `lake` again with nothing new on the topics: every table still holds each
+/// record of `topic_records` once, at the version of `read` (nothing committed).
+fn run_again_commits_nothing(
+    lake: &Lake,
+    read: &serde_json::Value,
+    topic_records: &[Vec<test_harness::kafka::ConsumedRecord>],
+    context: &str,
+) {
     lake.catch_up(&[], CATCH_UP);
     let again = lake.read(&["--keys"]);
     for (i, table) in TABLES.iter().enumerate() {
-        let what = format!("second run on {store}");
-        assert_exactly_once(table, &again[*table], &topic_records[i], &what);
+        assert_exactly_once(table, &again[*table], &topic_records[i], context);
         assert_eq!(
             again[*table]["version"], read[*table]["version"],
-            "table {table}: a run with nothing to read committed something"
+            "table {table}: a run with nothing to read committed something ({context})"
         );
     }
-    let _ = std::fs::remove_dir_all(&lake.base);
 }

@@ -1093,6 +1093,23 @@ fn pairs(table: &Value) -> Vec<(i32, i64)> {
         .collect()
 }
 
+/// The table's `txn` version of each partition (the reader's `--txn` output) is the offset of
+/// the partition's last record.
+pub fn assert_txn_at_last_offsets(table: &str, t: &Value, records: &[ConsumedRecord]) {
+    for p in 0..PARTITIONS {
+        let last = records
+            .iter()
+            .filter(|r| r.partition == p)
+            .map(|r| r.offset)
+            .max();
+        assert_eq!(
+            t["txn"][p.to_string()].as_i64(),
+            last,
+            "table {table}: txn version of partition {p}"
+        );
+    }
+}
+
 /// Every record of `records` is in the reader's `table` output exactly once (by partition
 /// and offset), and nothing else is: duplicates, losses and strays are listed.
 pub fn assert_exactly_once(name: &str, table: &Value, records: &[ConsumedRecord], context: &str) {
