@@ -138,19 +138,24 @@ ensure_python_packages() {
 }
 
 # Starts `command...` in the background as service `name` (its pid in pid_file, its output in
-# log_file) and waits up to 60 s for it to accept connections on port; dies with the log's tail
-# if it does not, or if it exits first. For the object stores of the lake sink's tests.
+# log_file) and waits up to 60 s for it to accept connections on port; stops it and dies with
+# the log's tail if it does not, or if it exits first. For the object stores of the lake sink's
+# tests.
 start_background() {
-    local name="$1" pid_file="$2" marker="$3" port="$4" log_file="$5"
-    shift 5
+    local name="$1" pid_file="$2" port="$3" log_file="$4"
+    shift 4
     port_open "$LOCAL_HOST" "$port" \
         && die "port $port is taken by another program: $name cannot start there"
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     nohup "$@" >"$log_file" 2>&1 </dev/null &
-    echo $! >"$pid_file"
+    local pid=$!
+    echo "$pid" >"$pid_file"
     local deadline=$((SECONDS + 60))
     until port_open "$LOCAL_HOST" "$port"; do
-        if ((SECONDS >= deadline)) || [[ -z "$(live_pid "$pid_file" "$marker")" ]]; then
+        # Alive by pid, not by marker: until the child has exec'd, its command line is still
+        # this shell's.
+        if ((SECONDS >= deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
             show_tail "$log_file"
             die "$name did not start on port $port"
         fi
@@ -179,7 +184,7 @@ start_s3() {
                 || die "pip could not install moto[server]: install python3-pip"
         fi
         PYTHONPATH="$S3_HOME" start_background "the S3-compatible store (moto; S3_PORT)" \
-            "$S3_PID_FILE" "$(s3_marker)" "$S3_PORT" "$LOG_DIR/s3.log" \
+            "$S3_PID_FILE" "$S3_PORT" "$LOG_DIR/s3.log" \
             python3 "$(s3_marker)" -H "$LOCAL_HOST" -p "$S3_PORT"
     fi
     curl -fsS -o /dev/null -X PUT "$S3_ENDPOINT/lake-tests" \
@@ -208,7 +213,7 @@ start_azure() {
         fi
         mkdir -p "$LOCAL_CACHE_DIR/data/azurite"
         start_background "the Azure Storage emulator (Azurite; AZURE_BLOB_PORT)" \
-            "$AZURE_PID_FILE" "$(azure_marker)" "$AZURE_BLOB_PORT" "$LOG_DIR/azurite.log" \
+            "$AZURE_PID_FILE" "$AZURE_BLOB_PORT" "$LOG_DIR/azurite.log" \
             node "$(azure_marker)" --blobHost "$LOCAL_HOST" --blobPort "$AZURE_BLOB_PORT" \
             --location "$LOCAL_CACHE_DIR/data/azurite" --skipApiVersionCheck --disableTelemetry \
             --silent
