@@ -174,7 +174,8 @@ S3_ENDPOINT="http://$LOCAL_HOST:$S3_PORT"
 S3_HOME="$LOCAL_CACHE_DIR/python-moto"
 s3_marker() { printf '%s' "$S3_HOME/bin/moto_server"; }
 
-# Starts the store (or finds it running) and exports LAKE_TEST_S3_ENDPOINT.
+# Starts the store (or finds it running) at $S3_ENDPOINT; dies if it cannot. Run through
+# deploy/local/stores, which prints the tests' variable.
 start_s3() {
     if [[ -z "$(live_pid "$S3_PID_FILE" "$(s3_marker)")" ]]; then
         if [[ ! -f "$(s3_marker)" ]]; then
@@ -189,7 +190,6 @@ start_s3() {
     fi
     curl -fsS -o /dev/null -X PUT "$S3_ENDPOINT/lake-tests" \
         || die "could not create the bucket lake-tests at $S3_ENDPOINT"
-    export LAKE_TEST_S3_ENDPOINT="$S3_ENDPOINT"
 }
 
 # The Azure Storage emulator of the lake sink's az:// test: Azurite's blob service, npm-installed
@@ -201,7 +201,8 @@ AZURE_ENDPOINT="http://$LOCAL_HOST:$AZURE_BLOB_PORT"
 AZURE_HOME="$LOCAL_CACHE_DIR/azurite"
 azure_marker() { printf '%s' "$AZURE_HOME/node_modules/azurite/dist/src/blob/main.js"; }
 
-# Starts the emulator (or finds it running) and exports LAKE_TEST_AZURE_ENDPOINT.
+# Starts the emulator (or finds it running) at $AZURE_ENDPOINT; dies if it cannot. Run through
+# deploy/local/stores, which prints the tests' variable.
 start_azure() {
     if [[ -z "$(live_pid "$AZURE_PID_FILE" "$(azure_marker)")" ]]; then
         command -v node >/dev/null 2>&1 || die "node is not installed: the az:// test's emulator (Azurite) needs Node.js 18 or later"
@@ -220,5 +221,4 @@ start_azure() {
     fi
     python3 "$LOCAL_ROOT/deploy/local/azure-container.py" "$AZURE_ENDPOINT" lake-tests \
         || die "could not create the container lake-tests at $AZURE_ENDPOINT"
-    export LAKE_TEST_AZURE_ENDPOINT="$AZURE_ENDPOINT"
 }

@@ -729,52 +729,53 @@ impl Lake {
     }
 
     /// A fresh location `s3://lake-tests/<unique>` on the S3-compatible store that
-    /// `deploy/local/test` starts (`LAKE_TEST_S3_ENDPOINT`), reached the way a user's sink
+    /// `deploy/local/stores` starts (`LAKE_TEST_S3_ENDPOINT`), reached the way a user's sink
     /// reaches S3: `AWS_*` variables read by object_store's `from_env`.
     pub fn on_s3(name: &str, topics: Topics) -> Self {
-        let endpoint = std::env::var("LAKE_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
-            panic!(
-                "LAKE_TEST_S3_ENDPOINT is not set: this test needs an S3-compatible store with \
-                 the bucket lake-tests. Run the tests through deploy/local/test, which starts one \
-                 (moto), or start it alone: source deploy/local/lib.sh && start_s3"
-            )
-        });
-        let mut lake = Self::new(name, topics);
-        lake.location = PathBuf::from(format!(
-            "s3://lake-tests/{}",
-            test_harness::unique_name(name)
-        ));
-        lake.env = vec![
-            ("AWS_ENDPOINT_URL", endpoint),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", "lake-tests".into()),
-            ("AWS_SECRET_ACCESS_KEY", "lake-tests".into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ];
-        lake
+        Self::on_store(name, topics, "s3", "LAKE_TEST_S3_ENDPOINT", |endpoint| {
+            vec![
+                ("AWS_ENDPOINT_URL", endpoint),
+                ("AWS_ALLOW_HTTP", "true".into()),
+                ("AWS_ACCESS_KEY_ID", "lake-tests".into()),
+                ("AWS_SECRET_ACCESS_KEY", "lake-tests".into()),
+                ("AWS_REGION", "us-east-1".into()),
+            ]
+        })
     }
 
     /// A fresh location `az://lake-tests/<unique>` on the Azure Storage emulator (Azurite) that
-    /// `deploy/local/test` starts (`LAKE_TEST_AZURE_ENDPOINT`), reached through object_store's
+    /// `deploy/local/stores` starts (`LAKE_TEST_AZURE_ENDPOINT`), reached through object_store's
     /// emulator settings (`AZURE_STORAGE_USE_EMULATOR`, `AZURITE_BLOB_STORAGE_URL`).
     pub fn on_azure(name: &str, topics: Topics) -> Self {
-        let endpoint = std::env::var("LAKE_TEST_AZURE_ENDPOINT").unwrap_or_else(|_| {
+        Self::on_store(name, topics, "az", "LAKE_TEST_AZURE_ENDPOINT", |endpoint| {
+            vec![
+                ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+                ("AZURITE_BLOB_STORAGE_URL", endpoint),
+            ]
+        })
+    }
+
+    /// A fresh location `<scheme>://lake-tests/<unique>` on the store whose address is in
+    /// `variable`, with the environment `env` makes of that address.
+    fn on_store(
+        name: &str,
+        topics: Topics,
+        scheme: &str,
+        variable: &str,
+        env: impl FnOnce(String) -> Vec<(&'static str, String)>,
+    ) -> Self {
+        let endpoint = std::env::var(variable).unwrap_or_else(|_| {
             panic!(
-                "LAKE_TEST_AZURE_ENDPOINT is not set: this test needs the Azure Storage emulator \
-                 with the container lake-tests. Run the tests through deploy/local/test, which \
-                 starts one (Azurite), or start it alone: source deploy/local/lib.sh && \
-                 start_azure"
+                "{variable} is not set: this test needs the object store that \
+                 deploy/local/test starts. Start it with: eval \"$(deploy/local/stores)\""
             )
         });
         let mut lake = Self::new(name, topics);
         lake.location = PathBuf::from(format!(
-            "az://lake-tests/{}",
+            "{scheme}://lake-tests/{}",
             test_harness::unique_name(name)
         ));
-        lake.env = vec![
-            ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
-            ("AZURITE_BLOB_STORAGE_URL", endpoint),
-        ];
+        lake.env = env(endpoint);
         lake
     }
 
@@ -851,7 +852,7 @@ impl Lake {
 
     /// The independent reader on this location (see [`read_lake`]).
     pub fn read(&self, args: &[&str]) -> Value {
-        read_lake_with(&self.location, args, &self.env)
+        read_lake(&self.location, args, &self.env)
     }
 
     /// The reader with `--txn` for the sink's default app id.
@@ -905,14 +906,10 @@ pub fn small_flushes(rows: usize, interval_ms: u64) -> Vec<(&'static str, String
 pub const CURRENT_STATE_SQL: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/queries/current_state.sql");
 
-/// Runs `tests/read_lake.py <location> <args>` (Python `deltalake`, found through the
-/// environment's `PYTHONPATH`, which `deploy/local/test` sets) and parses its JSON.
-pub fn read_lake(location: &Path, args: &[&str]) -> Value {
-    read_lake_with(location, args, &[])
-}
-
-/// [`read_lake`] with `env` (an object store's address and credentials).
-pub fn read_lake_with(location: &Path, args: &[&str], env: &[(&str, String)]) -> Value {
+/// Runs `tests/read_lake.py <location> <args>` with `env` added (an object store's address and
+/// credentials; Python `deltalake` is found through the environment's `PYTHONPATH`, which
+/// `deploy/local/test` sets) and parses its JSON.
+pub fn read_lake(location: &Path, args: &[&str], env: &[(&str, String)]) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_lake.py");
     let out = Command::new("python3")
         .arg(script)
