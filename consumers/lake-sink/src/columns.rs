@@ -87,6 +87,36 @@ pub fn table_columns(schema: &Schema) -> Result<Vec<StructField>, ColumnError> {
     Ok(columns)
 }
 
+/// The columns whose values follow the order records are written in, where present: where
+/// the record was in Kafka, and the pipeline's own provenance fields (the sync, the raw event's
+/// position, when the transformer observed it). A table the sink creates keeps Delta
+/// statistics (minimum and maximum per file) for these only (table property
+/// `delta.dataSkippingStatsColumns`): they are what lets a reader skip files ("rows written
+/// since", "this sync"). The other columns' values (ids, names, per-user times, statuses) come
+/// in no order, so every file spans nearly their whole range and skips nothing, while
+/// comparing every value for them was about a tenth of the sink's time (README, "Benchmark
+/// results", session 26).
+pub const ORDERED_COLUMNS: [&str; 7] = [
+    PARTITION,
+    OFFSET,
+    TIMESTAMP,
+    "sync_id",
+    "source_partition",
+    "source_offset",
+    "observed_at",
+];
+
+/// The [`ORDERED_COLUMNS`] among `columns`, as the value of the table property
+/// `delta.dataSkippingStatsColumns`.
+pub fn stats_columns(columns: &[StructField]) -> String {
+    ORDERED_COLUMNS
+        .iter()
+        .filter(|name| columns.iter().any(|c| c.name() == **name))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// One nullable column per field of the record `schema`.
 ///
 /// # Errors

@@ -26,7 +26,7 @@ use apache_avro::Schema;
 use pipeline_io::kafka::{KafkaCallError, OffRuntimeDrop, ctx, off_runtime};
 use pipeline_io::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -419,13 +419,11 @@ impl Sink {
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 message = consumer.recv() => {
-                    // Owned: a borrowed message may not be held across the awaits below.
-                    let message = message.map(|m| m.detach());
                     if self.changed.swap(false, Ordering::SeqCst) {
                         self.reassigned().await?;
                     }
                     match message {
-                        Ok(m) => self.handle(m).await?,
+                        Ok(m) => self.handle(&m).await?,
                         Err(e) if pipeline_io::kafka::is_partition_eof(&e) => {
                             self.eofs += 1;
                             if self.config.lake.stop_at_end
@@ -614,7 +612,10 @@ impl Sink {
         }
     }
 
-    async fn handle(&mut self, m: OwnedMessage) -> Result<(), SinkError> {
+    /// Buffers record `m` for its table, unless its partition is not positioned yet or the
+    /// record is one already buffered or written. Its key and value are copied
+    /// ([`LakeTable::push`]); the message itself is not kept (nor detached).
+    async fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), SinkError> {
         let Some(i) = self.topics.iter().position(|t| t == m.topic()) else {
             return Ok(());
         };
@@ -664,7 +665,14 @@ impl Sink {
         {
             return Ok(());
         }
-        self.tables[i].push(Record { message: m, value });
+        self.tables[i].push(Record {
+            key: m.key(),
+            payload: m.payload(),
+            partition: p,
+            offset,
+            timestamp_ms: m.timestamp().to_millis(),
+            value,
+        });
         let buffer = &mut self.buffers[i];
         buffer.count += 1;
         buffer.bytes += size;

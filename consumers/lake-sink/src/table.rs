@@ -23,10 +23,8 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use indexmap::IndexMap;
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
 use tokio::sync::oneshot;
 use url::Url;
 
@@ -95,13 +93,92 @@ pub enum Prepared {
     },
 }
 
-/// A record read and not decoded yet: the message as read, and how its value becomes a row.
+/// A record as read, borrowed from the consumer's message: what [`LakeTable::push`] keeps of
+/// it.
 #[derive(Debug)]
-pub struct Record {
-    /// The message.
-    pub message: OwnedMessage,
+pub struct Record<'a> {
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its value as read (framed in the registry's wire format), `None` for a tombstone.
+    pub payload: Option<&'a [u8]>,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its Kafka timestamp, in milliseconds.
+    pub timestamp_ms: Option<i64>,
     /// How its value becomes a row.
     pub value: Prepared,
+}
+
+/// Records read and not decoded yet: per record its position and plan, and its key and Avro
+/// datum copied side by side into one buffer, which is reused chunk after chunk. Before, each
+/// message was detached (an allocation each for its key, its value and its topic name, its
+/// headers parsed), and freed again on the decoder's thread (README, "Benchmark results",
+/// session 26).
+#[derive(Debug, Default)]
+struct Records {
+    heads: Vec<Head>,
+    bytes: Vec<u8>,
+}
+
+/// One record of [`Records`]: its bytes are `key` and `datum`, ranges of [`Records::bytes`].
+#[derive(Debug)]
+struct Head {
+    key: Option<std::ops::Range<usize>>,
+    datum: std::ops::Range<usize>,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    value: Prepared,
+}
+
+impl Records {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            heads: Vec::with_capacity(rows),
+            bytes: Vec::new(),
+        }
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> std::ops::Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
+    }
+
+    fn push(&mut self, record: Record<'_>) {
+        let key = record.key.map(|k| self.copy(k));
+        // Only a datum's Avro body is decoded; of the other values nothing is kept.
+        let datum = match (&record.value, record.payload) {
+            (Prepared::Datum { .. }, Some(v)) => {
+                self.copy(v.get(schemas::wire::HEADER_LEN..).unwrap_or_default())
+            }
+            _ => 0..0,
+        };
+        self.heads.push(Head {
+            key,
+            datum,
+            partition: record.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            value: record.value,
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// Empties it, keeping its memory.
+    fn clear(&mut self) {
+        self.heads.clear();
+        self.bytes.clear();
+    }
 }
 
 /// Called with the reason when a record's value is written as undecodable (`decode_error`).
@@ -111,8 +188,9 @@ pub type OnUndecodable = Arc<dyn Fn(&str) + Send + Sync>;
 /// queued): more would only hold more decoded rows.
 const ENCODES_IN_FLIGHT: usize = 2;
 
-/// The outcome of a decode job: the chunk back (its buffers are reused), and its rows taken.
-type Decoded = (Box<Chunk>, Filled);
+/// The outcome of a decode job: the chunk back (its buffers are reused), its rows taken, and
+/// the records' buffer emptied (reused too).
+type Decoded = (Box<Chunk>, Filled, Records);
 
 /// A table's decoding: its chunk waits, or a [`Worker`] decodes records into it.
 enum Decoding {
@@ -178,25 +256,26 @@ impl Worker {
 }
 
 /// Decodes `records` into `chunk`, reporting the values written as undecodable.
-fn decode_records(chunk: &mut Chunk, records: Vec<Record>, undecodable: &OnUndecodable) {
-    for record in &records {
-        let m = &record.message;
+fn decode_records(chunk: &mut Chunk, records: &Records, undecodable: &OnUndecodable) {
+    let bytes =
+        |range: &std::ops::Range<usize>| records.bytes.get(range.clone()).unwrap_or_default();
+    for head in &records.heads {
         let at = Position {
-            key: m.key().and_then(|k| std::str::from_utf8(k).ok()),
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis(),
+            key: head
+                .key
+                .as_ref()
+                .and_then(|k| std::str::from_utf8(bytes(k)).ok()),
+            partition: head.partition,
+            offset: head.offset,
+            timestamp_ms: head.timestamp_ms,
         };
-        let body = match &record.value {
+        let body = match &head.value {
             Prepared::Deleted => Body::Deleted,
             Prepared::Undecodable(why) => Body::Undecodable(why),
             Prepared::Datum { schema_id, plan } => Body::Datum {
                 schema_id: *schema_id,
                 plan,
-                datum: m
-                    .payload()
-                    .and_then(|v| v.get(schemas::wire::HEADER_LEN..))
-                    .unwrap_or_default(),
+                datum: bytes(&head.datum),
             },
         };
         if let Some(why) = chunk.push(&at, body) {
@@ -223,7 +302,9 @@ pub struct LakeTable {
     /// one tenant and day is written as that partition without splitting it.
     own_partitions: bool,
     /// Records read and not handed to the decoder yet.
-    records: Vec<Record>,
+    records: Records,
+    /// An emptied records' buffer back from the decoder, for the next chunk.
+    spare: Option<Records>,
     /// The chunk the decoder fills.
     decoding: Decoding,
     /// An empty chunk of the current columns: plans are compiled for it and a writer schema's
@@ -288,10 +369,15 @@ impl LakeTable {
                         DeltaTableError::Generic(e.to_string()),
                     )
                 })?;
+                let stats = columns::stats_columns(&columns);
                 let created = table
                     .create()
                     .with_table_name(name)
                     .with_comment(format!("Kafka topic {topic}, written by lake-sink"))
+                    .with_configuration_property(
+                        TableProperty::DataSkippingStatsColumns,
+                        Some(stats),
+                    )
                     .with_columns(columns)
                     .with_partition_columns(PARTITION_COLUMNS)
                     .with_save_mode(SaveMode::Ignore)
@@ -330,7 +416,8 @@ impl LakeTable {
             topic: topic.to_owned(),
             app_id: app_id.to_owned(),
             own_partitions: own_partitions(&table),
-            records: Vec::with_capacity(CHUNK_ROWS),
+            records: Records::with_capacity(CHUNK_ROWS),
+            spare: None,
             decoding: Decoding::fresh(&schema, topic),
             template: Chunk::new(schema.clone(), topic, 1),
             undecodable,
@@ -480,7 +567,7 @@ impl LakeTable {
 
     /// Appends a record to the window; it is decoded into a row when the next chunk is
     /// handed over ([`LakeTable::stream`]).
-    pub fn push(&mut self, record: Record) {
+    pub fn push(&mut self, record: Record<'_>) {
         self.records.push(record);
     }
 
@@ -495,25 +582,27 @@ impl LakeTable {
     /// # Errors
     /// [`TableError`] when a thread stopped or a chunk could not be written.
     async fn encode_decoded(&mut self) -> Result<(), TableError> {
-        let (chunk, filled) = match std::mem::replace(&mut self.decoding, Decoding::Gone) {
-            Decoding::Idle(chunk) => {
-                self.decoding = Decoding::Idle(chunk);
-                return Ok(());
+        let (chunk, filled, records) =
+            match std::mem::replace(&mut self.decoding, Decoding::Gone) {
+                Decoding::Idle(chunk) => {
+                    self.decoding = Decoding::Idle(chunk);
+                    return Ok(());
+                }
+                Decoding::Busy(answer) => answer.await.map_err(|_| {
+                    self.fail("decoding")(DeltaTableError::Generic(
+                        "the decoder thread stopped during a chunk".into(),
+                    ))
+                }),
+                Decoding::Gone => Err(self.fail("decoding")(DeltaTableError::Generic(
+                    "the chunk was lost".into(),
+                ))),
             }
-            Decoding::Busy(answer) => answer.await.map_err(|_| {
-                self.fail("decoding")(DeltaTableError::Generic(
-                    "the decoder thread stopped during a chunk".into(),
-                ))
-            }),
-            Decoding::Gone => Err(self.fail("decoding")(DeltaTableError::Generic(
-                "the chunk was lost".into(),
-            ))),
-        }
-        .inspect_err(|_| {
-            // Its window is lost with it: the error makes the sink drop every window.
-            self.decoding = Decoding::fresh(&self.schema, &self.topic);
-        })?;
+            .inspect_err(|_| {
+                // Its window is lost with it: the error makes the sink drop every window.
+                self.decoding = Decoding::fresh(&self.schema, &self.topic);
+            })?;
         self.decoding = Decoding::Idle(chunk);
+        self.spare = Some(records);
         if filled.rows == 0 {
             return Ok(());
         }
@@ -592,14 +681,19 @@ impl LakeTable {
                 "the chunk was lost".into(),
             )));
         };
-        let records = std::mem::replace(&mut self.records, Vec::with_capacity(CHUNK_ROWS));
+        let spare = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Records::with_capacity(CHUNK_ROWS));
+        let mut records = std::mem::replace(&mut self.records, spare);
         let undecodable = Arc::clone(&self.undecodable);
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
-            decode_records(&mut chunk, records, &undecodable);
+            decode_records(&mut chunk, &records, &undecodable);
             let filled = chunk.take();
+            records.clear();
             // The receiver is gone only when the table was dropped meanwhile.
-            let _ = reply.send((chunk, filled));
+            let _ = reply.send((chunk, filled, records));
         });
         // On failure the job, with the chunk, is dropped: the next call makes a new chunk.
         self.decoding = Decoding::Busy(answer);
@@ -773,9 +867,9 @@ pub const ROW_GROUP_ROWS: usize = 65_536;
 pub const PAGE_BYTES: usize = 64 * 1024;
 
 /// A writer for `table`: Parquet compressed with zstd at level 1, in row groups of
-/// [`ROW_GROUP_ROWS`] and pages of [`PAGE_BYTES`], with statistics per column chunk (none for
-/// the [`UNRANKED_COLUMNS`]), no dictionary for the [`UNIQUE_COLUMNS`], and the
-/// [`delta_columns`] delta-encoded.
+/// [`ROW_GROUP_ROWS`] and pages of [`PAGE_BYTES`], with statistics per column chunk for the
+/// columns Delta keeps statistics of ([`statistics_columns`]), no dictionary for the
+/// [`UNIQUE_COLUMNS`], and the [`delta_columns`] delta-encoded.
 ///
 /// # Errors
 /// Delta's, when the table's schema cannot be read.
@@ -796,9 +890,22 @@ pub fn writer_for(table: &DeltaTable) -> Result<RecordBatchWriter, DeltaTableErr
     for column in UNIQUE_COLUMNS {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
-    for column in UNRANKED_COLUMNS {
-        properties = properties
-            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    match statistics_columns(table) {
+        Some(columns) => {
+            properties = properties.set_statistics_enabled(EnabledStatistics::None);
+            for column in columns {
+                properties =
+                    properties.set_column_statistics_enabled(column, EnabledStatistics::Chunk);
+            }
+        }
+        None => {
+            for column in UNRANKED_COLUMNS {
+                properties = properties.set_column_statistics_enabled(
+                    ColumnPath::from(column),
+                    EnabledStatistics::None,
+                );
+            }
+        }
     }
     for column in delta_columns(&writer.arrow_schema()) {
         let path = ColumnPath::from(column);
@@ -808,6 +915,33 @@ pub fn writer_for(table: &DeltaTable) -> Result<RecordBatchWriter, DeltaTableErr
             .set_column_compression(path, Compression::UNCOMPRESSED);
     }
     Ok(writer.with_writer_properties(properties.build()))
+}
+
+/// The columns of `table`'s property `delta.dataSkippingStatsColumns` (comma-separated, a
+/// nested one dotted, backquotes allowed), the only ones Delta keeps statistics of when it is
+/// set (the sink sets it on the tables it creates: [`columns::ORDERED_COLUMNS`]); `None`
+/// when it is not set (a table created before that, or by another writer): then every column
+/// but the [`UNRANKED_COLUMNS`] has statistics, of which Delta keeps the first 32 columns'.
+fn statistics_columns(table: &DeltaTable) -> Option<Vec<ColumnPath>> {
+    let snapshot = table.snapshot().ok()?;
+    let value = snapshot
+        .metadata()
+        .configuration()
+        .get(TableProperty::DataSkippingStatsColumns.as_ref())?;
+    Some(
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                ColumnPath::new(
+                    c.split('.')
+                        .map(|p| p.trim_matches('`').to_owned())
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
 }
 
 /// The columns written with Parquet's `DELTA_BINARY_PACKED` encoding and not compressed: every
@@ -925,16 +1059,13 @@ mod tests {
             .unwrap();
         let rows = 10_000_i64;
         for i in 0..rows {
+            let payload = datum(i);
             table.push(Record {
-                message: OwnedMessage::new(
-                    Some(datum(i)),
-                    Some(b"tenant/key".to_vec()),
-                    "topic".into(),
-                    rdkafka::Timestamp::CreateTime(1_765_000_000_000),
-                    0,
-                    i,
-                    None,
-                ),
+                key: Some(b"tenant/key"),
+                payload: Some(&payload),
+                partition: 0,
+                offset: i,
+                timestamp_ms: Some(1_765_000_000_000),
                 value: Prepared::Datum {
                     schema_id: 1,
                     plan: plan.clone(),
@@ -1011,6 +1142,158 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The statistics of a file written into a table: per column, whether its Parquet column
+    /// chunk has a minimum and maximum; and the columns of its Delta `add` action's
+    /// `minValues`.
+    async fn statistics(
+        url: &Url,
+        stats_property: Option<&str>,
+    ) -> (Vec<(String, bool)>, Vec<String>) {
+        let schema = Schema::parse_str(
+            r#"{"type": "record", "name": "T", "fields": [
+                {"name": "n", "type": "long"},
+                {"name": "s", "type": "string"},
+                {"name": "sync_id", "type": "string"},
+                {"name": "observed_at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}"#,
+        )
+        .unwrap();
+        if let Some(property) = stats_property {
+            // Made by another writer, with the operator's choice of columns (or none).
+            std::fs::create_dir_all(url.to_file_path().unwrap()).unwrap();
+            let mut create = deltalake::DeltaTableBuilder::from_url(url.clone())
+                .unwrap()
+                .build()
+                .unwrap()
+                .create()
+                .with_columns(columns::table_columns(&schema).unwrap())
+                .with_partition_columns(PARTITION_COLUMNS);
+            if !property.is_empty() {
+                create = create.with_configuration_property(
+                    TableProperty::DataSkippingStatsColumns,
+                    Some(property),
+                );
+            }
+            create.await.unwrap();
+        }
+        let mut table = open_table(url, &schema).await;
+        let plan = {
+            let datum = crate::decode::tests::encode(&schema, record(0));
+            table.adopt(1, Arc::new(schema.clone()), &datum).unwrap()
+        };
+        fn record(i: i64) -> apache_avro::types::Value {
+            use apache_avro::types::Value;
+            Value::Record(vec![
+                ("n".into(), Value::Long(i)),
+                ("s".into(), Value::String(format!("v{i}"))),
+                ("sync_id".into(), Value::String("sync-1".into())),
+                (
+                    "observed_at".into(),
+                    Value::TimestampMillis(1_765_000_000_000 + i),
+                ),
+            ])
+        }
+        for i in 0..100 {
+            let payload =
+                schemas::wire::encode(1, &crate::decode::tests::encode(&schema, record(i)));
+            table.push(Record {
+                key: Some(b"tenant/key"),
+                payload: Some(&payload),
+                partition: 0,
+                offset: i,
+                timestamp_ms: Some(1_765_000_000_000),
+                value: Prepared::Datum {
+                    schema_id: 1,
+                    plan: plan.clone(),
+                },
+            });
+        }
+        let adds = table.finish().await.unwrap();
+        assert_eq!(adds.len(), 1);
+        let dir = url.to_file_path().unwrap();
+        let reader = deltalake::parquet::file::reader::SerializedFileReader::new(
+            std::fs::File::open(dir.join(&adds[0].path)).unwrap(),
+        )
+        .unwrap();
+        use deltalake::parquet::file::reader::FileReader;
+        let chunks = reader
+            .metadata()
+            .row_group(0)
+            .columns()
+            .iter()
+            .map(|c| {
+                let has = c.statistics().is_some_and(|s| s.min_bytes_opt().is_some());
+                (c.column_path().string(), has)
+            })
+            .collect();
+        let stats: serde_json::Value =
+            serde_json::from_str(adds[0].stats.as_deref().unwrap()).unwrap();
+        let mut delta: Vec<String> = stats["minValues"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        delta.sort();
+        (chunks, delta)
+    }
+
+    /// The columns with Parquet statistics among `chunks`.
+    fn with_statistics(chunks: &[(String, bool)]) -> Vec<&str> {
+        chunks
+            .iter()
+            .filter(|(_, has)| *has)
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// A table the sink creates keeps statistics (Parquet's and Delta's) for the columns that
+    /// follow the write order only, and says so in `delta.dataSkippingStatsColumns`; a table
+    /// whose property names other columns gets theirs; a table without it gets every column's
+    /// but the unranked ones'.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statistics_are_kept_for_the_columns_the_table_names() {
+        let dir = std::env::temp_dir().join(test_harness::unique_name("lake-stats"));
+        let url = |name: &str| Url::from_directory_path(dir.join(name)).unwrap();
+
+        let (chunks, delta) = statistics(&url("created"), None).await;
+        let ordered = [
+            "kafka_partition",
+            "kafka_offset",
+            "kafka_timestamp",
+            "sync_id",
+            "observed_at",
+        ];
+        assert_eq!(with_statistics(&chunks), ordered);
+        let mut sorted = ordered.map(str::to_owned).to_vec();
+        sorted.sort();
+        assert_eq!(delta, sorted);
+        let table = deltalake::open_table(url("created")).await.unwrap();
+        assert_eq!(
+            table
+                .snapshot()
+                .unwrap()
+                .metadata()
+                .configuration()
+                .get("delta.dataSkippingStatsColumns")
+                .map(String::as_str),
+            Some("kafka_partition,kafka_offset,kafka_timestamp,sync_id,observed_at")
+        );
+
+        let (chunks, delta) = statistics(&url("named"), Some("n, `s`")).await;
+        assert_eq!(with_statistics(&chunks), ["n", "s"]);
+        assert_eq!(delta, ["n", "s"]);
+
+        let (chunks, _) = statistics(&url("unnamed"), Some("")).await;
+        let without: Vec<&str> = chunks
+            .iter()
+            .filter(|(_, has)| !*has)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        // `decode_error` is null in every row: no minimum or maximum to keep.
+        assert_eq!(without, ["record_key", "decode_error"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A table of one string field at `dir`, opened as one sink instance (app id `test`).
     async fn instance(url: &Url) -> LakeTable {
         let schema = Schema::parse_str(
@@ -1043,16 +1326,13 @@ mod tests {
         offsets: std::ops::Range<i64>,
     ) -> Vec<Add> {
         for offset in offsets {
+            let key = format!("tenant/{offset}");
             table.push(Record {
-                message: OwnedMessage::new(
-                    None,
-                    Some(format!("tenant/{offset}").into_bytes()),
-                    "topic".into(),
-                    rdkafka::Timestamp::CreateTime(1_765_000_000_000),
-                    partition,
-                    offset,
-                    None,
-                ),
+                key: Some(key.as_bytes()),
+                payload: None,
+                partition,
+                offset,
+                timestamp_ms: Some(1_765_000_000_000),
                 value: Prepared::Deleted,
             });
         }
