@@ -122,6 +122,10 @@ struct Records {
     bytes: Vec<u8>,
 }
 
+/// The bytes a [`Records`] buffer keeps when emptied: 2 KiB for each of [`CHUNK_ROWS`] records
+/// (the benchmark's users take about 400 bytes).
+const RECORDS_KEPT_BYTES: usize = 2048 * CHUNK_ROWS;
+
 /// One record of [`Records`]: its bytes are `key` and `datum`, ranges of [`Records::bytes`].
 #[derive(Debug)]
 struct Head {
@@ -174,10 +178,12 @@ impl Records {
         self.heads.is_empty()
     }
 
-    /// Empties it, keeping its memory.
+    /// Empties it, keeping its memory up to [`RECORDS_KEPT_BYTES`] (a chunk of unusually large
+    /// records does not stay the buffer's size for good).
     fn clear(&mut self) {
         self.heads.clear();
         self.bytes.clear();
+        self.bytes.shrink_to(RECORDS_KEPT_BYTES);
     }
 }
 
@@ -1138,6 +1144,84 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert_eq!(offsets, (0..rows).collect::<Vec<_>>());
+        drop(table);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A records' buffer keeps each record's key and Avro body (its wire header dropped),
+    /// nothing of a tombstone's or an undecodable value's, and, emptied, at most
+    /// [`RECORDS_KEPT_BYTES`] of memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_keep_keys_and_bodies_and_give_big_buffers_back() {
+        let dir = std::env::temp_dir().join(test_harness::unique_name("lake-records"));
+        let url = Url::from_directory_path(&dir).unwrap();
+        let schema = Schema::parse_str(
+            r#"{"type": "record", "name": "T", "fields": [{"name": "s", "type": "string"}]}"#,
+        )
+        .unwrap();
+        let mut table = open_table(&url, &schema).await;
+        let sample = crate::decode::tests::encode(
+            &schema,
+            apache_avro::types::Value::Record(vec![(
+                "s".into(),
+                apache_avro::types::Value::String("abc".into()),
+            )]),
+        );
+        let plan = table.adopt(1, Arc::new(schema), &sample).unwrap();
+        let datum = |payload| Record {
+            key: Some(b"t/1"),
+            payload: Some(payload),
+            partition: 2,
+            offset: 7,
+            timestamp_ms: Some(9),
+            value: Prepared::Datum {
+                schema_id: 1,
+                plan: plan.clone(),
+            },
+        };
+        let mut records = Records::with_capacity(4);
+        let framed = schemas::wire::encode(1, &sample);
+        records.push(datum(&framed));
+        records.push(Record {
+            key: None,
+            payload: None,
+            partition: 2,
+            offset: 8,
+            timestamp_ms: None,
+            value: Prepared::Deleted,
+        });
+        records.push(Record {
+            key: Some(b"t/2"),
+            payload: Some(b"junk"),
+            partition: 2,
+            offset: 9,
+            timestamp_ms: Some(10),
+            value: Prepared::Undecodable("not framed".into()),
+        });
+        assert_eq!(records.len(), 3);
+        let bytes = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &records.bytes[r]);
+        let heads = &records.heads;
+        assert_eq!(bytes(&heads[0].key), Some(&b"t/1"[..]));
+        assert_eq!(&records.bytes[heads[0].datum.clone()], &sample[..]);
+        assert_eq!(
+            (heads[0].partition, heads[0].offset, heads[0].timestamp_ms),
+            (2, 7, Some(9))
+        );
+        assert_eq!(bytes(&heads[1].key), None);
+        assert!(heads[1].datum.is_empty());
+        assert_eq!(bytes(&heads[2].key), Some(&b"t/2"[..]));
+        assert!(heads[2].datum.is_empty());
+        assert_eq!(records.bytes.len(), 3 + sample.len() + 3);
+
+        records.clear();
+        assert!(records.is_empty() && records.bytes.is_empty());
+        let kept = records.bytes.capacity();
+        assert!(kept > 0, "an ordinary chunk's memory is kept");
+        let big = schemas::wire::encode(1, &vec![0; 3 * RECORDS_KEPT_BYTES]);
+        records.push(datum(&big));
+        assert!(records.bytes.capacity() >= 3 * RECORDS_KEPT_BYTES);
+        records.clear();
+        assert!(records.bytes.capacity() <= RECORDS_KEPT_BYTES);
         drop(table);
         let _ = std::fs::remove_dir_all(&dir);
     }
