@@ -1066,17 +1066,7 @@ mod tests {
         let rows = 10_000_i64;
         for i in 0..rows {
             let payload = datum(i);
-            table.push(Record {
-                key: Some(b"tenant/key"),
-                payload: Some(&payload),
-                partition: 0,
-                offset: i,
-                timestamp_ms: Some(1_765_000_000_000),
-                value: Prepared::Datum {
-                    schema_id: 1,
-                    plan: plan.clone(),
-                },
-            });
+            table.push(datum_at(&payload, i, &plan));
             if table.pending() >= CHUNK_ROWS {
                 table.stream().await.unwrap();
             }
@@ -1146,6 +1136,22 @@ mod tests {
         assert_eq!(offsets, (0..rows).collect::<Vec<_>>());
         drop(table);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Record `offset` of partition 0, key `tenant/key`, whose value `payload` decodes with
+    /// `plan` (writer schema id 1).
+    fn datum_at<'a>(payload: &'a [u8], offset: i64, plan: &Arc<Plan>) -> Record<'a> {
+        Record {
+            key: Some(b"tenant/key"),
+            payload: Some(payload),
+            partition: 0,
+            offset,
+            timestamp_ms: Some(1_765_000_000_000),
+            value: Prepared::Datum {
+                schema_id: 1,
+                plan: plan.clone(),
+            },
+        }
     }
 
     /// A records' buffer keeps each record's key and Avro body (its wire header dropped),
@@ -1279,17 +1285,7 @@ mod tests {
         for i in 0..100 {
             let payload =
                 schemas::wire::encode(1, &crate::decode::tests::encode(&schema, record(i)));
-            table.push(Record {
-                key: Some(b"tenant/key"),
-                payload: Some(&payload),
-                partition: 0,
-                offset: i,
-                timestamp_ms: Some(1_765_000_000_000),
-                value: Prepared::Datum {
-                    schema_id: 1,
-                    plan: plan.clone(),
-                },
-            });
+            table.push(datum_at(&payload, i, &plan));
         }
         let adds = table.finish().await.unwrap();
         assert_eq!(adds.len(), 1);
