@@ -198,9 +198,10 @@ const ENCODES_IN_FLIGHT: usize = 2;
 /// the records' buffer emptied (reused too).
 type Decoded = (Box<Chunk>, Filled, Records);
 
-/// A table's decoding: its chunk waits, or a [`Worker`] decodes records into it.
+/// A table's decoding: its chunk waits, with an empty records' buffer for the records read
+/// next, or a [`Worker`] decodes records into it.
 enum Decoding {
-    Idle(Box<Chunk>),
+    Idle(Box<Chunk>, Records),
     Busy(oneshot::Receiver<Decoded>),
     /// Between the two (never seen outside a method).
     Gone,
@@ -209,7 +210,10 @@ enum Decoding {
 impl Decoding {
     /// An empty chunk of `schema`'s columns, fed from `topic`, waiting for records.
     fn fresh(schema: &SchemaRef, topic: &str) -> Self {
-        Self::Idle(Box::new(Chunk::new(schema.clone(), topic, CHUNK_ROWS)))
+        Self::Idle(
+            Box::new(Chunk::new(schema.clone(), topic, CHUNK_ROWS)),
+            Records::with_capacity(CHUNK_ROWS),
+        )
     }
 }
 
@@ -309,8 +313,6 @@ pub struct LakeTable {
     own_partitions: bool,
     /// Records read and not handed to the decoder yet.
     records: Records,
-    /// An emptied records' buffer back from the decoder, for the next chunk.
-    spare: Option<Records>,
     /// The chunk the decoder fills.
     decoding: Decoding,
     /// An empty chunk of the current columns: plans are compiled for it and a writer schema's
@@ -423,7 +425,6 @@ impl LakeTable {
             app_id: app_id.to_owned(),
             own_partitions: own_partitions(&table),
             records: Records::with_capacity(CHUNK_ROWS),
-            spare: None,
             decoding: Decoding::fresh(&schema, topic),
             template: Chunk::new(schema.clone(), topic, 1),
             undecodable,
@@ -590,8 +591,8 @@ impl LakeTable {
     async fn encode_decoded(&mut self) -> Result<(), TableError> {
         let (chunk, filled, records) =
             match std::mem::replace(&mut self.decoding, Decoding::Gone) {
-                Decoding::Idle(chunk) => {
-                    self.decoding = Decoding::Idle(chunk);
+                idle @ Decoding::Idle(..) => {
+                    self.decoding = idle;
                     return Ok(());
                 }
                 Decoding::Busy(answer) => answer.await.map_err(|_| {
@@ -607,8 +608,7 @@ impl LakeTable {
                 // Its window is lost with it: the error makes the sink drop every window.
                 self.decoding = Decoding::fresh(&self.schema, &self.topic);
             })?;
-        self.decoding = Decoding::Idle(chunk);
-        self.spare = Some(records);
+        self.decoding = Decoding::Idle(chunk, records);
         if filled.rows == 0 {
             return Ok(());
         }
@@ -681,17 +681,14 @@ impl LakeTable {
         if self.records.is_empty() {
             return Ok(());
         }
-        let Decoding::Idle(mut chunk) = std::mem::replace(&mut self.decoding, Decoding::Gone)
+        let Decoding::Idle(mut chunk, empty) =
+            std::mem::replace(&mut self.decoding, Decoding::Gone)
         else {
             return Err(self.fail("decoding")(DeltaTableError::Generic(
                 "the chunk was lost".into(),
             )));
         };
-        let spare = self
-            .spare
-            .take()
-            .unwrap_or_else(|| Records::with_capacity(CHUNK_ROWS));
-        let mut records = std::mem::replace(&mut self.records, spare);
+        let mut records = std::mem::replace(&mut self.records, empty);
         let undecodable = Arc::clone(&self.undecodable);
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
