@@ -30,13 +30,20 @@ pub type TopicPartition = (String, i32);
 /// Each partition's last offset in its table (`None`: none yet).
 pub type ResumePoints = HashMap<TopicPartition, Option<i64>>;
 
-type Request = (
-    Vec<TopicPartition>,
-    mpsc::SyncSender<Result<ResumePoints, String>>,
-);
+/// What the resumer's thread is asked.
+enum Request {
+    /// The resume points of these partitions, answered on the sender.
+    Points(
+        Vec<TopicPartition>,
+        mpsc::SyncSender<Result<ResumePoints, String>>,
+    ),
+    /// The table of a topic, as the sink opened it: its first answers then only read the log
+    /// entries after it instead of loading the table again.
+    Adopt(String, Box<DeltaTable>),
+}
 
 /// Reads the tables' `txn` versions on a thread of its own.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Resumer {
     requests: mpsc::SyncSender<Request>,
 }
@@ -68,18 +75,34 @@ impl Resumer {
             .name("lake-resume".into())
             .spawn(move || {
                 let mut tables: HashMap<String, DeltaTable> = HashMap::new();
-                while let Ok((wanted, reply)) = incoming.recv() {
-                    let answer = runtime.block_on(read(
-                        &sources,
-                        &storage_options,
-                        &app_id,
-                        &mut tables,
-                        &wanted,
-                    ));
-                    let _ = reply.send(answer);
+                while let Ok(request) = incoming.recv() {
+                    match request {
+                        Request::Points(wanted, reply) => {
+                            let answer = runtime.block_on(read(
+                                &sources,
+                                &storage_options,
+                                &app_id,
+                                &mut tables,
+                                &wanted,
+                            ));
+                            let _ = reply.send(answer);
+                        }
+                        Request::Adopt(topic, table) => {
+                            tables.insert(topic, *table);
+                        }
+                    }
                 }
             })?;
         Ok(Self { requests })
+    }
+
+    /// Hands the resumer `topic`'s table as the sink opened it (a clone), so that its first
+    /// answer for the topic reads only what was committed since instead of loading the whole
+    /// log again. Does nothing once the resumer's thread is gone.
+    pub fn adopt(&self, topic: &str, table: DeltaTable) {
+        let _ = self
+            .requests
+            .send(Request::Adopt(topic.to_owned(), Box::new(table)));
     }
 
     /// The resume points of `wanted`, or why they could not be read.
@@ -89,7 +112,7 @@ impl Resumer {
     pub fn resume_points(&self, wanted: Vec<TopicPartition>) -> Result<ResumePoints, String> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.requests
-            .send((wanted, reply))
+            .send(Request::Points(wanted, reply))
             .map_err(|_| "the resume reader stopped".to_owned())?;
         answer
             .recv_timeout(Duration::from_secs(120))

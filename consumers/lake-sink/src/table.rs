@@ -572,6 +572,11 @@ impl LakeTable {
         Ok(plan)
     }
 
+    /// The Delta table as last loaded or committed.
+    pub fn delta(&self) -> &DeltaTable {
+        &self.table
+    }
+
     /// Appends a record to the window; it is decoded into a row when the next chunk is
     /// handed over ([`LakeTable::stream`]).
     pub fn push(&mut self, record: Record<'_>) {
@@ -1504,6 +1509,48 @@ mod tests {
         assert_eq!(rows, 100, "offsets 0-99 once each");
         assert_eq!(owner.latest_resume_point(0).await.unwrap(), Some(99));
         drop((zombie, owner));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The resumer answers from the table the sink opened and handed over at start, and
+    /// reads it forward first: what another instance committed after the hand-over is in its
+    /// answer, not the adopted table's stale version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_resumer_reads_an_adopted_table_forward() {
+        use crate::assign::{Resumer, Source};
+        let dir = std::env::temp_dir().join(test_harness::unique_name("lake-adopt"));
+        let url = Url::from_directory_path(&dir).unwrap();
+        let opened = instance(&url).await;
+        let mut other = instance(&url).await;
+        let resumer = Resumer::start(
+            vec![Source {
+                topic: "topic".into(),
+                url: url.clone(),
+            }],
+            HashMap::new(),
+            "test".into(),
+        )
+        .unwrap();
+        resumer.adopt("topic", opened.delta().clone());
+        let adds = window(&mut other, 0, 0..50).await;
+        let written = other
+            .commit(
+                &adds,
+                &BTreeMap::from([(0, 49)]),
+                &BTreeMap::from([(0, None)]),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(written, Committed::Written { version: 1, .. }));
+
+        let wanted = vec![("topic".to_owned(), 0), ("topic".to_owned(), 1)];
+        let points = tokio::task::spawn_blocking(move || resumer.resume_points(wanted))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(points[&("topic".to_owned(), 0)], Some(49));
+        assert_eq!(points[&("topic".to_owned(), 1)], None);
+        drop((opened, other));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
