@@ -933,37 +933,46 @@ impl Column {
         Ok(())
     }
 
-    /// Decodes one value with `node` and appends it.
-    fn decode(&mut self, node: &Node, d: &mut Datum<'_>, names: &Names) -> Decoded {
-        match node {
-            Node::Null => return self.push_null(false),
-            Node::Union(branches) => {
-                let b = union_branch(d, branches.len())?;
-                return self.decode(&branches[b], d, names);
+    /// Decodes one value with `node` and appends it: the strings, numbers and booleans
+    /// most fields are (through their unions) here, every other kind in
+    /// [`Column::decode_other`], out of line, so that this stays a small function.
+    fn decode(&mut self, mut node: &Node, d: &mut Datum<'_>, names: &Names) -> Decoded {
+        while let Node::Union(branches) = node {
+            node = &branches[union_branch(d, branches.len())?];
+        }
+        match (node, &mut self.values) {
+            (Node::Null, _) => return self.push_null(false),
+            (Node::String, Values::Bytes { offsets, data }) => {
+                push_bytes(offsets, data, d.text()?)?;
             }
-            Node::Mismatch { found, expected } => {
+            (Node::Boolean, Values::Bool(b)) => b.append(d.boolean()?),
+            (Node::Int, Values::I32(v)) => v.push(d.int()?),
+            (Node::IntToLong, Values::I64(v)) => v.push(i64::from(d.int()?)),
+            (Node::Long, Values::I64(v)) => v.push(d.long()?),
+            (Node::Millis, Values::I64(v)) => v.push(d.long()?.saturating_mul(1000)),
+            _ => return self.decode_other(node, d, names),
+        }
+        self.valid.append_non_null();
+        Ok(())
+    }
+
+    /// [`Column::decode`] of the kinds of values it leaves out, and of a value its column
+    /// cannot hold.
+    #[inline(never)]
+    fn decode_other(&mut self, node: &Node, d: &mut Datum<'_>, names: &Names) -> Decoded {
+        match (node, &mut self.values) {
+            (Node::Mismatch { found, expected }, _) => {
                 return Err(DecodeError::Mismatch {
                     field: String::new(),
                     found,
                     expected: expected.clone(),
                 });
             }
-            _ => {}
-        }
-        match (node, &mut self.values) {
-            (Node::Boolean, Values::Bool(b)) => b.append(d.boolean()?),
-            (Node::Int, Values::I32(v)) => v.push(d.int()?),
-            (Node::IntToLong, Values::I64(v)) => v.push(i64::from(d.int()?)),
-            (Node::Long, Values::I64(v)) => v.push(d.long()?),
-            (Node::Millis, Values::I64(v)) => v.push(d.long()?.saturating_mul(1000)),
             (Node::Float, Values::F32(v)) => v.push(f32_le(d.take(4)?)?),
             (Node::FloatToDouble, Values::F64(v)) => v.push(f64::from(f32_le(d.take(4)?)?)),
             (Node::Double, Values::F64(v)) => {
                 let b: [u8; 8] = d.take(8)?.try_into().map_err(|_| EOF)?;
                 v.push(f64::from_le_bytes(b));
-            }
-            (Node::String, Values::Bytes { offsets, data }) => {
-                push_bytes(offsets, data, d.text()?)?;
             }
             (Node::Enum(symbols), Values::Bytes { offsets, data }) => {
                 let symbol = usize::try_from(d.int()?)
