@@ -94,7 +94,9 @@ pub struct LakeFile {
     pub app_id: String,
     /// A table is committed once this many rows are buffered for it...
     pub flush_max_rows: usize,
-    /// ...or this many bytes of record values...
+    /// ...or this many bytes of record keys and values (the default, 128 MiB, leaves the
+    /// row count to decide for records under about 670 bytes and bounds the window's memory for
+    /// larger ones)...
     pub flush_max_bytes: usize,
     /// ...or its oldest buffered row is this old.
     pub flush_interval_ms: u64,
@@ -110,7 +112,7 @@ impl Default for LakeFile {
             storage_options: BTreeMap::new(),
             app_id: "lake-sink".into(),
             flush_max_rows: 200_000,
-            flush_max_bytes: 64 * 1024 * 1024,
+            flush_max_bytes: 128 * 1024 * 1024,
             flush_interval_ms: 30_000,
             stop_at_end: false,
         }
