@@ -67,7 +67,9 @@ impl Resumer {
         storage_options: HashMap<String, String>,
         app_id: String,
     ) -> std::io::Result<Self> {
-        let (requests, incoming) = mpsc::sync_channel::<Request>(1);
+        // Room for one table of each source handed over at start ([`Resumer::adopt`]) and a
+        // request for resume points.
+        let (requests, incoming) = mpsc::sync_channel::<Request>(sources.len() + 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -98,11 +100,12 @@ impl Resumer {
 
     /// Hands the resumer `topic`'s table as the sink opened it (a clone), so that its first
     /// answer for the topic reads only what was committed since instead of loading the whole
-    /// log again. Does nothing once the resumer's thread is gone.
+    /// log again. Never waits: when the resumer is busy (or gone), it loads the table itself
+    /// when first asked, as without this.
     pub fn adopt(&self, topic: &str, table: DeltaTable) {
         let _ = self
             .requests
-            .send(Request::Adopt(topic.to_owned(), Box::new(table)));
+            .try_send(Request::Adopt(topic.to_owned(), Box::new(table)));
     }
 
     /// The resume points of `wanted`, or why they could not be read.
