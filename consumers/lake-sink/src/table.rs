@@ -925,29 +925,21 @@ pub fn writer_for(table: &DeltaTable) -> Result<RecordBatchWriter, DeltaTableErr
     Ok(writer.with_writer_properties(properties.build()))
 }
 
-/// The columns of `table`'s property `delta.dataSkippingStatsColumns` (comma-separated, a
-/// nested one dotted, backquotes allowed), the only ones Delta keeps statistics of when it is
-/// set (the sink sets it on the tables it creates: [`columns::ORDERED_COLUMNS`]); `None`
-/// when it is not set (a table created before that, or by another writer): then every column
-/// but the [`UNRANKED_COLUMNS`] has statistics, of which Delta keeps the first 32 columns'.
+/// The columns of `table`'s property `delta.dataSkippingStatsColumns` (as Delta's kernel parses
+/// it: nested columns, backquoted names), the only ones Delta keeps statistics of when it is
+/// set (the sink sets it on the tables it creates: [`columns::ORDERED_COLUMNS`]); `None` when
+/// it is not set (a table created before that, or by another writer): then every column but
+/// the [`UNRANKED_COLUMNS`] has statistics, of which Delta keeps the first 32 columns'.
 fn statistics_columns(table: &DeltaTable) -> Option<Vec<ColumnPath>> {
     let snapshot = table.snapshot().ok()?;
-    let value = snapshot
-        .metadata()
-        .configuration()
-        .get(TableProperty::DataSkippingStatsColumns.as_ref())?;
+    let columns = snapshot
+        .table_config()
+        .data_skipping_stats_columns
+        .as_ref()?;
     Some(
-        value
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(|c| {
-                ColumnPath::new(
-                    c.split('.')
-                        .map(|p| p.trim_matches('`').to_owned())
-                        .collect(),
-                )
-            })
+        columns
+            .iter()
+            .map(|c| ColumnPath::new(c.path().to_vec()))
             .collect(),
     )
 }
