@@ -17,6 +17,8 @@
 //!    and the Azure Storage emulator, which `deploy/local/test` starts): every record exactly
 //!    once with equal values, each partition's `txn` version its last offset, and a second run
 //!    resumes from those versions and adds nothing.
+//! 8. a commit refused at the end check (another writer moved a partition meanwhile): the sink
+//!    reads again from the tables' versions and stops only once every record is in.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -627,6 +629,97 @@ async fn tables_on_azure_hold_every_record_once_and_a_second_run_resumes_from_th
     let records = small_workload(&topics);
     let lake = Lake::on_azure("azure", topics);
     once_then_resumed(&lake, records, "Azure Blob").await;
+}
+
+/// Test 8: a commit found stale at the end check. The sink has read everything and holds it
+/// (one window per table, committed only by the end check) when another writer moves users'
+/// partition 0 to offset `x` (a `txn` action, as a faster owner of the partition would).
+/// The sink's commit is then refused, every window dropped and every partition sought back to
+/// its table's version; `--until-caught-up` must read them again and stop only once every
+/// record after the tables' versions is in, not right after the refusal (the bug of 91590e5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_refused_at_the_end_is_read_again_before_the_sink_stops() {
+    use lake_sink::table::{Committed, LakeTable};
+
+    let topics = Topics::create("stale-end").await;
+    small_workload(&topics);
+    let mut lake = Lake::new("stale-end", topics);
+    let topic_records = lake.topics.read_all().await;
+    let users = &topic_records[table_index("users")];
+    // Partition 0's offsets up to `x` are claimed by the other writer.
+    let x = users
+        .iter()
+        .filter(|r| r.partition == 0)
+        .nth(20)
+        .unwrap()
+        .offset;
+    // The sink reads the topics in well under a second; it is stopped right after its
+    // assignment, and the attempt starts again (fresh tables and group) if it had committed.
+    let hold = [
+        ("LAKE_SINK__LAKE__FLUSH_MAX_ROWS", "1000000".to_owned()),
+        ("LAKE_SINK__LAKE__FLUSH_INTERVAL_MS", "600000".to_owned()),
+    ];
+    let mut sink = None;
+    for attempt in 0..10 {
+        lake.location = lake.base.join(format!("lake-{attempt}"));
+        lake.group = test_harness::unique_name("lake-sink-group");
+        let s = lake.spawn(&["run", "--until-caught-up"], &hold);
+        let started = Instant::now();
+        while !s.logged("assignment changed") && started.elapsed() < CATCH_UP {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        s.signal("STOP");
+        // Each table at version 0 (created, nothing committed): the moment wanted.
+        if lake.commits() == TABLES.len() {
+            sink = Some(s);
+            break;
+        }
+        s.signal("CONT");
+        eprintln!("attempt {attempt}: the sink committed before it was stopped; again");
+    }
+    let mut sink = sink.expect("the sink was never stopped before its first commit");
+
+    let url = url::Url::from_directory_path(lake.location.join("users")).unwrap();
+    let schema = Schema::parse_str(contract_schema("users")).unwrap();
+    let mut other = LakeTable::open(
+        "users",
+        &url,
+        &std::collections::BTreeMap::new(),
+        lake.topics.topic("users"),
+        "lake-sink",
+        &schema,
+        std::sync::Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    let moved = other
+        .commit(
+            &[],
+            &std::collections::BTreeMap::from([(0, x)]),
+            &std::collections::BTreeMap::from([(0, None)]),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(moved, Committed::Written { .. }), "{moved:?}");
+    sink.signal("CONT");
+    let status = sink.wait(CATCH_UP);
+    assert!(status.success(), "lake-sink: {status}; {}", sink.log_tail());
+    assert!(
+        sink.logged("another instance wrote these partitions meanwhile"),
+        "the sink's commit was not refused: nothing tested; {}",
+        sink.log_tail()
+    );
+
+    let read = lake.read(&["--keys"]);
+    for (i, table) in TABLES.iter().enumerate() {
+        let wanted: Vec<_> = topic_records[i]
+            .iter()
+            .filter(|r| !(*table == "users" && r.partition == 0 && r.offset <= x))
+            .cloned()
+            .collect();
+        assert_exactly_once(table, &read[*table], &wanted, "after the refused commit");
+    }
+    let _ = std::fs::remove_dir_all(&lake.base);
 }
 
 /// Three syncs of 600 users and 10 applications per tenant, written to `topics`.

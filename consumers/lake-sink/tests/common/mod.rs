@@ -641,14 +641,24 @@ impl Sink {
 
     /// SIGTERM, then waits up to `limit` for the exit.
     pub fn terminate(mut self, limit: Duration) -> ExitStatus {
+        self.signal("TERM");
+        self.wait(limit)
+    }
+
+    /// Sends `kill -<name>` (`STOP`, `CONT`, `TERM`) to the process.
+    pub fn signal(&self, name: &str) {
         let id = self.child.as_ref().unwrap().id();
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(id.to_string())
             .status()
             .unwrap();
-        assert!(status.success(), "kill -TERM {id}");
-        self.wait(limit)
+        assert!(status.success(), "kill -{name} {id}");
+    }
+
+    /// Whether its log has a line containing `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text))
     }
 
     /// Waits up to `limit` for the process to exit (killing it, and failing, after that).
