@@ -441,6 +441,32 @@ impl Backoff {
     }
 }
 
+/// Commits the files `adds` to `table` with the `txn` versions `ends`, if the table's versions
+/// of those partitions are still `held` ([`LakeTable::commit`]); a failure is retried, after
+/// doubling pauses, until it passes or `shutdown` comes.
+async fn commit_retried(
+    table: &mut LakeTable,
+    adds: &[deltalake::kernel::Add],
+    ends: &BTreeMap<i32, i64>,
+    held: &BTreeMap<i32, Option<i64>>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Committed, SinkError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match table.commit(adds, ends, held).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) => {
+                tracing::error!(error = %pipeline_io::error_text(&e), "commit failed: retrying");
+                metrics.failing("storage", e.to_string());
+                if !backoff.wait(shutdown).await {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+}
+
 impl Sink {
     async fn work(&mut self) -> Result<(), SinkError> {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -860,17 +886,33 @@ impl Sink {
             return Ok(());
         }
         let buffer = std::mem::take(&mut self.buffers[i]);
-        match self.tables[i].finish().await {
-            Ok(adds) => self.commit_window(i, buffer, &adds).await.map(|_| ()),
-            Err(e) => self.storage_failed(&e).await,
+        let adds = match self.tables[i].finish().await {
+            Ok(adds) => adds,
+            Err(e) => return self.storage_failed(&e).await,
+        };
+        let held = self.held(i, &buffer);
+        let outcome = commit_retried(
+            &mut self.tables[i],
+            &adds,
+            &buffer.ends,
+            &held,
+            &self.metrics,
+            &self.shutdown,
+        )
+        .await?;
+        if !self.committed(i, buffer, outcome) {
+            self.reposition().await?;
         }
+        Ok(())
     }
 
-    /// Commits every table's window, as [`Sink::flush`] does one: the tables finish their files
-    /// side by side (each on its encoder thread), then commit one after another. After a stale
-    /// commit the windows not committed yet are dropped with the others (and reread); after a
-    /// failure (the shutdown came) the other tables still commit theirs. True when every
-    /// window is in its table; false when windows were dropped to be read again.
+    /// Commits every table's window, as [`Sink::flush`] does one, the tables side by side:
+    /// each finishes its files on its encoder thread, then each commits (on a cloud store a
+    /// commit is several requests, so three tables in turn would hold the loop three times as
+    /// long). After a failed write every window is dropped and reread. After a stale commit
+    /// the other tables' commits stand, and every partition is repositioned at its table's
+    /// version. After a failure (the shutdown came) the other tables' commits stand too. True
+    /// when every window is in its table; false when windows were dropped to be read again.
     async fn flush_all(&mut self) -> Result<bool, SinkError> {
         let buffers: Vec<Buffer> = self.buffers.iter_mut().map(std::mem::take).collect();
         let finishing = self
@@ -884,49 +926,63 @@ impl Sink {
                     Some(table.finish().await)
                 }
             });
-        let finished = futures::future::join_all(finishing).await;
-        let mut outcome: Result<(), SinkError> = Ok(());
-        for (i, (buffer, finished)) in buffers.into_iter().zip(finished).enumerate() {
-            let adds = match finished {
-                None => continue,
-                Some(Ok(adds)) => adds,
-                Some(Err(e)) => return self.storage_failed(&e).await.map(|()| false),
-            };
-            match self.commit_window(i, buffer, &adds).await {
-                Ok(true) => {}
-                Ok(false) => return Ok(false),
-                Err(e) => outcome = outcome.and(Err(e)),
+        let mut finished = Vec::with_capacity(buffers.len());
+        for adds in futures::future::join_all(finishing).await {
+            match adds.transpose() {
+                Ok(adds) => finished.push(adds),
+                Err(e) => return self.storage_failed(&e).await.map(|()| false),
             }
         }
-        outcome.map(|()| true)
+        let held: Vec<_> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, buffer)| self.held(i, buffer))
+            .collect();
+        let (metrics, shutdown) = (&self.metrics, &self.shutdown);
+        let committing = self
+            .tables
+            .iter_mut()
+            .zip(&buffers)
+            .zip(&finished)
+            .zip(&held)
+            .map(|(((table, buffer), adds), held)| async move {
+                match adds {
+                    None => None,
+                    Some(adds) => Some(
+                        commit_retried(table, adds, &buffer.ends, held, metrics, shutdown).await,
+                    ),
+                }
+            });
+        let outcomes = futures::future::join_all(committing).await;
+        let mut outcome: Result<(), SinkError> = Ok(());
+        let mut stale = false;
+        for (i, (buffer, committed)) in buffers.into_iter().zip(outcomes).enumerate() {
+            match committed {
+                None => {}
+                Some(Ok(committed)) => stale |= !self.committed(i, buffer, committed),
+                Some(Err(e)) => outcome = outcome.and(Err(e)),
+            }
+        }
+        if stale {
+            self.reposition().await?;
+        }
+        outcome.map(|()| !stale)
     }
 
-    /// Commits the files `adds` of table `i`'s window `buffer`; false when the commit was stale
-    /// (then every window is dropped and every partition repositioned).
-    async fn commit_window(
-        &mut self,
-        i: usize,
-        buffer: Buffer,
-        adds: &[deltalake::kernel::Add],
-    ) -> Result<bool, SinkError> {
-        let held: BTreeMap<i32, Option<i64>> = buffer
+    /// The versions table `i` held, when the sink positioned them, of the partitions of
+    /// `buffer`: what a commit of it checks the table's versions against.
+    fn held(&self, i: usize, buffer: &Buffer) -> BTreeMap<i32, Option<i64>> {
+        buffer
             .ends
             .keys()
             .map(|p| (*p, self.parts.get(&(i, *p)).and_then(|part| part.held)))
-            .collect();
-        let mut backoff = Backoff::default();
-        let outcome = loop {
-            match self.tables[i].commit(adds, &buffer.ends, &held).await {
-                Ok(outcome) => break outcome,
-                Err(e) => {
-                    tracing::error!(error = %pipeline_io::error_text(&e), "commit failed: retrying");
-                    self.metrics.failing("storage", e.to_string());
-                    if !backoff.wait(&self.shutdown).await {
-                        return Err(e.into());
-                    }
-                }
-            }
-        };
+            .collect()
+    }
+
+    /// Accounts for the commit of table `i`'s window `buffer`: metrics, the partitions' held
+    /// versions and the group's offsets when it was written; false when it was stale (the
+    /// caller then repositions every partition).
+    fn committed(&mut self, i: usize, buffer: Buffer, outcome: Committed) -> bool {
         let labels = metrics::table(TABLES[i]);
         match outcome {
             Committed::Written {
@@ -958,7 +1014,7 @@ impl Sink {
                 if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
                     tracing::debug!(error = %e, "offsets not committed to the group");
                 }
-                Ok(true)
+                true
             }
             Committed::Stale(partitions) => {
                 self.metrics.stale_commits.get_or_create(&labels).inc();
@@ -967,8 +1023,7 @@ impl Sink {
                     ?partitions,
                     "another instance wrote these partitions meanwhile: nothing committed, rereading from the table"
                 );
-                self.reposition().await?;
-                Ok(false)
+                false
             }
         }
     }
