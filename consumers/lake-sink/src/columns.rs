@@ -94,8 +94,8 @@ pub fn table_columns(schema: &Schema) -> Result<Vec<StructField>, ColumnError> {
 /// `delta.dataSkippingStatsColumns`): they are what lets a reader skip files ("rows written
 /// since", "this sync"). The other columns' values (ids, names, per-user times, statuses) come
 /// in no order, so every file spans nearly their whole range and skips nothing, while
-/// comparing every value for them was about a tenth of the sink's time (README, "Benchmark
-/// results", session 26).
+/// comparing every value for them was about a tenth of the sink's time (bench/RESULTS.md,
+/// session 26).
 pub const ORDERED_COLUMNS: [&str; 7] = [
     PARTITION,
     OFFSET,

@@ -659,7 +659,7 @@ pub struct Column {
     data_type: DataType,
     nullable: bool,
     /// Which rows are not null: no bitmap at all until the first null (setting a bit per
-    /// value was a quarter of [`Column::decode`]'s time, README "Benchmark results",
+    /// value was a quarter of [`Column::decode`]'s time, bench/RESULTS.md,
     /// session 26).
     valid: NullBufferBuilder,
     values: Values,

@@ -10,8 +10,8 @@ use lake_sink::maintain::{self, MaintainArgs};
 use pipeline_io::cli::{LogFormatArg, invalid_config};
 
 /// mimalloc instead of glibc's malloc: the sink allocates per record (decoded Avro values), and
-/// glibc's malloc and free took about a quarter of its CPU time in a profile (README,
-/// "Benchmark").
+/// glibc's malloc and free took about a quarter of its CPU time in a profile
+/// (bench/RESULTS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -284,7 +284,7 @@ async fn run_with(
     // The group is joined in librdkafka's threads meanwhile; the assignment waits for the
     // first poll, after this. Each table opens in a task of its own, so that both of the
     // runtime's workers take part, and is handed to the resumer, whose first answers then read
-    // only the log entries after it (README, "Benchmark results", session 27).
+    // only the log entries after it (bench/RESULTS.md, session 27).
     let opening: Vec<_> = TABLES
         .iter()
         .zip(&topics)

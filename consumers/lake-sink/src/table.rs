@@ -114,7 +114,7 @@ pub struct Record<'a> {
 /// Records read and not decoded yet: per record its position and plan, and its key and Avro
 /// datum copied side by side into one buffer, which is reused chunk after chunk. Before, each
 /// message was detached (an allocation each for its key, its value and its topic name, its
-/// headers parsed), and freed again on the decoder's thread (README, "Benchmark results",
+/// headers parsed), and freed again on the decoder's thread (bench/RESULTS.md,
 /// session 26).
 #[derive(Debug, Default)]
 struct Records {
@@ -222,7 +222,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// A thread of a table's own that runs its jobs one at a time: a table has two, one decoding
 /// records into rows and one writing rows into Parquet, so that reading, decoding and encoding
-/// run side by side (README, "Benchmark results"). Its allocations (decoded columns, Parquet's
+/// run side by side (bench/RESULTS.md). Its allocations (decoded columns, Parquet's
 /// page, compression and file buffers) stay in one allocator heap and are reused from chunk to
 /// chunk; on the blocking pool the chunks went to whichever thread was free, and each thread's
 /// heap touched fresh memory.
@@ -870,8 +870,7 @@ pub const ROW_GROUP_ROWS: usize = 65_536;
 /// Bytes per Parquet data page, and the dictionary size after which a column chunk falls
 /// back to plain encoding: 64 KiB instead of Parquet's 1 MiB. Each column's page is encoded
 /// and compressed in buffers of this size, which the allocator reuses instead of touching
-/// fresh memory for every page (fewer page faults, about 15 MB less peak RSS; README,
-/// "Benchmark results").
+/// fresh memory for every page (fewer page faults, about 15 MB less peak RSS; bench/RESULTS.md).
 pub const PAGE_BYTES: usize = 64 * 1024;
 
 /// A writer for `table`: Parquet compressed with zstd at level 1, in row groups of
@@ -885,8 +884,8 @@ pub fn writer_for(table: &DeltaTable) -> Result<RecordBatchWriter, DeltaTableErr
     let writer = RecordBatchWriter::for_table(table)?;
     let mut properties = WriterProperties::builder()
         // zstd 1 (the default level): the benchmark's tables take 15.7 MB instead of Snappy's
-        // 25.0 MB, at the same speed and with 10–15 MB less peak RSS (README, "Benchmark
-        // results"); every Delta reader reads zstd.
+        // 25.0 MB, at the same speed and with 10–15 MB less peak RSS (bench/RESULTS.md); every
+        // Delta reader reads zstd.
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_size_limit(PAGE_BYTES)
@@ -948,7 +947,7 @@ fn statistics_columns(table: &DeltaTable) -> Option<Vec<ColumnPath>> {
 /// top-level 64-bit integer and timestamp column (offsets, times). Their values are close to one
 /// another, so the packed differences take fewer bits than zstd leaves of the plain values: the
 /// benchmark's tables take 14,963 KB instead of 15,693 KB, and zstd has a fifth less data to
-/// compress (README, "Benchmark results", session 24).
+/// compress (bench/RESULTS.md, session 24).
 fn delta_columns(schema: &deltalake::arrow::datatypes::Schema) -> Vec<&str> {
     use deltalake::arrow::datatypes::DataType;
     schema
@@ -972,8 +971,8 @@ const UNIQUE_COLUMNS: [&str; 5] = [
 
 /// String columns of unique values in no particular order (ids, names, addresses), written
 /// without statistics: a file's minimum and maximum of random ids span nearly the whole range,
-/// so they skip no file, and comparing every value for them was 11 % of the encoding (README,
-/// "Benchmark results"). Time and offset columns keep theirs.
+/// so they skip no file, and comparing every value for them was 11 % of the encoding
+/// (bench/RESULTS.md). Time and offset columns keep theirs.
 const UNRANKED_COLUMNS: [&str; 5] = [
     "record_key",
     "user_id",
