@@ -879,42 +879,37 @@ impl Sink {
         Ok(())
     }
 
-    /// Commits table `i`'s window. A stale commit drops every window and repositions every
-    /// partition; a failure to commit is retried until it passes or the shutdown comes.
+    /// Commits table `i`'s window, as [`Sink::flush_all`] does every table's.
     async fn flush(&mut self, i: usize) -> Result<(), SinkError> {
-        if self.buffers[i].count == 0 {
-            return Ok(());
-        }
-        let buffer = std::mem::take(&mut self.buffers[i]);
-        let adds = match self.tables[i].finish().await {
-            Ok(adds) => adds,
-            Err(e) => return self.storage_failed(&e).await,
-        };
-        let held = self.held(i, &buffer);
-        let outcome = commit_retried(
-            &mut self.tables[i],
-            &adds,
-            &buffer.ends,
-            &held,
-            &self.metrics,
-            &self.shutdown,
-        )
-        .await?;
-        if !self.committed(i, buffer, outcome) {
-            self.reposition().await?;
-        }
-        Ok(())
+        self.flush_windows(Some(i)).await.map(|_| ())
     }
 
-    /// Commits every table's window, as [`Sink::flush`] does one, the tables side by side:
-    /// each finishes its files on its encoder thread, then each commits (on a cloud store a
-    /// commit is several requests, so three tables in turn would hold the loop three times as
-    /// long). After a failed write every window is dropped and reread. After a stale commit
-    /// the other tables' commits stand, and every partition is repositioned at its table's
+    /// Commits every table's window ([`Sink::flush_windows`]).
+    async fn flush_all(&mut self) -> Result<bool, SinkError> {
+        self.flush_windows(None).await
+    }
+
+    /// Commits the window of table `only`, or of every table side by side: each finishes its
+    /// files on its encoder thread, then each commits (on a cloud store a commit is several
+    /// requests, so three tables in turn would hold the loop three times as long); a failure
+    /// to commit is retried until it passes or the shutdown comes. After a failed write every
+    /// window is dropped and reread. After a stale commit the other tables' commits stand,
+    /// every other window is dropped and every partition is repositioned at its table's
     /// version. After a failure (the shutdown came) the other tables' commits stand too. True
     /// when every window is in its table; false when windows were dropped to be read again.
-    async fn flush_all(&mut self) -> Result<bool, SinkError> {
-        let buffers: Vec<Buffer> = self.buffers.iter_mut().map(std::mem::take).collect();
+    async fn flush_windows(&mut self, only: Option<usize>) -> Result<bool, SinkError> {
+        let buffers: Vec<Buffer> = self
+            .buffers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| {
+                if only.is_none_or(|o| o == i) {
+                    std::mem::take(b)
+                } else {
+                    Buffer::default()
+                }
+            })
+            .collect();
         let finishing = self
             .tables
             .iter_mut()
